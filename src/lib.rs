@@ -8,8 +8,18 @@
 //! - [`analysis`] — pure: raw message bytes in, an [`analysis::Analysis`] out
 //!   (what kind of message it is, which original it refers to, who failed).
 //!   Knows nothing of IMAP, files or configuration.
+//! - [`config`] — the YAML configuration, validated into typed settings.
+//! - [`secrets`] — passwords and tokens from the keyring, env, a command or a file.
+//! - [`imap`] — one authenticated IMAP session: TLS, timeouts, fetch and safe moves.
+//! - [`store`] — the SQLite state: watermarks, the sent index, the audit log.
+//! - [`testserver`] — a private Dovecot on loopback for the demo and the tests.
 //! - [`cli`] — the command-line contract (`inspect`, `sweep`, ...), human and
 //!   JSON output, exit codes.
 
 pub mod analysis;
 pub mod cli;
+pub mod config;
+pub mod imap;
+pub mod secrets;
+pub mod store;
+pub mod testserver;
