@@ -2,9 +2,31 @@
 //!
 //! This module is pure — no I/O, no IMAP, no configuration — so that every
 //! decision can be reproduced offline with `backsweep inspect` and tested
-//! against a corpus of real mail.
+//! against a corpus of real mail. It answers two questions about a message:
+//! what kind it is ([`Kind`]), and which original message it is about
+//! (Message-IDs, failed recipients, the original's headers). Whether the user
+//! really sent that original is for the verdict, which needs the sent index.
+//!
+//! Steps: [`parse`] takes MIME apart (bounded, panic-contained), [`dsn`]
+//! reads delivery-status fields, [`detect`] weighs structural evidence and
+//! the YAML [`rules`], [`original`] finds the original and the recipients.
 
+pub mod detect;
+pub mod dsn;
+pub mod original;
+pub mod parse;
+pub mod rules;
+pub mod text;
+
+use regex::Regex;
+use rules::{RuleError, RuleSet, Target};
 use serde::Serialize;
+use std::sync::OnceLock;
+
+/// Analysis reads at most this many bytes of a message. A bounce's notice
+/// and the returned original's header sit at the top; the rest (attachments
+/// of the original) never changes the answer and must not cost memory.
+pub const MAX_ANALYSED_BYTES: usize = 1024 * 1024;
 
 /// What kind of message this is, as far as backscatter is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -23,21 +45,232 @@ pub enum Kind {
     None,
 }
 
+impl Kind {
+    /// The lower-case name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Bounce => "bounce",
+            Kind::Autoreply => "autoreply",
+            Kind::Challenge => "challenge",
+            Kind::Feedback => "feedback",
+            Kind::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the notice tells about the original message, when it returns or
+/// quotes its header. Values are raw header text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OriginalHeaders {
+    /// The original's From.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The original's To.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The original's Subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The original's Date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    /// The original's Received chain, top (last hop) first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub received: Vec<String>,
+}
+
+impl OriginalHeaders {
+    /// True when nothing about the original is known.
+    pub fn is_empty(&self) -> bool {
+        self == &OriginalHeaders::default()
+    }
+}
+
 /// The result of analysing one message.
 #[derive(Debug, Clone, Serialize)]
 pub struct Analysis {
+    /// What kind of message it is.
     pub kind: Kind,
+    /// Message-IDs of the original it refers to, best first, without angle
+    /// brackets; never the message's own id.
     pub original_message_ids: Vec<String>,
+    /// For bounces and reports: the recipients that failed or complained.
+    /// For auto-replies and challenges: the address that answered.
     pub recipients: Vec<String>,
+    /// Ids of every rule that fired (structural and YAML), so each decision
+    /// can be explained.
     pub rules: Vec<String>,
+    /// The original's headers, as far as the message carries them.
+    #[serde(skip_serializing_if = "OriginalHeaders::is_empty")]
+    pub original: OriginalHeaders,
+    /// The message's own Message-ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// True when only the first [`MAX_ANALYSED_BYTES`] were read.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// True when MIME parsing failed and the message was read as text.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unparsed: bool,
 }
 
-/// Analyse one raw message.
-pub fn analyze(_raw: &[u8]) -> Analysis {
-    Analysis {
-        kind: Kind::None,
-        original_message_ids: Vec::new(),
-        recipients: Vec::new(),
-        rules: Vec::new(),
+/// Analyses messages with one compiled rule set.
+///
+/// Building one compiles every rule; keep it for the life of the process.
+#[derive(Debug, Clone)]
+pub struct Analyzer {
+    rules: RuleSet,
+    header_targets: Vec<String>,
+}
+
+impl Analyzer {
+    /// An analyzer over `rules`.
+    pub fn new(rules: RuleSet) -> Analyzer {
+        let mut header_targets: Vec<String> = rules.header_targets().map(str::to_string).collect();
+        header_targets.sort();
+        Analyzer {
+            rules,
+            header_targets,
+        }
     }
+
+    /// An analyzer with the built-in rules.
+    pub fn builtin() -> Result<Analyzer, RuleError> {
+        RuleSet::builtin().map(Analyzer::new)
+    }
+
+    /// The rule set in use.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Analyses one raw message. Never panics; reads at most
+    /// [`MAX_ANALYSED_BYTES`].
+    pub fn analyze(&self, raw: &[u8]) -> Analysis {
+        self.analyze_nested(raw, 0)
+    }
+
+    /// Analyses a message found `depth` levels inside another.
+    pub(crate) fn analyze_nested(&self, raw: &[u8], depth: usize) -> Analysis {
+        let truncated = raw.len() > MAX_ANALYSED_BYTES;
+        let raw = &raw[..raw.len().min(MAX_ANALYSED_BYTES)];
+        let outcome = std::panic::catch_unwind(|| self.analyze_bounded(raw, depth));
+        match outcome {
+            Ok(mut analysis) => {
+                analysis.truncated = truncated;
+                analysis
+            }
+            Err(_) => Analysis {
+                kind: Kind::None,
+                original_message_ids: Vec::new(),
+                recipients: Vec::new(),
+                rules: vec!["error.unparsed".to_string()],
+                original: OriginalHeaders::default(),
+                message_id: None,
+                truncated,
+                unparsed: true,
+            },
+        }
+    }
+
+    fn analyze_bounded(&self, raw: &[u8], depth: usize) -> Analysis {
+        let pieces = parse::parse(raw);
+        let own_id = pieces
+            .header("message-id")
+            .and_then(text::normalize_message_id);
+        let mut statuses: Vec<dsn::DeliveryStatus> = pieces
+            .dsn_texts
+            .iter()
+            .map(|t| dsn::parse_delivery_status(t))
+            .collect();
+        if statuses.iter().all(|s| s.recipients.is_empty())
+            && dsn_fields_in_text().is_match(&pieces.body)
+        {
+            statuses.push(dsn::parse_delivery_status(&pieces.body));
+        }
+        let has_original = !pieces.enclosed.is_empty();
+        let detection = detect::detect(self, &pieces, &statuses, has_original);
+        let mut rules = detection.rules;
+        let (found, recipients) = match detection.kind {
+            Kind::Bounce | Kind::Feedback => {
+                let found = original::find_original(self, &pieces, own_id.as_deref(), depth);
+                let (recipients, source) = original::failed_recipients(&pieces, &statuses, &found);
+                if !recipients.is_empty() {
+                    rules.push(source.to_string());
+                }
+                (found, recipients)
+            }
+            Kind::Autoreply | Kind::Challenge => {
+                let found = original::find_replied_to(self, &pieces, own_id.as_deref(), depth);
+                let mdn_recipients: Vec<String> = pieces
+                    .mdn_texts
+                    .iter()
+                    .map(|t| dsn::parse_delivery_status(t))
+                    .flat_map(|s| s.recipients.into_iter().filter_map(|r| r.address))
+                    .collect();
+                let recipients = if mdn_recipients.is_empty() {
+                    pieces
+                        .header("from")
+                        .map(text::addresses_in)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .take(1)
+                        .collect()
+                } else {
+                    mdn_recipients
+                };
+                (found, recipients)
+            }
+            Kind::None => (original::Found::default(), Vec::new()),
+        };
+        rules.extend(found.sources.iter().map(|s| s.to_string()));
+        if pieces.unparsed {
+            rules.push("error.unparsed".to_string());
+        }
+        Analysis {
+            kind: detection.kind,
+            original_message_ids: found.message_ids,
+            recipients,
+            rules,
+            original: found.headers,
+            message_id: own_id,
+            truncated: false,
+            unparsed: pieces.unparsed,
+        }
+    }
+
+    /// True if `subject` matches a bounce subject rule (used to recognise a
+    /// quoted notice inside a forwarded bounce).
+    pub(crate) fn is_bounce_subject(&self, subject: &str) -> bool {
+        self.rules
+            .matching(&Target::Subject, subject)
+            .iter()
+            .any(|r| r.kind == rules::RuleKind::Bounce)
+    }
+}
+
+fn dsn_fields_in_text() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"(?im)^\s*(final|original)-recipient:").expect("dsn field regex is valid")
+    })
+}
+
+/// Analyses one raw message with the built-in rules.
+///
+/// # Panics
+/// Only if the built-in rule files are invalid, which the test suite rules out.
+pub fn analyze(raw: &[u8]) -> Analysis {
+    static BUILTIN: OnceLock<Analyzer> = OnceLock::new();
+    BUILTIN
+        .get_or_init(|| {
+            Analyzer::builtin().unwrap_or_else(|e| panic!("built-in rules are invalid: {e}"))
+        })
+        .analyze(raw)
 }

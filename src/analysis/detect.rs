@@ -1,0 +1,278 @@
+//! Deciding the kind of a message from layered evidence.
+//!
+//! 1. Structure, fixed by RFCs: `multipart/report` and its report types,
+//!    delivery-status / disposition / feedback parts, DSN fields written as
+//!    text, `X-Failed-Recipients`, `Auto-Submitted: auto-replied`.
+//! 2. Rules from `rules/*.yaml`: strong signatures decide alone; weak
+//!    phrases need corroboration from a *different* place in the message (a
+//!    machine sender or a null return path, a subject and a body phrase, a
+//!    returned original). A single phrase in a person's mail is not enough.
+//!
+//! When several kinds have evidence, the more specific report wins:
+//! feedback, then bounce, then challenge, then auto-reply.
+
+use super::dsn::{has_dsn_fields, DeliveryStatus};
+use super::parse::Pieces;
+use super::rules::{RuleKind, Strength, Target};
+use super::{Analyzer, Kind};
+use std::collections::HashSet;
+
+/// How much of the explanation phrase rules read: the notice is at the top.
+const MAX_PHRASE_TEXT: usize = 32 * 1024;
+
+/// The decided kind and the ids of every rule that contributed.
+#[derive(Debug)]
+pub struct Detection {
+    /// The kind.
+    pub kind: Kind,
+    /// Rule ids, structural ones first.
+    pub rules: Vec<String>,
+}
+
+/// Where a piece of weak evidence was found; two from the same place do not
+/// corroborate each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Place {
+    Subject,
+    Sender,
+    Body,
+    Header,
+    Original,
+}
+
+#[derive(Default)]
+struct Evidence {
+    rules: Vec<String>,
+    strong: HashSet<Kind>,
+    weak: Vec<(Kind, Place)>,
+    machine_sender: bool,
+}
+
+impl Evidence {
+    fn fire(&mut self, id: &str) {
+        if !self.rules.iter().any(|r| r == id) {
+            self.rules.push(id.to_string());
+        }
+    }
+
+    fn strong(&mut self, kind: Kind, id: &str) {
+        self.strong.insert(kind);
+        self.fire(id);
+    }
+
+    /// True when `kind` has weak evidence in two different places, at least
+    /// one of them specific to that kind (not only "a machine sent this").
+    fn corroborated(&self, kind: Kind) -> bool {
+        let places: HashSet<Place> = self
+            .weak
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, p)| *p)
+            .collect();
+        let specific = places.iter().any(|p| *p != Place::Original);
+        let count =
+            places.len() + usize::from(self.machine_sender && !places.contains(&Place::Sender));
+        specific && count >= 2
+    }
+}
+
+/// Decides the kind of the message.
+pub fn detect(
+    analyzer: &Analyzer,
+    pieces: &Pieces,
+    statuses: &[DeliveryStatus],
+    has_original: bool,
+) -> Detection {
+    let mut ev = Evidence::default();
+    structural(pieces, statuses, &mut ev);
+
+    let from = pieces.header("from").unwrap_or_default();
+    let return_path = pieces.header("return-path");
+    if return_path.is_some_and(|rp| {
+        let rp = rp.trim();
+        rp == "<>" || rp.is_empty() || rp == "<<>>"
+    }) {
+        ev.machine_sender = true;
+        ev.fire("envelope.null-return-path");
+    }
+    let sender = format!(
+        "From: {from}\nReturn-Path: {}",
+        return_path.unwrap_or_default()
+    );
+    let body = bounded(&pieces.body, MAX_PHRASE_TEXT);
+
+    let apply = |target: &Target, text: &str, place: Place, ev: &mut Evidence| {
+        for rule in analyzer.rules.matching(target, text) {
+            ev.fire(&rule.id);
+            let kind = match rule.kind {
+                RuleKind::Bounce => Kind::Bounce,
+                RuleKind::Autoreply => Kind::Autoreply,
+                RuleKind::Challenge => Kind::Challenge,
+                RuleKind::Feedback => Kind::Feedback,
+                RuleKind::Automated => {
+                    ev.machine_sender = true;
+                    continue;
+                }
+            };
+            match rule.strength {
+                Strength::Strong => {
+                    ev.strong.insert(kind);
+                }
+                Strength::Weak => ev.weak.push((kind, place)),
+            }
+        }
+    };
+    apply(&Target::Subject, &pieces.subject, Place::Subject, &mut ev);
+    apply(&Target::Sender, &sender, Place::Sender, &mut ev);
+    apply(&Target::Body, body, Place::Body, &mut ev);
+    for name in analyzer.header_targets.iter() {
+        for (n, v) in pieces
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            let _ = n;
+            apply(&Target::Header(name.clone()), v, Place::Header, &mut ev);
+        }
+    }
+    if has_original {
+        ev.weak.push((Kind::Bounce, Place::Original));
+        ev.weak.push((Kind::Feedback, Place::Original));
+    }
+    // An auto-reply or challenge answers a message, and usually says which.
+    if pieces.header("in-reply-to").is_some() || pieces.header("references").is_some() {
+        ev.weak.push((Kind::Autoreply, Place::Original));
+        ev.weak.push((Kind::Challenge, Place::Original));
+    }
+
+    // A person's reply ("Re: ..." answering a thread) is judged on strong
+    // evidence only: a postmaster writing by hand about a failed delivery
+    // uses the same words as a bounce.
+    let human_reply =
+        is_human_reply(pieces) && (!ev.machine_sender || has_mail_client_header(pieces));
+    let weak_ok = |kind: Kind, ev: &Evidence| !human_reply && ev.corroborated(kind);
+
+    let auto_replied = pieces
+        .header("auto-submitted")
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("auto-replied"));
+    let kind = if ev.strong.contains(&Kind::Feedback) {
+        Kind::Feedback
+    } else if ev.strong.contains(&Kind::Bounce) {
+        Kind::Bounce
+    } else if ev.strong.contains(&Kind::Challenge) {
+        Kind::Challenge
+    } else if ev.strong.contains(&Kind::Autoreply) {
+        Kind::Autoreply
+    } else if weak_ok(Kind::Feedback, &ev) {
+        Kind::Feedback
+    } else if weak_ok(Kind::Bounce, &ev) {
+        Kind::Bounce
+    } else if weak_ok(Kind::Challenge, &ev) {
+        Kind::Challenge
+    } else if auto_replied {
+        ev.fire("header.auto-submitted.auto-replied");
+        Kind::Autoreply
+    } else if weak_ok(Kind::Autoreply, &ev) {
+        Kind::Autoreply
+    } else {
+        Kind::None
+    };
+    Detection {
+        kind,
+        rules: ev.rules,
+    }
+}
+
+/// Evidence from MIME structure and standard fields.
+fn structural(pieces: &Pieces, statuses: &[DeliveryStatus], ev: &mut Evidence) {
+    for rt in &pieces.report_types {
+        match rt.as_str() {
+            "delivery-status" | "global-delivery-status" => {
+                ev.strong(Kind::Bounce, "structure.report.delivery-status")
+            }
+            "disposition-notification" | "global-disposition-notification" => {
+                ev.strong(Kind::Autoreply, "structure.report.disposition-notification")
+            }
+            "feedback-report" => ev.strong(Kind::Feedback, "structure.report.feedback-report"),
+            _ => {}
+        }
+    }
+    if !pieces.dsn_texts.is_empty() {
+        ev.strong(Kind::Bounce, "structure.delivery-status-part");
+    }
+    if !pieces.mdn_texts.is_empty() {
+        ev.strong(Kind::Autoreply, "structure.disposition-notification-part");
+    }
+    if !pieces.feedback_texts.is_empty() {
+        ev.strong(Kind::Feedback, "structure.feedback-report-part");
+    }
+    if pieces.dsn_texts.is_empty() && statuses.iter().any(has_dsn_fields) {
+        ev.strong(Kind::Bounce, "text.dsn-fields");
+    }
+    if pieces
+        .header("x-failed-recipients")
+        .is_some_and(|v| v.contains('@'))
+    {
+        ev.strong(Kind::Bounce, "header.x-failed-recipients");
+    }
+}
+
+/// A reply written by a person: a reply subject in an existing thread.
+fn is_human_reply(pieces: &Pieces) -> bool {
+    let subject = pieces.subject.trim_start().to_lowercase();
+    let reply_prefix = [
+        "re:", "re :", "aw:", "antw:", "sv:", "vs:", "r:", "ref:", "rif:", "odp:", "回复", "答复",
+        "返信",
+    ]
+    .iter()
+    .any(|p| subject.starts_with(p));
+    reply_prefix
+        && (pieces.header("in-reply-to").is_some() || pieces.header("references").is_some())
+}
+
+/// True if a mail client (not an MTA) wrote the message.
+fn has_mail_client_header(pieces: &Pieces) -> bool {
+    pieces.header("user-agent").is_some()
+        || pieces.header("x-mailer").is_some_and(|m| {
+            let m = m.to_ascii_lowercase();
+            [
+                "outlook",
+                "thunderbird",
+                "apple mail",
+                "iphone",
+                "mutt",
+                "evolution",
+                "kmail",
+                "roundcube",
+                "squirrelmail",
+                "mozilla",
+                "the bat",
+                "claws",
+                "sylpheed",
+                "becky",
+                "eudora",
+                "lotus notes",
+                "k-9",
+                "airmail",
+                "mailmate",
+                "postbox",
+                "em client",
+                "windows live mail",
+                "webmail",
+                "gmail",
+            ]
+            .iter()
+            .any(|c| m.contains(c))
+        })
+}
+
+fn bounded(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

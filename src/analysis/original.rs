@@ -1,0 +1,550 @@
+//! Finding the original message a bounce, report or auto-reply is about, and
+//! the recipients that failed.
+//!
+//! Sources, most reliable first: the enclosed `message/rfc822` part (and, if
+//! that is itself a bounce, its own original: we want the innermost user
+//! message), a `text/rfc822-headers` part, header blocks quoted in the text,
+//! JSON notifications, `Original-Message-ID` fields, and finally the
+//! `In-Reply-To`/`References` of the notice. The notice's own Message-ID is
+//! never returned.
+
+use super::dsn::DeliveryStatus;
+use super::parse::{Enclosed, Pieces};
+use super::text::{
+    addresses_in, dsn_address, field_groups, is_system_local_part, leading_header_block,
+    message_id_list, normalize_message_id, quoted_header_blocks, split_field, strip_quote_marks,
+    HeaderBlock,
+};
+use super::{Analyzer, OriginalHeaders};
+use regex::Regex;
+use std::sync::OnceLock;
+
+/// Where the original's identity was found, as a rule id.
+pub const FROM_ENCLOSED: &str = "original.enclosed-message";
+/// The enclosed message was itself a bounce; its original was used.
+pub const FROM_NESTED: &str = "original.nested-bounce";
+/// From a text/rfc822-headers part.
+pub const FROM_HEADERS_PART: &str = "original.rfc822-headers";
+/// From header lines quoted in the text.
+pub const FROM_QUOTED: &str = "original.quoted-headers";
+/// From a JSON notification (Amazon SES and similar).
+pub const FROM_JSON: &str = "original.json-notification";
+/// From an Original-Message-ID style field.
+pub const FROM_FIELD: &str = "original.message-id-field";
+/// From the notice's own In-Reply-To / References.
+pub const FROM_REPLY_HEADERS: &str = "original.in-reply-to";
+
+/// What was found about the original.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Message-IDs, best first, without the notice's own.
+    pub message_ids: Vec<String>,
+    /// Headers of the original, when a header block was available.
+    pub headers: OriginalHeaders,
+    /// Rule ids saying where the information came from.
+    pub sources: Vec<&'static str>,
+    /// The failed recipients of an enclosed bounce, when the original came
+    /// from one.
+    pub nested_recipients: Vec<String>,
+}
+
+impl Found {
+    /// Adds an id taken from a structural source (an enclosed original, an
+    /// Original-Message-ID field). These name the original unambiguously, so
+    /// the id is kept even when it equals the notice's own (seen when an MTA
+    /// reuses the original's id, and in anonymised samples).
+    fn add_structural_id(&mut self, id: String) -> bool {
+        if self.message_ids.contains(&id) {
+            return false;
+        }
+        self.message_ids.push(id);
+        true
+    }
+
+    /// Adds an id from a heuristic source, never the notice's own.
+    fn add_id(&mut self, id: String, own: Option<&str>) -> bool {
+        if own.is_some_and(|o| o.eq_ignore_ascii_case(&id)) || self.message_ids.contains(&id) {
+            return false;
+        }
+        self.message_ids.push(id);
+        true
+    }
+
+    fn take_headers(&mut self, block: &HeaderBlock) {
+        let h = &mut self.headers;
+        if h.from.is_none() {
+            h.from = block.get("from").map(str::to_string);
+        }
+        if h.to.is_none() {
+            h.to = block.get("to").map(str::to_string);
+        }
+        if h.subject.is_none() {
+            h.subject = block.get("subject").map(str::to_string);
+        }
+        if h.date.is_none() {
+            h.date = block.get("date").map(str::to_string);
+        }
+        if h.received.is_empty() {
+            h.received = block.get_all("received").map(str::to_string).collect();
+        }
+    }
+}
+
+/// The nesting depth up to which an enclosed bounce is unwrapped.
+const MAX_NESTING: usize = 3;
+
+/// Finds the original of a bounce or feedback report.
+pub fn find_original(
+    analyzer: &Analyzer,
+    pieces: &Pieces,
+    own_id: Option<&str>,
+    depth: usize,
+) -> Found {
+    let mut found = Found::default();
+    for enclosed in &pieces.enclosed {
+        match enclosed {
+            Enclosed::Message(bytes) => {
+                let block = header_block_of(bytes);
+                if depth < MAX_NESTING {
+                    let inner = analyzer.analyze_nested(bytes, depth + 1);
+                    if matches!(inner.kind, super::Kind::Bounce)
+                        && !inner.original_message_ids.is_empty()
+                    {
+                        for id in inner.original_message_ids {
+                            found.add_id(id, own_id);
+                        }
+                        found.headers = inner.original;
+                        found.nested_recipients = inner.recipients;
+                        found.sources.push(FROM_NESTED);
+                        continue;
+                    }
+                }
+                found.take_headers(&block);
+                if let Some(id) = block.get("message-id").and_then(normalize_message_id) {
+                    if found.add_structural_id(id) {
+                        found.sources.push(FROM_ENCLOSED);
+                    }
+                }
+            }
+            Enclosed::Headers(text) => {
+                let block = header_block_of(text.as_bytes());
+                found.take_headers(&block);
+                if let Some(id) = block.get("message-id").and_then(normalize_message_id) {
+                    if found.add_structural_id(id) {
+                        found.sources.push(FROM_HEADERS_PART);
+                    }
+                }
+            }
+        }
+    }
+    if found.message_ids.is_empty() {
+        quoted_original(analyzer, pieces, own_id, &mut found);
+    }
+    if found.message_ids.is_empty() {
+        for id in json_message_ids(&pieces.body) {
+            if found.add_id(id, own_id) && !found.sources.contains(&FROM_JSON) {
+                found.sources.push(FROM_JSON);
+            }
+        }
+    }
+    if found.message_ids.is_empty() {
+        let fields = pieces
+            .dsn_texts
+            .iter()
+            .chain(&pieces.feedback_texts)
+            .chain(&pieces.mdn_texts);
+        for text in fields {
+            for group in field_groups(text) {
+                for f in group {
+                    let name = f.name.to_ascii_lowercase();
+                    if matches!(
+                        name.as_str(),
+                        "original-message-id"
+                            | "x-original-message-id"
+                            | "original-message-id-header"
+                    ) {
+                        if let Some(id) = normalize_message_id(&f.value) {
+                            if found.add_structural_id(id) {
+                                found.sources.push(FROM_FIELD);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if found.message_ids.is_empty() {
+        reply_headers(pieces, own_id, &mut found);
+    }
+    found
+}
+
+/// Finds the original of an auto-reply or read receipt.
+pub fn find_replied_to(
+    analyzer: &Analyzer,
+    pieces: &Pieces,
+    own_id: Option<&str>,
+    depth: usize,
+) -> Found {
+    let mut found = Found::default();
+    for text in &pieces.mdn_texts {
+        for group in field_groups(text) {
+            for f in group.iter().filter(|f| f.is("original-message-id")) {
+                if let Some(id) = normalize_message_id(&f.value) {
+                    if found.add_structural_id(id) {
+                        found.sources.push(FROM_FIELD);
+                    }
+                }
+            }
+        }
+    }
+    if found.message_ids.is_empty() {
+        reply_headers(pieces, own_id, &mut found);
+    }
+    if found.message_ids.is_empty() {
+        let enclosed = find_original(analyzer, pieces, own_id, depth);
+        if !enclosed.message_ids.is_empty() {
+            return enclosed;
+        }
+    }
+    found
+}
+
+fn reply_headers(pieces: &Pieces, own_id: Option<&str>, found: &mut Found) {
+    let in_reply_to = pieces
+        .header("in-reply-to")
+        .map(message_id_list)
+        .unwrap_or_default();
+    let mut references = pieces
+        .header("references")
+        .map(message_id_list)
+        .unwrap_or_default();
+    references.reverse();
+    for id in in_reply_to.into_iter().chain(references) {
+        if found.add_id(id, own_id) && !found.sources.contains(&FROM_REPLY_HEADERS) {
+            found.sources.push(FROM_REPLY_HEADERS);
+        }
+    }
+}
+
+/// Header blocks quoted in the explanation. A quoted block that is itself a
+/// notice (from a mail system, with a bounce subject) is skipped when a later
+/// block exists: in a forwarded bounce the innermost block is the user's.
+fn quoted_original(analyzer: &Analyzer, pieces: &Pieces, own_id: Option<&str>, found: &mut Found) {
+    // Header blocks in the explanation, then in DSN parts (a broken boundary
+    // can leave the returned header inside the delivery-status part).
+    let blocks: Vec<HeaderBlock> = std::iter::once(&pieces.body)
+        .chain(&pieces.dsn_texts)
+        .flat_map(|t| quoted_header_blocks(t))
+        .filter(|b| {
+            b.get("message-id")
+                .and_then(normalize_message_id)
+                .is_some_and(|id| !own_id.is_some_and(|o| o.eq_ignore_ascii_case(&id)))
+        })
+        .collect();
+    let is_notice = |b: &HeaderBlock| {
+        let from_system = b.get("from").is_some_and(|f| {
+            addresses_in(f).iter().any(|a| is_system_local_part(a))
+                || f.to_ascii_lowercase().contains("mailer-daemon")
+        });
+        let bounce_subject = b
+            .get("subject")
+            .is_some_and(|s| analyzer.is_bounce_subject(s));
+        from_system && bounce_subject
+    };
+    if blocks.is_empty() {
+        // No quoted Message-ID: still learn the original's From/To/Subject
+        // from the first quoted header that is not the notice's own.
+        if let Some(block) = quoted_header_blocks(&pieces.body)
+            .iter()
+            .find(|b| !is_notice(b))
+        {
+            found.take_headers(block);
+        }
+        return;
+    }
+    let chosen = blocks.iter().position(|b| !is_notice(b)).or(Some(0));
+    if let Some(index) = chosen {
+        let block = &blocks[index];
+        found.take_headers(block);
+        if let Some(id) = block.get("message-id").and_then(normalize_message_id) {
+            if found.add_id(id, own_id) {
+                found.sources.push(FROM_QUOTED);
+            }
+        }
+    }
+}
+
+fn header_block_of(bytes: &[u8]) -> HeaderBlock {
+    leading_header_block(&String::from_utf8_lossy(bytes))
+}
+
+fn json_message_id_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r#"\\?"(?:messageId|message_id)\\?"\s*:\s*\\?"([^"\\]{1,250})\\?""#)
+            .expect("json message id regex is valid")
+    })
+}
+
+/// Message-IDs in a JSON notification (SES puts its own id in `mail.messageId`
+/// and the original header in `commonHeaders.messageId`).
+fn json_message_ids(body: &str) -> Vec<String> {
+    if !body.contains("notificationType") && !body.contains("eventType") {
+        return Vec::new();
+    }
+    json_message_id_regex()
+        .captures_iter(body)
+        .filter_map(|c| c.get(1).and_then(|m| normalize_message_id(m.as_str())))
+        .collect()
+}
+
+fn json_recipient_regex() -> &'static Regex {
+    // `"emailAddress":"..."` (bounced and complained recipients) or a
+    // `"recipients":[...]` array (delivery notifications), the JSON possibly
+    // string-escaped inside an SNS envelope.
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(
+            r#"\\?"(?:emailAddress\\?"\s*:\s*\\?"([^"\\]{1,250})\\?"|recipients\\?"\s*:\s*\[([^\]]{0,4000})\])"#,
+        )
+        .expect("json recipient regex is valid")
+    })
+}
+
+/// The failed recipients of a bounce or report, from the most structured
+/// source available.
+pub fn failed_recipients(
+    pieces: &Pieces,
+    statuses: &[DeliveryStatus],
+    original: &Found,
+) -> (Vec<String>, &'static str) {
+    let mut out: Vec<String> = Vec::new();
+    for s in statuses {
+        for a in s.failed_addresses() {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    if !out.is_empty() {
+        return (out, "recipients.dsn-fields");
+    }
+    if let Some(v) = pieces.header("x-failed-recipients") {
+        let out = addresses_in(v);
+        if !out.is_empty() {
+            return (out, "recipients.x-failed-recipients");
+        }
+    }
+    for text in &pieces.feedback_texts {
+        for group in field_groups(text) {
+            for f in group {
+                if f.is("original-rcpt-to") || f.is("removal-recipient") {
+                    if let Some(a) = dsn_address(&f.value) {
+                        if !out.contains(&a) {
+                            out.push(a);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !out.is_empty() {
+        return (out, "recipients.feedback-fields");
+    }
+    if pieces.body.contains("emailAddress") || pieces.body.contains("recipients") {
+        for c in json_recipient_regex().captures_iter(&pieces.body) {
+            let text = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
+            for a in addresses_in(text) {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        if !out.is_empty() {
+            return (out, "recipients.json-notification");
+        }
+    }
+    let from_text = text_recipients(pieces, original);
+    if !from_text.is_empty() {
+        return (from_text, "recipients.text");
+    }
+    if !original.nested_recipients.is_empty() {
+        return (
+            original.nested_recipients.clone(),
+            "recipients.nested-bounce",
+        );
+    }
+    // Last resort: whom the returned original was addressed to.
+    let to = original
+        .headers
+        .to
+        .as_deref()
+        .map(addresses_in)
+        .unwrap_or_default();
+    (to, "recipients.original-to")
+}
+
+/// The failed recipients named in a free-text bounce.
+///
+/// Lines that name an address on their own (`<a@b>:` of qmail and Postfix,
+/// an indented address of Exim and Sendmail, `RCPT TO:<a@b>` of a session
+/// transcript) are trusted first. Otherwise every address in the
+/// explanation counts, less the notice's own addressees, system mailboxes
+/// and Message-IDs. Header lines (a quoted notice or original) are skipped,
+/// and the scan stops where the returned original begins.
+fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
+    let mut exclude: Vec<String> = Vec::new();
+    for name in [
+        "to",
+        "from",
+        "delivered-to",
+        "x-original-to",
+        "cc",
+        "return-path",
+        "envelope-to",
+    ] {
+        if let Some(v) = pieces.header(name) {
+            exclude.extend(addresses_in(v));
+        }
+    }
+    if let Some(from) = &original.headers.from {
+        exclude.extend(addresses_in(from));
+    }
+    let ids: Vec<String> = original
+        .message_ids
+        .iter()
+        .map(|i| i.to_ascii_lowercase())
+        .chain(
+            pieces
+                .header("message-id")
+                .and_then(normalize_message_id)
+                .map(|i| i.to_ascii_lowercase()),
+        )
+        .collect();
+    let plausible = |a: &String| {
+        !ids.contains(a)
+            && a.rsplit('@').next().is_some_and(|d| d.contains('.'))
+            && !a
+                .split('@')
+                .next()
+                .is_some_and(|l| l.contains(['=', '/', '&']))
+    };
+    let mut strong: Vec<String> = Vec::new();
+    let mut weak: Vec<String> = Vec::new();
+    // Indentation of the header line being skipped, if any.
+    let mut header_indent: Option<usize> = None;
+    for raw_line in pieces.body.lines().take(400) {
+        let line = strip_quote_marks(raw_line);
+        let trimmed = line.trim();
+        if separator_regex().is_match(trimmed) {
+            break;
+        }
+        if trimmed.is_empty() {
+            header_indent = None;
+            continue;
+        }
+        // Header lines (a quoted notice's or the original's) name senders
+        // and addressees, not failed recipients.
+        let indent = line.len() - line.trim_start().len();
+        let continues_header = header_indent.is_some_and(|h| indent > h);
+        if split_field(trimmed).is_some_and(|(name, _)| is_header_name(name)) {
+            header_indent = Some(indent);
+            continue;
+        }
+        if continues_header {
+            continue;
+        }
+        header_indent = None;
+        let found = addresses_in(trimmed);
+        if found.is_empty() {
+            continue;
+        }
+        if let Some(c) = recipient_line_regex().captures(trimmed) {
+            if let Some(a) = c.get(1).map(|m| m.as_str().to_ascii_lowercase()) {
+                if plausible(&a) && !strong.contains(&a) {
+                    strong.push(a);
+                }
+                continue;
+            }
+        }
+        for a in found {
+            if plausible(&a)
+                && !exclude.contains(&a)
+                && !is_system_local_part(&a)
+                && !is_list_control(&a)
+                && !weak.contains(&a)
+            {
+                weak.push(a);
+            }
+        }
+    }
+    let mut chosen = if strong.is_empty() { weak } else { strong };
+    chosen.truncate(16);
+    chosen
+}
+
+/// Field names that start a header line inside a notice's text.
+fn is_header_name(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "from"
+            | "to"
+            | "cc"
+            | "bcc"
+            | "sender"
+            | "reply-to"
+            | "return-path"
+            | "received"
+            | "message-id"
+            | "date"
+            | "subject"
+            | "in-reply-to"
+            | "references"
+            | "envelope-to"
+            | "delivered-to"
+            | "x-original-to"
+            | "mail from"
+            | "sent"
+            | "content-type"
+            | "mime-version"
+            | "x-mailer"
+            | "user-agent"
+            | "errors-to"
+    )
+}
+
+/// Mailing-list control addresses (list-request, owner-list, list-ctl...).
+fn is_list_control(addr: &str) -> bool {
+    let local = addr.split('@').next().unwrap_or("");
+    local.starts_with("owner-")
+        || ["-ctl", "-request", "-owner", "-admin", "-bounces", "-help"]
+            .iter()
+            .any(|s| local.ends_with(s))
+        || matches!(
+            local,
+            "support" | "help" | "helpdesk" | "webmaster" | "info" | "security" | "admin"
+        )
+}
+
+/// A line that names one failed recipient on its own.
+fn recipient_line_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(
+            r#"(?i)^(?:rcpt to:\s*|address:\s*|recipient:\s*|\[status:[^\]]*address:\s*|[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}\s+)?)?<?([a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?:>\s*(?:[:,(\[]|\.\.\.|\.?$|on\s)|\s*(?::|\.\.\.|\(|\[|,|$)|\s+on\s)"#,
+        )
+        .expect("recipient line regex is valid")
+    })
+}
+
+/// Lines after which a text bounce quotes the returned message.
+fn separator_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(
+            r"(?i)^(?:[-=*_ ]{2,}.{0,60}(?:original message|returned message|copy of|below this line|message headers|header of the original|undelivered message|this line)|(?:the )?original message (?:follows|headers? follows?|is attached)|original message:?$|unsent message follows|below this line is a copy|-{2,}\s*original message\s*-{2,}|content-type:\s*message/)",
+        )
+        .expect("separator regex is valid")
+    })
+}

@@ -1,0 +1,581 @@
+//! Text-level helpers shared by the analysis steps: line-end normalisation,
+//! header-field blocks (DSN groups, quoted original headers), addresses and
+//! Message-IDs.
+//!
+//! Everything here works on already bounded input and is linear in its size:
+//! the regexes come from the linear-time `regex` crate and no loop rescans.
+
+use regex::Regex;
+use std::sync::OnceLock;
+
+/// Longest header field name we accept in a quoted block; real ones are short,
+/// and a bound keeps a line of letters from being taken for a header.
+const MAX_FIELD_NAME: usize = 76;
+
+/// Longest Message-ID we return (RFC 5322 lines are at most 998 octets).
+const MAX_MESSAGE_ID: usize = 250;
+
+/// Returns `raw` with every line ending (CRLF, lone CR, LF) turned into LF,
+/// blank lines and an mbox `From ` separator before the header dropped.
+///
+/// Bounces arrive with all three line-end conventions (old Mac MTAs wrote CR
+/// only); normalising once lets every later step assume LF.
+pub fn normalize_newlines(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'\r' => {
+                out.push(b'\n');
+                if raw.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    // Leading blank lines (seen in files cut out of mailboxes) and an mbox
+    // "From " line are not part of the RFC 5322 message.
+    let mut start = 0;
+    loop {
+        let rest = &out[start..];
+        if rest.first() == Some(&b'\n') {
+            start += 1;
+        } else if rest.starts_with(b"From ") {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(end) => start += end + 1,
+                None => break,
+            }
+        } else if rest.first().is_some_and(|b| *b == b' ' || *b == b'\t')
+            && rest
+                .iter()
+                .take_while(|b| **b == b' ' || **b == b'\t')
+                .count()
+                == rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len())
+        {
+            // A line of only white space before the header.
+            start += rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |p| p + 1);
+        } else {
+            break;
+        }
+    }
+    out.drain(..start);
+    out
+}
+
+/// One `Name: value` field, with folded lines joined by a single space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// The field name as written.
+    pub name: String,
+    /// The unfolded value, trimmed.
+    pub value: String,
+}
+
+impl Field {
+    /// Case-insensitive name comparison, since header names are.
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+}
+
+/// Splits `text` into groups of header fields separated by blank lines, the
+/// shape of a `message/delivery-status` body (one per-message group, then one
+/// group per recipient). Lines that are not fields are ignored.
+pub fn field_groups(text: &str) -> Vec<Vec<Field>> {
+    let mut groups: Vec<Vec<Field>> = Vec::new();
+    let mut current: Vec<Field> = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !current.is_empty() {
+                groups.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = current.last_mut() {
+                last.value.push(' ');
+                last.value.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = split_field(line) {
+            current.push(Field {
+                name: name.to_string(),
+                value: value.trim().to_string(),
+            });
+        }
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+/// Splits a `Name: value` line, or returns `None` if the line is not a field.
+pub fn split_field(line: &str) -> Option<(&str, &str)> {
+    let colon = line.find(':')?;
+    let name = &line[..colon];
+    let valid = !name.is_empty()
+        && name.len() <= MAX_FIELD_NAME
+        && name.as_bytes()[0].is_ascii_alphabetic()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid.then(|| (name, &line[colon + 1..]))
+}
+
+/// A block of header fields found inside a body, e.g. the original message's
+/// headers quoted by a text-only bounce (`> Message-ID: ...`, indented, or
+/// plain after a "copy of the message follows" line).
+#[derive(Debug, Clone, Default)]
+pub struct HeaderBlock {
+    /// The fields in order, folded lines joined.
+    pub fields: Vec<Field>,
+}
+
+impl HeaderBlock {
+    /// The first value of a field, case-insensitive.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|f| f.is(name))
+            .map(|f| f.value.as_str())
+    }
+
+    /// Every value of a field, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |f| f.is(name))
+            .map(|f| f.value.as_str())
+    }
+
+    /// How many fields carry names typical of a message header; a block of
+    /// two or more of them (or one Message-ID) is a quoted header, not prose
+    /// that happens to contain a colon.
+    pub fn message_header_score(&self) -> usize {
+        const TYPICAL: &[&str] = &[
+            "from",
+            "to",
+            "cc",
+            "subject",
+            "date",
+            "message-id",
+            "received",
+            "return-path",
+            "mime-version",
+            "content-type",
+            "reply-to",
+            "in-reply-to",
+            "references",
+            "x-mailer",
+            "user-agent",
+            "sender",
+            "delivered-to",
+            "content-transfer-encoding",
+            "dkim-signature",
+            "authentication-results",
+        ];
+        self.fields
+            .iter()
+            .filter(|f| TYPICAL.iter().any(|t| f.is(t)))
+            .count()
+    }
+}
+
+/// The header at the top of a message (or of a header-only part). A blank
+/// line ends it unless the next line is again a well-known header field:
+/// anonymised and hand-edited samples, and some MTAs, leave stray blank
+/// lines inside the returned header.
+pub fn leading_header_block(text: &str) -> HeaderBlock {
+    let mut block = HeaderBlock::default();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim().is_empty() {
+            if block.fields.is_empty() {
+                continue;
+            }
+            let next_is_header =
+                lines
+                    .peek()
+                    .and_then(|l| split_field(l))
+                    .is_some_and(|(name, _)| {
+                        let probe = HeaderBlock {
+                            fields: vec![Field {
+                                name: name.to_string(),
+                                value: String::new(),
+                            }],
+                        };
+                        probe.message_header_score() == 1
+                            || name.to_ascii_lowercase().starts_with("x-")
+                    });
+            if next_is_header {
+                continue;
+            }
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = block.fields.last_mut() {
+                last.value.push(' ');
+                last.value.push_str(line.trim());
+            }
+            continue;
+        }
+        match split_field(line) {
+            Some((name, value)) => block.fields.push(Field {
+                name: name.to_string(),
+                value: value.trim().to_string(),
+            }),
+            // An mbox separator before the header is not part of it.
+            None if block.fields.is_empty() && line.starts_with("From ") => continue,
+            None if block.fields.is_empty() => break,
+            // Inside a header, a line that is not a field is a continuation
+            // whose indentation was lost (seen in Received chains).
+            None => {
+                if let Some(last) = block.fields.last_mut() {
+                    last.value.push(' ');
+                    last.value.push_str(line.trim());
+                }
+            }
+        }
+    }
+    block
+}
+
+/// Finds header blocks quoted anywhere in `text`: lines that look like
+/// `Name: value`, optionally behind `>` quote marks and/or indentation, with
+/// deeper-indented lines as folded continuations.
+pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, HeaderBlock)> = None;
+    for raw_line in text.lines() {
+        let line = strip_quote_marks(raw_line);
+        let indent = line.len() - line.trim_start().len();
+        let content = line.trim_start();
+        if content.is_empty() {
+            finish_block(&mut current, &mut blocks);
+            continue;
+        }
+        if let Some((base, block)) = current.as_mut() {
+            if indent > *base {
+                if let Some(last) = block.fields.last_mut() {
+                    last.value.push(' ');
+                    last.value.push_str(content.trim_end());
+                }
+                continue;
+            }
+        }
+        match split_field(content) {
+            Some((name, value)) if !value.starts_with("//") => {
+                let (base, block) = current.get_or_insert_with(|| (indent, HeaderBlock::default()));
+                if indent < *base {
+                    *base = indent;
+                }
+                block.fields.push(Field {
+                    name: name.to_string(),
+                    value: value.trim().to_string(),
+                });
+            }
+            _ => finish_block(&mut current, &mut blocks),
+        }
+    }
+    finish_block(&mut current, &mut blocks);
+    blocks
+}
+
+fn finish_block(current: &mut Option<(usize, HeaderBlock)>, blocks: &mut Vec<HeaderBlock>) {
+    if let Some((_, block)) = current.take() {
+        if block.message_header_score() >= 2 || block.get("message-id").is_some() {
+            blocks.push(block);
+        }
+    }
+}
+
+/// Removes leading `>` quote marks (with the spaces between them), as mail
+/// clients and some MTAs quote the returned message.
+pub fn strip_quote_marks(line: &str) -> &str {
+    let trimmed = line.trim_start();
+    if !trimmed.starts_with('>') {
+        return line;
+    }
+    let mut rest = trimmed;
+    while let Some(r) = rest.strip_prefix('>') {
+        rest = r.strip_prefix(' ').unwrap_or(r);
+    }
+    rest
+}
+
+fn address_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(
+            r"(?i)[a-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?)*",
+        )
+        .expect("address regex is valid")
+    })
+}
+
+/// All e-mail addresses in `text`, lower-cased, in order of appearance,
+/// without duplicates. Leading/trailing dots are trimmed (sentence ends).
+pub fn addresses_in(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in address_regex().find_iter(text) {
+        let addr = m.as_str().trim_matches('.').to_ascii_lowercase();
+        if addr.starts_with('@') || addr.ends_with('@') || !addr.contains('@') {
+            continue;
+        }
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+/// The address in a DSN recipient field such as `rfc822; <a@b.example>`.
+pub fn dsn_address(value: &str) -> Option<String> {
+    let after_type = match value.split_once(';') {
+        Some((_, rest)) => rest,
+        None => value,
+    };
+    let addr = after_type
+        .trim()
+        .trim_start_matches('<')
+        .split(['>', ' ', '\t', ','])
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (local, domain) = addr.split_once('@')?;
+    (!local.is_empty() && !domain.is_empty() && !addr.contains(['(', ')', '"']))
+        .then_some(addr)
+        .or_else(|| addresses_in(after_type).into_iter().next())
+}
+
+/// Normalises a Message-ID: removes angle brackets, white space (folding
+/// sometimes splits long ids) and returns `None` for an empty or oversized id.
+pub fn normalize_message_id(value: &str) -> Option<String> {
+    let value = value.trim();
+    let inner = match (value.find('<'), value.rfind('>')) {
+        (Some(start), Some(end)) if start < end => &value[start + 1..end],
+        (Some(start), None) => &value[start + 1..],
+        _ => value,
+    };
+    let id: String = inner.chars().filter(|c| !c.is_whitespace()).collect();
+    let id = id.trim_matches(['<', '>', '"']).to_string();
+    let plausible = !id.is_empty()
+        && id.len() <= MAX_MESSAGE_ID
+        && id.chars().any(|c| c.is_ascii_alphanumeric())
+        && !id.contains(['<', '>']);
+    plausible.then_some(id)
+}
+
+/// All `<...>` Message-IDs in a References/In-Reply-To style value, in order.
+pub fn message_id_list(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find('<') {
+        let Some(len) = rest[start..].find('>') else {
+            break;
+        };
+        if let Some(id) = normalize_message_id(&rest[start..start + len + 1]) {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        rest = &rest[start + len + 1..];
+    }
+    if out.is_empty() {
+        if let Some(id) = normalize_message_id(value) {
+            if !id.contains(char::is_whitespace) && id.contains('@') {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
+/// Turns HTML into text good enough for phrase rules and quoted headers:
+/// tags removed, block tags become line breaks, common entities decoded.
+pub fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let mut chars = html.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '<' {
+            let end = html[i..].find('>').map(|e| i + e);
+            let Some(end) = end else {
+                break;
+            };
+            let tag = html[i + 1..end]
+                .trim_start_matches('/')
+                .to_ascii_lowercase();
+            let name: String = tag
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            if matches!(
+                name.as_str(),
+                "br" | "p"
+                    | "div"
+                    | "tr"
+                    | "li"
+                    | "table"
+                    | "h1"
+                    | "h2"
+                    | "h3"
+                    | "pre"
+                    | "blockquote"
+            ) {
+                out.push('\n');
+            }
+            if name == "style" || name == "script" {
+                if let Some(close) = html[end..].to_ascii_lowercase().find(&format!("</{name}")) {
+                    let skip_to = end + close;
+                    while chars.peek().is_some_and(|(j, _)| *j < skip_to) {
+                        chars.next();
+                    }
+                    continue;
+                }
+            }
+            while chars.peek().is_some_and(|(j, _)| *j <= end) {
+                chars.next();
+            }
+        } else if c == '&' {
+            let semi = html[i..].char_indices().take(10).find(|(_, c)| *c == ';');
+            if let Some((len, _)) = semi {
+                let entity = &html[i + 1..i + len];
+                let decoded = match entity {
+                    "lt" => Some('<'),
+                    "gt" => Some('>'),
+                    "amp" => Some('&'),
+                    "quot" => Some('"'),
+                    "apos" => Some('\''),
+                    "nbsp" => Some(' '),
+                    _ => entity
+                        .strip_prefix('#')
+                        .and_then(|n| match n.strip_prefix(['x', 'X']) {
+                            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                            None => n.parse().ok(),
+                        })
+                        .and_then(char::from_u32),
+                };
+                if let Some(d) = decoded {
+                    out.push(d);
+                    while chars.peek().is_some_and(|(j, _)| *j <= i + len) {
+                        chars.next();
+                    }
+                    continue;
+                }
+            }
+            out.push('&');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// True if the local part of `addr` names an automated mail system
+/// (MAILER-DAEMON, postmaster, ...), whose mail is never personal.
+pub fn is_system_local_part(addr: &str) -> bool {
+    let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
+    matches!(
+        local.as_str(),
+        "mailer-daemon"
+            | "mailerdaemon"
+            | "mail-daemon"
+            | "maildaemon"
+            | "postmaster"
+            | "mailer"
+            | "mail.daemon"
+            | "mdaemon"
+            | "mmdf"
+            | "root"
+            | "nobody"
+            | "double-bounce"
+            | "bounce"
+            | "bounces"
+            | "abuse"
+            | "hostmaster"
+            | "noreply"
+            | "no-reply"
+            | "mail"
+            | "smtp"
+            | "daemon"
+            | "majordomo"
+            | "listserv"
+            | "fetchmail-daemon"
+            | "mailer_daemon"
+            | "mail_daemon"
+            | "system"
+            | "administrator"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newlines_are_normalised_and_leading_junk_dropped() {
+        assert_eq!(
+            normalize_newlines(b"\r\n\nFrom x y\rA: b\r\n\rc"),
+            b"A: b\n\nc"
+        );
+        assert_eq!(normalize_newlines(b"  \nA: b\n"), b"A: b\n");
+    }
+
+    #[test]
+    fn quoted_blocks_with_marks_indent_and_folding() {
+        let text = "Your message\n> From: a@b.example\n> Message-ID:\n>   <x@y.example>\n> Subject: hi\n\nbye";
+        let blocks = quoted_header_blocks(text);
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].get("message-id"), Some("<x@y.example>"));
+        let text = "    From: a@b.example\n    Subject: hi\n      there\n    To: c@d.example\n";
+        let blocks = quoted_header_blocks(text);
+        assert_eq!(blocks[0].get("subject"), Some("hi there"));
+        assert_eq!(blocks[0].get("to"), Some("c@d.example"));
+    }
+
+    #[test]
+    fn prose_with_one_colon_is_not_a_header_block() {
+        assert!(quoted_header_blocks("Note: this is prose\nand more").is_empty());
+        assert!(quoted_header_blocks("see http://example.com/x").is_empty());
+    }
+
+    #[test]
+    fn message_ids_are_normalised() {
+        assert_eq!(normalize_message_id(" <a@b> ").as_deref(), Some("a@b"));
+        assert_eq!(
+            normalize_message_id("<38.E7.30937. BD6E1BB5@x>").as_deref(),
+            Some("38.E7.30937.BD6E1BB5@x")
+        );
+        assert_eq!(normalize_message_id("<>"), None);
+        assert_eq!(message_id_list("<a@b> <c@d>\n <a@b>"), vec!["a@b", "c@d"]);
+    }
+
+    #[test]
+    fn dsn_addresses() {
+        assert_eq!(
+            dsn_address("rfc822; <Kiji@Example.JP>").as_deref(),
+            Some("kiji@example.jp")
+        );
+        assert_eq!(
+            dsn_address("RFC822;a@b.example").as_deref(),
+            Some("a@b.example")
+        );
+        assert_eq!(dsn_address("x400; junk"), None);
+    }
+
+    #[test]
+    fn html_is_flattened() {
+        assert_eq!(
+            html_to_text("<p>a&lt;b&gt;</p><style>x</style>c&#64;d"),
+            "\na<b>\nc@d"
+        );
+    }
+}
