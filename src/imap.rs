@@ -1,1 +1,1417 @@
-//! (in progress)
+//! One authenticated IMAP session: TLS, timeouts, header fetches and safe moves.
+//!
+//! Why a wrapper over `async-imap`: the library leaves the dangerous parts to its caller.
+//! This module makes them safe once, for every other module:
+//!
+//! - **Timeouts.** async-imap has no per-command timeout, so a dead server hangs a client
+//!   forever. Every network wait here (connect, TLS handshake, greeting, each command and
+//!   each streamed response) runs under `tokio::time::timeout`. After a timeout or lost
+//!   connection the session is marked broken and refuses further commands.
+//! - **TLS.** rustls with the platform's root certificates plus an optional `ca_file`;
+//!   implicit TLS, STARTTLS (async-imap has no helper: the pre-authentication exchange is
+//!   done here on the raw stream, byte by byte so no bytes are left in a buffer when TLS
+//!   starts), or no TLS to a loopback address only. An untrusted certificate gives an error
+//!   that says so and points to `ca_file`.
+//! - **Errors that tell the user what to do:** connect failed (host:port), certificate not
+//!   trusted, authentication failed (never containing the secret), timeout.
+//! - **Never mark mail read:** every content fetch uses `BODY.PEEK`.
+//! - **Safe moves:** `UID MOVE` when offered; otherwise `UID COPY` + `\Deleted` +
+//!   `UID EXPUNGE` only with UIDPLUS; otherwise copy and flag, but never a plain `EXPUNGE`
+//!   (which would also expunge other clients' `\Deleted` mail). [`MoveOutcome`] says which.
+//! - **Unsolicited responses** go to a bounded channel that silently drops when full; it is
+//!   drained after every command into [`ImapSession::take_unsolicited`].
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_imap::types::{Fetch, Flag, NameAttribute, UnsolicitedResponse};
+use futures::StreamExt;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::{is_loopback_host, Account, TlsMode, DEFAULT_TIMEOUT_SECS};
+use crate::secrets::Secret;
+
+/// Most unsolicited responses kept for [`ImapSession::take_unsolicited`].
+const MAX_UNSOLICITED: usize = 10_000;
+/// Longest pre-authentication response line accepted.
+const MAX_LINE: usize = 64 * 1024;
+/// Most UID ranges per command (keeps command lines short).
+const MAX_RANGES_PER_COMMAND: usize = 200;
+
+/// What is needed to open a session (a subset of [`Account`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// Extra trust anchor(s), PEM.
+    pub ca_file: Option<PathBuf>,
+    /// Login name.
+    pub username: String,
+    /// Timeout for each network wait.
+    pub timeout: Duration,
+}
+
+impl ConnectSettings {
+    /// Settings with the default timeout.
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        tls: TlsMode,
+        username: impl Into<String>,
+    ) -> Self {
+        ConnectSettings {
+            host: host.into(),
+            port,
+            tls,
+            ca_file: None,
+            username: username.into(),
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+        }
+    }
+
+    fn addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl From<&Account> for ConnectSettings {
+    fn from(a: &Account) -> Self {
+        ConnectSettings {
+            host: a.host.clone(),
+            port: a.port,
+            tls: a.tls,
+            ca_file: a.ca_file.clone(),
+            username: a.username.clone(),
+            timeout: a.timeout,
+        }
+    }
+}
+
+/// Errors of an IMAP session. None of them contains the password.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    /// The TCP connection could not be made (DNS, refused, unreachable).
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server did not answer in time.
+    #[error("{addr}: no answer within {} while {during}; the server may be down or overloaded, or the port may be wrong", fmt_secs(*after))]
+    Timeout {
+        /// `host:port`.
+        addr: String,
+        /// What was being waited for.
+        during: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The server's certificate did not verify.
+    #[error(
+        "{addr}: the server's TLS certificate is not trusted ({reason}). If the server uses a \
+         private or self-signed CA, set `ca_file:` for this account to that CA's certificate (PEM){}",
+        ca_file.as_ref().map(|p| format!("; the configured ca_file {} does not vouch for it", p.display())).unwrap_or_default()
+    )]
+    CertificateNotTrusted {
+        /// `host:port`.
+        addr: String,
+        /// rustls's reason (unknown issuer, name mismatch, expired, ...).
+        reason: String,
+        /// The configured CA file, if any.
+        ca_file: Option<PathBuf>,
+    },
+    /// Another TLS failure (protocol versions, handshake aborted, ...).
+    #[error("{addr}: TLS handshake failed: {detail}")]
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The `ca_file` could not be used.
+    #[error("cannot use ca_file {path}: {detail}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No trust anchors at all (no system roots found and no ca_file).
+    #[error("no trusted root certificates: the system store is empty or unreadable ({detail}); install ca-certificates or set `ca_file:`")]
+    NoRootCertificates {
+        /// Errors from loading the system store.
+        detail: String,
+    },
+    /// `tls: none` to a host that is not loopback.
+    #[error("refusing an unencrypted connection to {host}: `tls: none` is only allowed to a loopback address")]
+    PlaintextRefused {
+        /// The host.
+        host: String,
+    },
+    /// `tls: starttls` but the server does not offer STARTTLS.
+    #[error("{addr}: the server does not offer STARTTLS; use `tls: implicit` (usually port 993)")]
+    StartTlsUnsupported {
+        /// `host:port`.
+        addr: String,
+    },
+    /// The greeting was not `* OK` (e.g. `* BYE`), or pre-authentication talk failed.
+    #[error("{addr}: unexpected response {during}: {detail}")]
+    Greeting {
+        /// `host:port`.
+        addr: String,
+        /// Where in the exchange.
+        during: String,
+        /// The server's line (or what was wrong with it).
+        detail: String,
+    },
+    /// LOGIN / AUTHENTICATE was rejected.
+    #[error("{addr}: authentication failed for user `{user}`: {detail}")]
+    AuthFailed {
+        /// `host:port`.
+        addr: String,
+        /// The login name.
+        user: String,
+        /// The server's answer (never the password).
+        detail: String,
+    },
+    /// Neither LOGIN nor AUTHENTICATE PLAIN is possible.
+    #[error("{addr}: the server disables LOGIN and does not offer AUTH=PLAIN; no supported authentication method")]
+    NoAuthMethod {
+        /// `host:port`.
+        addr: String,
+    },
+    /// A command failed (NO/BAD) or the response could not be parsed.
+    #[error("{addr}: {command} failed: {source}")]
+    Command {
+        /// `host:port`.
+        addr: String,
+        /// The command (without secrets).
+        command: String,
+        /// The library error.
+        #[source]
+        source: async_imap::error::Error,
+    },
+    /// The connection was lost or an earlier timeout made the session unusable.
+    #[error("{addr}: connection lost{}", if during.is_empty() { String::new() } else { format!(" while {during}") })]
+    ConnectionLost {
+        /// `host:port`.
+        addr: String,
+        /// What was being done.
+        during: String,
+    },
+    /// A caller error (empty field list, invalid header name, read-only mailbox, ...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn fmt_secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// The transport under a session: plain TCP or TLS over TCP.
+#[derive(Debug)]
+pub enum ImapStream {
+    /// Unencrypted (loopback only).
+    Plain(TcpStream),
+    /// TLS (implicit or after STARTTLS).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ImapStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ImapStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A folder from `LIST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderInfo {
+    /// Mailbox name as the server spells it (modified UTF-7 is not decoded).
+    pub name: String,
+    /// Hierarchy delimiter, if any.
+    pub delimiter: Option<String>,
+    /// Attributes, e.g. `\HasNoChildren`, `\Sent`, `\Noselect`.
+    pub attributes: Vec<String>,
+}
+
+impl FolderInfo {
+    /// Whether the folder has this attribute (case-insensitive, e.g. `\Sent`).
+    pub fn has_attribute(&self, attr: &str) -> bool {
+        self.attributes.iter().any(|a| a.eq_ignore_ascii_case(attr))
+    }
+
+    /// Whether the folder can be selected.
+    pub fn selectable(&self) -> bool {
+        !self.has_attribute("\\Noselect") && !self.has_attribute("\\NonExistent")
+    }
+}
+
+/// What `SELECT`/`EXAMINE` reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxStatus {
+    /// UIDVALIDITY (a change invalidates every stored UID of this folder).
+    pub uidvalidity: u32,
+    /// The next UID to be assigned, if the server said.
+    pub uidnext: Option<u32>,
+    /// Number of messages.
+    pub exists: u32,
+}
+
+/// One message's result of [`ImapSession::uid_fetch_headers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedHeaders {
+    /// The message UID.
+    pub uid: u32,
+    /// Its flags (`\Seen`, keywords, ...), `\Recent` included if the server sent it.
+    pub flags: Vec<String>,
+    /// RFC822.SIZE of the whole message.
+    pub size: Option<u32>,
+    /// The requested header fields as raw bytes (ends with the blank line).
+    pub header: Vec<u8>,
+}
+
+/// One message's result of [`ImapSession::uid_fetch_prefixes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedPrefix {
+    /// The message UID.
+    pub uid: u32,
+    /// RFC822.SIZE of the whole message.
+    pub size: Option<u32>,
+    /// The first bytes of the message (at most the requested number).
+    pub data: Vec<u8>,
+}
+
+/// Which way [`ImapSession::move_uids`] moved the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// `UID MOVE` (RFC 6851): atomic, nothing left behind.
+    Moved,
+    /// `UID COPY`, `+FLAGS.SILENT (\Deleted)`, `UID EXPUNGE` of exactly these UIDs (UIDPLUS).
+    CopiedAndExpunged,
+    /// `UID COPY` and `\Deleted` set, but **not expunged** (no UIDPLUS, and a plain EXPUNGE
+    /// would remove other clients' deleted mail too). The originals stay, flagged deleted.
+    CopiedAndFlaggedDeleted,
+    /// Nothing to move (empty UID list).
+    Nothing,
+}
+
+/// Compresses UIDs into an IMAP sequence set such as `1:3,7,9:10` (sorted, deduplicated).
+pub fn uid_set(uids: &[u32]) -> String {
+    uid_set_chunks(uids, usize::MAX)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// Like [`uid_set`], split so no set has more than `max_ranges` ranges.
+fn uid_set_chunks(uids: &[u32], max_ranges: usize) -> Vec<String> {
+    let mut v: Vec<u32> = uids.iter().copied().filter(|&u| u > 0).collect();
+    v.sort_unstable();
+    v.dedup();
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for u in v {
+        match ranges.last_mut() {
+            Some((_, end)) if end.checked_add(1) == Some(u) => *end = u,
+            _ => ranges.push((u, u)),
+        }
+    }
+    ranges
+        .chunks(max_ranges.max(1))
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|&(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}:{b}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+fn flag_string(f: &Flag<'_>) -> String {
+    match f {
+        Flag::Seen => "\\Seen".into(),
+        Flag::Answered => "\\Answered".into(),
+        Flag::Flagged => "\\Flagged".into(),
+        Flag::Deleted => "\\Deleted".into(),
+        Flag::Draft => "\\Draft".into(),
+        Flag::Recent => "\\Recent".into(),
+        Flag::MayCreate => "\\*".into(),
+        Flag::Custom(s) => s.to_string(),
+    }
+}
+
+fn name_attribute_string(a: &NameAttribute<'_>) -> String {
+    match a {
+        NameAttribute::NoInferiors => "\\Noinferiors".into(),
+        NameAttribute::NoSelect => "\\Noselect".into(),
+        NameAttribute::Marked => "\\Marked".into(),
+        NameAttribute::Unmarked => "\\Unmarked".into(),
+        NameAttribute::All => "\\All".into(),
+        NameAttribute::Archive => "\\Archive".into(),
+        NameAttribute::Drafts => "\\Drafts".into(),
+        NameAttribute::Flagged => "\\Flagged".into(),
+        NameAttribute::Junk => "\\Junk".into(),
+        NameAttribute::Sent => "\\Sent".into(),
+        NameAttribute::Trash => "\\Trash".into(),
+        NameAttribute::Extension(s) => s.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The system roots, loaded once per process (parsing them costs milliseconds).
+fn native_roots() -> &'static (Vec<CertificateDer<'static>>, String) {
+    static ROOTS: OnceLock<(Vec<CertificateDer<'static>>, String)> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let r = rustls_native_certs::load_native_certs();
+        let errors = r
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if !errors.is_empty() {
+            tracing::debug!(%errors, "some system root certificates could not be loaded");
+        }
+        (r.certs, errors)
+    })
+}
+
+/// Builds the rustls client configuration: system roots plus `ca_file`.
+pub fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, ImapError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (native, native_errors) = native_roots();
+    roots.add_parsable_certificates(native.iter().cloned());
+    if let Some(path) = ca_file {
+        let ca_err = |detail: String| ImapError::CaFile {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let iter = CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))?;
+        let mut n = 0;
+        for c in iter {
+            let c = c.map_err(|e| ca_err(format!("invalid PEM: {e}")))?;
+            roots
+                .add(c)
+                .map_err(|e| ca_err(format!("not a usable CA certificate: {e}")))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(ca_err("no CERTIFICATE blocks found in the file".into()));
+        }
+    }
+    if roots.is_empty() {
+        return Err(ImapError::NoRootCertificates {
+            detail: if native_errors.is_empty() {
+                "no certificates found".into()
+            } else {
+                native_errors.clone()
+            },
+        });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ImapError::Invalid(format!("TLS configuration: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// Reads one CRLF-terminated line byte by byte (so nothing stays buffered), without the CRLF.
+async fn read_line<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<String> {
+    let mut line = Vec::with_capacity(128);
+    loop {
+        let b = s.read_u8().await?;
+        if b == b'\n' {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(String::from_utf8_lossy(&line).into_owned());
+        }
+        line.push(b);
+        if line.len() > MAX_LINE {
+            return Err(std::io::Error::other("response line too long"));
+        }
+    }
+}
+
+fn capability_tokens(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|t| t.to_ascii_uppercase())
+        .collect()
+}
+
+/// `[CAPABILITY ...]` in a status line, if any.
+fn capability_code(line: &str) -> Option<Vec<String>> {
+    let upper = line.to_ascii_uppercase();
+    let start = upper.find("[CAPABILITY ")? + "[CAPABILITY ".len();
+    let end = upper[start..].find(']')? + start;
+    Some(capability_tokens(&line[start..end]))
+}
+
+struct PreAuth<'a> {
+    settings: &'a ConnectSettings,
+    addr: String,
+}
+
+impl PreAuth<'_> {
+    fn timeout_err(&self, during: &str) -> ImapError {
+        ImapError::Timeout {
+            addr: self.addr.clone(),
+            during: during.into(),
+            after: self.settings.timeout,
+        }
+    }
+
+    fn io_err(&self, during: &str, e: std::io::Error) -> ImapError {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            ImapError::ConnectionLost {
+                addr: self.addr.clone(),
+                during: during.into(),
+            }
+        } else {
+            ImapError::Greeting {
+                addr: self.addr.clone(),
+                during: during.into(),
+                detail: e.to_string(),
+            }
+        }
+    }
+
+    async fn line<S: AsyncRead + Unpin>(
+        &self,
+        s: &mut S,
+        during: &str,
+    ) -> Result<String, ImapError> {
+        match timeout(self.settings.timeout, read_line(s)).await {
+            Err(_) => Err(self.timeout_err(during)),
+            Ok(Err(e)) => Err(self.io_err(during, e)),
+            Ok(Ok(l)) => Ok(l),
+        }
+    }
+
+    /// Reads the greeting; returns the capabilities it announced, if any.
+    async fn greeting<S: AsyncRead + Unpin>(
+        &self,
+        s: &mut S,
+    ) -> Result<Option<Vec<String>>, ImapError> {
+        let during = "waiting for the server greeting";
+        let line = self.line(s, during).await?;
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("* OK") {
+            Ok(capability_code(&line))
+        } else {
+            Err(ImapError::Greeting {
+                addr: self.addr.clone(),
+                during: during.into(),
+                detail: line,
+            })
+        }
+    }
+
+    /// Sends a tagged command and reads to its completion; returns untagged lines.
+    async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        s: &mut S,
+        tag: &str,
+        command: &str,
+    ) -> Result<Vec<String>, ImapError> {
+        let during = format!("sending {command}");
+        let write = async {
+            s.write_all(format!("{tag} {command}\r\n").as_bytes())
+                .await?;
+            s.flush().await
+        };
+        match timeout(self.settings.timeout, write).await {
+            Err(_) => return Err(self.timeout_err(&during)),
+            Ok(Err(e)) => return Err(self.io_err(&during, e)),
+            Ok(Ok(())) => {}
+        }
+        let during = format!("waiting for the answer to {command}");
+        let mut untagged = Vec::new();
+        loop {
+            let line = self.line(s, &during).await?;
+            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+                if rest.to_ascii_uppercase().starts_with("OK") {
+                    return Ok(untagged);
+                }
+                return Err(ImapError::Greeting {
+                    addr: self.addr.clone(),
+                    during: format!("to {command}"),
+                    detail: line,
+                });
+            }
+            untagged.push(line);
+        }
+    }
+
+    async fn capabilities<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        s: &mut S,
+        tag: &str,
+    ) -> Result<Vec<String>, ImapError> {
+        let lines = self.command(s, tag, "CAPABILITY").await?;
+        Ok(lines
+            .iter()
+            .filter_map(|l| {
+                let upper = l.to_ascii_uppercase();
+                upper
+                    .strip_prefix("* CAPABILITY ")
+                    .map(|_| capability_tokens(&l["* CAPABILITY ".len()..]))
+            })
+            .flatten()
+            .collect())
+    }
+
+    async fn tls_handshake(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, ImapError> {
+        let cfg = tls_config(self.settings.ca_file.as_deref())?;
+        let host = self
+            .settings
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string()).map_err(|e| ImapError::Tls {
+            addr: self.addr.clone(),
+            detail: format!("invalid server name {host:?}: {e}"),
+        })?;
+        let connector = tokio_rustls::TlsConnector::from(cfg);
+        match timeout(self.settings.timeout, connector.connect(name, tcp)).await {
+            Err(_) => Err(self.timeout_err("in the TLS handshake")),
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(self.classify_tls_error(e)),
+        }
+    }
+
+    fn classify_tls_error(&self, e: std::io::Error) -> ImapError {
+        let inner = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+            .cloned();
+        match inner {
+            Some(rustls::Error::InvalidCertificate(ce)) => ImapError::CertificateNotTrusted {
+                addr: self.addr.clone(),
+                reason: describe_cert_error(&ce),
+                ca_file: self.settings.ca_file.clone(),
+            },
+            Some(other) => ImapError::Tls {
+                addr: self.addr.clone(),
+                detail: other.to_string(),
+            },
+            None if e.kind() == std::io::ErrorKind::UnexpectedEof => ImapError::Tls {
+                addr: self.addr.clone(),
+                detail: "the server closed the connection during the handshake (is this port really TLS? try `tls: starttls` on port 143)".into(),
+            },
+            None => ImapError::Tls {
+                addr: self.addr.clone(),
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+fn describe_cert_error(ce: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match ce {
+        C::UnknownIssuer => "issued by an unknown certificate authority".into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "the certificate is not valid for this host name".into()
+        }
+        C::Expired | C::ExpiredContext { .. } => "the certificate has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "the certificate is not valid yet".into(),
+        C::Revoked => "the certificate was revoked".into(),
+        C::BadSignature => "bad signature".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+struct PlainAuth<'a> {
+    user: &'a str,
+    pass: &'a str,
+}
+
+impl async_imap::Authenticator for PlainAuth<'_> {
+    type Response = zeroize::Zeroizing<Vec<u8>>;
+    fn process(&mut self, _challenge: &[u8]) -> Self::Response {
+        let mut v = Vec::with_capacity(self.user.len() + self.pass.len() + 2);
+        v.push(0);
+        v.extend_from_slice(self.user.as_bytes());
+        v.push(0);
+        v.extend_from_slice(self.pass.as_bytes());
+        zeroize::Zeroizing::new(v)
+    }
+}
+
+/// Why a step failed, before being turned into an [`ImapError`] (keeps borrows short).
+enum Fail {
+    Timeout,
+    Imap(async_imap::error::Error),
+}
+
+/// Flattens "timed out" and "command failed" into one error.
+fn flat<T>(
+    r: Result<async_imap::error::Result<T>, tokio::time::error::Elapsed>,
+) -> Result<T, Fail> {
+    r.map_err(|_| Fail::Timeout)?.map_err(Fail::Imap)
+}
+
+/// Collects a response stream, each item under the timeout.
+async fn collect_stream<S, T>(t: Duration, stream: S) -> Result<Vec<T>, Fail>
+where
+    S: futures::Stream<Item = async_imap::error::Result<T>>,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut out = Vec::new();
+    loop {
+        match timeout(t, stream.next()).await {
+            Err(_) => return Err(Fail::Timeout),
+            Ok(None) => return Ok(out),
+            Ok(Some(Err(e))) => return Err(Fail::Imap(e)),
+            Ok(Some(Ok(v))) => out.push(v),
+        }
+    }
+}
+
+/// An authenticated IMAP session.
+pub struct ImapSession {
+    session: async_imap::Session<ImapStream>,
+    caps: HashSet<String>,
+    settings: ConnectSettings,
+    addr: String,
+    broken: Option<String>,
+    selected: Option<(String, bool)>,
+    unsolicited: VecDeque<UnsolicitedResponse>,
+}
+
+impl fmt::Debug for ImapSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImapSession")
+            .field("addr", &self.addr)
+            .field("user", &self.settings.username)
+            .field("selected", &self.selected)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a session: TCP, TLS per `settings.tls`, greeting, LOGIN (or AUTHENTICATE PLAIN),
+/// then CAPABILITY. Same as [`ImapSession::connect`].
+pub async fn connect(
+    settings: &ConnectSettings,
+    secret: &Secret,
+) -> Result<ImapSession, ImapError> {
+    ImapSession::connect(settings, secret).await
+}
+
+impl ImapSession {
+    /// Opens a session: TCP, TLS per `settings.tls`, greeting, LOGIN (or AUTHENTICATE PLAIN
+    /// when the server disables LOGIN), then CAPABILITY.
+    pub async fn connect(
+        settings: &ConnectSettings,
+        secret: &Secret,
+    ) -> Result<ImapSession, ImapError> {
+        let addr = settings.addr();
+        let pre = PreAuth {
+            settings,
+            addr: addr.clone(),
+        };
+        if settings.tls == TlsMode::None && !is_loopback_host(&settings.host) {
+            return Err(ImapError::PlaintextRefused {
+                host: settings.host.clone(),
+            });
+        }
+        let host = settings.host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = match timeout(settings.timeout, TcpStream::connect((host, settings.port))).await {
+            Err(_) => return Err(pre.timeout_err("connecting")),
+            Ok(Err(source)) => return Err(ImapError::Connect { addr, source }),
+            Ok(Ok(s)) => s,
+        };
+        let _ = tcp.set_nodelay(true);
+
+        let (stream, caps) = match settings.tls {
+            TlsMode::Implicit => {
+                let mut tls = pre.tls_handshake(tcp).await?;
+                let caps = match pre.greeting(&mut tls).await? {
+                    Some(c) => c,
+                    None => pre.capabilities(&mut tls, "bs0").await?,
+                };
+                (ImapStream::Tls(Box::new(tls)), caps)
+            }
+            TlsMode::None => {
+                let mut tcp = tcp;
+                let caps = match pre.greeting(&mut tcp).await? {
+                    Some(c) => c,
+                    None => pre.capabilities(&mut tcp, "bs0").await?,
+                };
+                (ImapStream::Plain(tcp), caps)
+            }
+            TlsMode::Starttls => {
+                let mut tcp = tcp;
+                let mut caps = pre.greeting(&mut tcp).await?.unwrap_or_default();
+                if !caps.iter().any(|c| c == "STARTTLS") {
+                    caps = pre.capabilities(&mut tcp, "bs0").await?;
+                }
+                if !caps.iter().any(|c| c == "STARTTLS") {
+                    return Err(ImapError::StartTlsUnsupported { addr });
+                }
+                pre.command(&mut tcp, "bs1", "STARTTLS").await?;
+                let mut tls = pre.tls_handshake(tcp).await?;
+                // Capabilities from before TLS must be discarded (RFC 3501 6.2.1).
+                let caps = pre.capabilities(&mut tls, "bs2").await?;
+                (ImapStream::Tls(Box::new(tls)), caps)
+            }
+        };
+        let client = async_imap::Client::new(stream);
+        let login_disabled = caps.iter().any(|c| c == "LOGINDISABLED");
+        let has_plain = caps.iter().any(|c| c == "AUTH=PLAIN");
+        let non_ascii = !secret.expose().is_ascii() || !settings.username.is_ascii();
+        let user = settings.username.as_str();
+        let auth_fail = |e: async_imap::error::Error| -> ImapError {
+            match e {
+                async_imap::error::Error::ConnectionLost => ImapError::ConnectionLost {
+                    addr: addr.clone(),
+                    during: "authenticating".into(),
+                },
+                async_imap::error::Error::Io(io) => ImapError::ConnectionLost {
+                    addr: addr.clone(),
+                    during: format!("authenticating ({io})"),
+                },
+                async_imap::error::Error::Validate(_) => ImapError::AuthFailed {
+                    addr: addr.clone(),
+                    user: user.to_string(),
+                    detail: "the user name or password contains a line break or another character LOGIN cannot send".into(),
+                },
+                other => ImapError::AuthFailed {
+                    addr: addr.clone(),
+                    user: user.to_string(),
+                    detail: other.to_string(),
+                },
+            }
+        };
+        let result = if login_disabled || (non_ascii && has_plain) {
+            if !has_plain {
+                return Err(ImapError::NoAuthMethod { addr });
+            }
+            let auth = PlainAuth {
+                user,
+                pass: secret.expose(),
+            };
+            timeout(settings.timeout, client.authenticate("PLAIN", auth))
+                .await
+                .map(|r| r.map_err(|(e, _)| e))
+        } else {
+            timeout(settings.timeout, client.login(user, secret.expose()))
+                .await
+                .map(|r| r.map_err(|(e, _)| e))
+        };
+        let session = match result {
+            Err(_) => return Err(pre.timeout_err("authenticating")),
+            Ok(Err(e)) => return Err(auth_fail(e)),
+            Ok(Ok(s)) => s,
+        };
+        let mut me = ImapSession {
+            session,
+            caps: HashSet::new(),
+            settings: settings.clone(),
+            addr,
+            broken: None,
+            selected: None,
+            unsolicited: VecDeque::new(),
+        };
+        me.refresh_capabilities().await?;
+        Ok(me)
+    }
+
+    /// The server address (`host:port`).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Capabilities after login, upper-cased (e.g. `MOVE`, `UIDPLUS`, `IDLE`).
+    pub fn capabilities(&self) -> &HashSet<String> {
+        &self.caps
+    }
+
+    /// Whether the server advertised this capability (case-insensitive).
+    pub fn has_capability(&self, cap: &str) -> bool {
+        self.caps.contains(&cap.to_ascii_uppercase())
+    }
+
+    /// Re-reads CAPABILITY.
+    pub async fn refresh_capabilities(&mut self) -> Result<(), ImapError> {
+        self.usable("CAPABILITY")?;
+        let r = timeout(self.settings.timeout, self.session.capabilities()).await;
+        let caps = self.settle(flat(r), "CAPABILITY")?;
+        self.caps = caps
+            .iter()
+            .map(|c| match c {
+                async_imap::types::Capability::Imap4rev1 => "IMAP4REV1".to_string(),
+                async_imap::types::Capability::Auth(a) => {
+                    format!("AUTH={}", a.to_ascii_uppercase())
+                }
+                async_imap::types::Capability::Atom(a) => a.to_ascii_uppercase(),
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Unsolicited responses (EXISTS, EXPUNGE, FETCH, ...) received so far, oldest first.
+    pub fn take_unsolicited(&mut self) -> Vec<UnsolicitedResponse> {
+        self.drain();
+        self.unsolicited.drain(..).collect()
+    }
+
+    /// Whether an earlier timeout or lost connection made the session unusable.
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_some()
+    }
+
+    fn drain(&mut self) {
+        while let Ok(r) = self.session.unsolicited_responses.try_recv() {
+            if self.unsolicited.len() >= MAX_UNSOLICITED {
+                self.unsolicited.pop_front();
+            }
+            self.unsolicited.push_back(r);
+        }
+    }
+
+    fn usable(&self, command: &str) -> Result<(), ImapError> {
+        match &self.broken {
+            Some(why) => Err(ImapError::ConnectionLost {
+                addr: self.addr.clone(),
+                during: format!("{command} (session unusable after: {why})"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Converts a step's outcome, marking the session broken on timeouts and I/O failures.
+    fn settle<T>(&mut self, r: Result<T, Fail>, command: &str) -> Result<T, ImapError> {
+        self.drain();
+        match r {
+            Ok(v) => Ok(v),
+            Err(Fail::Timeout) => {
+                self.broken = Some(format!("timeout in {command}"));
+                Err(ImapError::Timeout {
+                    addr: self.addr.clone(),
+                    during: format!("waiting for {command}"),
+                    after: self.settings.timeout,
+                })
+            }
+            Err(Fail::Imap(async_imap::error::Error::ConnectionLost)) => {
+                self.broken = Some(format!("connection lost in {command}"));
+                Err(ImapError::ConnectionLost {
+                    addr: self.addr.clone(),
+                    during: command.to_string(),
+                })
+            }
+            Err(Fail::Imap(e)) => {
+                if matches!(
+                    e,
+                    async_imap::error::Error::Io(_) | async_imap::error::Error::Parse(_)
+                ) {
+                    self.broken = Some(format!("{command}: {e}"));
+                }
+                Err(ImapError::Command {
+                    addr: self.addr.clone(),
+                    command: command.to_string(),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// All folders (`LIST "" "*"`) with their attributes, including SPECIAL-USE ones.
+    pub async fn list_folders(&mut self) -> Result<Vec<FolderInfo>, ImapError> {
+        self.usable("LIST")?;
+        let mut folders = self.list_raw("\"*\"").await?;
+        // Servers with SPECIAL-USE but without LIST attributes by default need RETURN.
+        let any_special = folders.iter().any(|f| {
+            [
+                "\\Sent",
+                "\\Junk",
+                "\\Trash",
+                "\\Drafts",
+                "\\Archive",
+                "\\All",
+                "\\Flagged",
+            ]
+            .iter()
+            .any(|a| f.has_attribute(a))
+        });
+        if !any_special
+            && self.has_capability("SPECIAL-USE")
+            && self.has_capability("LIST-EXTENDED")
+        {
+            let with_use = self.list_raw("\"*\" RETURN (SPECIAL-USE)").await?;
+            for f in &mut folders {
+                if let Some(w) = with_use.iter().find(|w| w.name == f.name) {
+                    for a in &w.attributes {
+                        if !f.has_attribute(a) {
+                            f.attributes.push(a.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(folders)
+    }
+
+    async fn list_raw(&mut self, pattern: &str) -> Result<Vec<FolderInfo>, ImapError> {
+        let t = self.settings.timeout;
+        let r = async {
+            let stream = flat(timeout(t, self.session.list(Some(""), Some(pattern))).await)?;
+            collect_stream(t, stream).await
+        }
+        .await;
+        let names = self.settle(r, "LIST")?;
+        Ok(names
+            .iter()
+            .map(|name| FolderInfo {
+                name: name.name().to_string(),
+                delimiter: name.delimiter().map(str::to_string),
+                attributes: name
+                    .attributes()
+                    .iter()
+                    .map(name_attribute_string)
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Names of the folders with a SPECIAL-USE attribute such as `\Sent`.
+    pub async fn find_special_use(&mut self, attr: &str) -> Result<Vec<String>, ImapError> {
+        Ok(self
+            .list_folders()
+            .await?
+            .into_iter()
+            .filter(|f| f.has_attribute(attr) && f.selectable())
+            .map(|f| f.name)
+            .collect())
+    }
+
+    /// `SELECT` (read-write; needed for moves and flag changes).
+    pub async fn select(&mut self, mailbox: &str) -> Result<MailboxStatus, ImapError> {
+        self.open_mailbox(mailbox, false).await
+    }
+
+    /// `EXAMINE` (read-only; cannot change anything, not even `\Recent`).
+    pub async fn examine(&mut self, mailbox: &str) -> Result<MailboxStatus, ImapError> {
+        self.open_mailbox(mailbox, true).await
+    }
+
+    async fn open_mailbox(
+        &mut self,
+        mailbox: &str,
+        read_only: bool,
+    ) -> Result<MailboxStatus, ImapError> {
+        let command = if read_only { "EXAMINE" } else { "SELECT" };
+        self.usable(command)?;
+        self.selected = None;
+        let t = self.settings.timeout;
+        let r = if read_only {
+            timeout(t, self.session.examine(mailbox)).await
+        } else {
+            timeout(t, self.session.select(mailbox)).await
+        };
+        let what = format!("{command} {mailbox}");
+        let mb = self.settle(flat(r), &what)?;
+        let uidvalidity = mb.uid_validity.ok_or_else(|| {
+            ImapError::Invalid(format!(
+                "{}: {what} did not report UIDVALIDITY; cannot track this folder safely",
+                self.addr
+            ))
+        })?;
+        self.selected = Some((mailbox.to_string(), read_only));
+        Ok(MailboxStatus {
+            uidvalidity,
+            uidnext: mb.uid_next,
+            exists: mb.exists,
+        })
+    }
+
+    /// The selected mailbox and whether it is read-only.
+    pub fn selected(&self) -> Option<(&str, bool)> {
+        self.selected.as_ref().map(|(m, ro)| (m.as_str(), *ro))
+    }
+
+    fn require_selected(&self, writable: bool) -> Result<(), ImapError> {
+        match &self.selected {
+            None => Err(ImapError::Invalid("no mailbox selected".into())),
+            Some((m, true)) if writable => Err(ImapError::Invalid(format!(
+                "mailbox {m} was opened read-only (EXAMINE); SELECT it to change anything"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// `UID SEARCH <criteria>` in the selected mailbox; UIDs ascending.
+    pub async fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>, ImapError> {
+        self.usable("UID SEARCH")?;
+        self.require_selected(false)?;
+        let r = timeout(self.settings.timeout, self.session.uid_search(criteria)).await;
+        let set = self.settle(flat(r), "UID SEARCH")?;
+        let mut v: Vec<u32> = set.into_iter().collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    async fn fetch_all(
+        &mut self,
+        set: &str,
+        query: &str,
+        command: &str,
+    ) -> Result<Vec<Fetch>, ImapError> {
+        let t = self.settings.timeout;
+        let r = async {
+            let stream = flat(timeout(t, self.session.uid_fetch(set, query)).await)?;
+            collect_stream(t, stream).await
+        }
+        .await;
+        self.settle(r, command)
+    }
+
+    /// Fetches UID, FLAGS, RFC822.SIZE and `BODY.PEEK[HEADER.FIELDS (fields)]` for a UID set
+    /// (e.g. `"1:500"` or the output of [`uid_set`]) in the selected mailbox. Never sets
+    /// `\Seen`. Note IMAP's rule that `N:*` always includes the highest UID even when it is
+    /// below N: filter the result by UID if you use `*`.
+    pub async fn uid_fetch_headers(
+        &mut self,
+        uids: &str,
+        fields: &[&str],
+    ) -> Result<Vec<FetchedHeaders>, ImapError> {
+        self.usable("UID FETCH")?;
+        self.require_selected(false)?;
+        if fields.is_empty() {
+            return Err(ImapError::Invalid(
+                "uid_fetch_headers: no header fields requested".into(),
+            ));
+        }
+        if let Some(bad) = fields.iter().find(|f| {
+            f.is_empty()
+                || !f
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }) {
+            return Err(ImapError::Invalid(format!(
+                "invalid header field name {bad:?}"
+            )));
+        }
+        validate_uid_set(uids)?;
+        let query = format!(
+            "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({})])",
+            fields.join(" ")
+        );
+        let fetches = self.fetch_all(uids, &query, "UID FETCH (headers)").await?;
+        Ok(fetches
+            .iter()
+            .filter_map(|f| {
+                Some(FetchedHeaders {
+                    uid: f.uid?,
+                    flags: f.flags().map(|fl| flag_string(&fl)).collect(),
+                    size: f.size,
+                    header: f.header().map(<[u8]>::to_vec).unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    /// Fetches at most `max_bytes` of one message from its start (`BODY.PEEK[]<0.N>`).
+    /// `None` if the UID does not exist.
+    pub async fn uid_fetch_prefix(
+        &mut self,
+        uid: u32,
+        max_bytes: u32,
+    ) -> Result<Option<Vec<u8>>, ImapError> {
+        Ok(self
+            .uid_fetch_prefixes(&[uid], max_bytes)
+            .await?
+            .into_iter()
+            .find(|p| p.uid == uid)
+            .map(|p| p.data))
+    }
+
+    /// Like [`ImapSession::uid_fetch_prefix`] for many UIDs in one command.
+    pub async fn uid_fetch_prefixes(
+        &mut self,
+        uids: &[u32],
+        max_bytes: u32,
+    ) -> Result<Vec<FetchedPrefix>, ImapError> {
+        self.usable("UID FETCH")?;
+        self.require_selected(false)?;
+        let mut out = Vec::new();
+        for set in uid_set_chunks(uids, MAX_RANGES_PER_COMMAND) {
+            let query = format!("(UID RFC822.SIZE BODY.PEEK[]<0.{max_bytes}>)");
+            let fetches = self.fetch_all(&set, &query, "UID FETCH (prefix)").await?;
+            out.extend(fetches.iter().filter_map(|f| {
+                Some(FetchedPrefix {
+                    uid: f.uid?,
+                    size: f.size,
+                    data: f.body().map(<[u8]>::to_vec).unwrap_or_default(),
+                })
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Creates a folder unless it exists (and subscribes it). Returns whether it was created.
+    pub async fn create_folder_if_missing(&mut self, name: &str) -> Result<bool, ImapError> {
+        self.usable("CREATE")?;
+        if name.is_empty() || name.contains(['\r', '\n', '*', '%']) {
+            return Err(ImapError::Invalid(format!("invalid folder name {name:?}")));
+        }
+        let quoted = format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""));
+        if self.list_raw(&quoted).await?.iter().any(|f| f.name == name) {
+            return Ok(false);
+        }
+        let what = format!("CREATE {name}");
+        let t = self.settings.timeout;
+        let r = timeout(t, self.session.create(name)).await;
+        match self.settle(flat(r), &what) {
+            Ok(()) => {}
+            // Created concurrently by someone else: fine.
+            Err(ImapError::Command {
+                source: async_imap::error::Error::No(msg),
+                ..
+            }) if msg.to_ascii_uppercase().contains("ALREADYEXISTS") => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let r = timeout(t, self.session.subscribe(name)).await;
+        if let Err(e) = self.settle(flat(r), "SUBSCRIBE") {
+            if self.is_broken() {
+                return Err(e);
+            }
+            tracing::debug!(error = %e, folder = name, "could not subscribe the new folder");
+        }
+        Ok(true)
+    }
+
+    /// Moves messages of the selected (read-write) mailbox to `dest`, using the safest way
+    /// the server offers (see [`MoveOutcome`]). Flags, including `\Seen`, are preserved.
+    pub async fn move_uids(&mut self, uids: &[u32], dest: &str) -> Result<MoveOutcome, ImapError> {
+        self.usable("MOVE")?;
+        self.require_selected(true)?;
+        let chunks = uid_set_chunks(uids, MAX_RANGES_PER_COMMAND);
+        if chunks.is_empty() {
+            return Ok(MoveOutcome::Nothing);
+        }
+        let t = self.settings.timeout;
+        let outcome = if self.has_capability("MOVE") {
+            MoveOutcome::Moved
+        } else if self.has_capability("UIDPLUS") {
+            MoveOutcome::CopiedAndExpunged
+        } else {
+            MoveOutcome::CopiedAndFlaggedDeleted
+        };
+        for set in chunks {
+            if outcome == MoveOutcome::Moved {
+                let r = timeout(t, self.session.uid_mv(&set, dest)).await;
+                self.settle(flat(r), "UID MOVE")?;
+                continue;
+            }
+            let r = timeout(t, self.session.uid_copy(&set, dest)).await;
+            self.settle(flat(r), "UID COPY")?;
+            self.store_deleted(&set).await?;
+            if outcome == MoveOutcome::CopiedAndExpunged {
+                let r = async {
+                    let stream = flat(timeout(t, self.session.uid_expunge(&set)).await)?;
+                    collect_stream(t, stream).await
+                }
+                .await;
+                self.settle(r, "UID EXPUNGE")?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn store_deleted(&mut self, set: &str) -> Result<(), ImapError> {
+        let t = self.settings.timeout;
+        let r = async {
+            let stream =
+                flat(timeout(t, self.session.uid_store(set, "+FLAGS.SILENT (\\Deleted)")).await)?;
+            collect_stream(t, stream).await
+        }
+        .await;
+        self.settle(r, "UID STORE +FLAGS.SILENT (\\Deleted)")
+            .map(|_| ())
+    }
+
+    /// Adds flags or keywords (e.g. `$Backscatter`) to messages of the selected mailbox,
+    /// silently. Refuses `\Seen` and `\Deleted` (use the dedicated operations).
+    pub async fn add_flags(&mut self, uids: &[u32], flags: &[&str]) -> Result<(), ImapError> {
+        self.usable("UID STORE")?;
+        self.require_selected(true)?;
+        if let Some(bad) = flags.iter().find(|f| {
+            f.eq_ignore_ascii_case("\\Seen")
+                || f.eq_ignore_ascii_case("\\Deleted")
+                || f.is_empty()
+                || f.bytes().any(|b| {
+                    b.is_ascii_whitespace() || b"(){%*\"]".contains(&b) || b.is_ascii_control()
+                })
+        }) {
+            return Err(ImapError::Invalid(format!("refusing to set flag {bad:?}")));
+        }
+        if flags.is_empty() {
+            return Ok(());
+        }
+        let t = self.settings.timeout;
+        for set in uid_set_chunks(uids, MAX_RANGES_PER_COMMAND) {
+            let q = format!("+FLAGS.SILENT ({})", flags.join(" "));
+            let r = async {
+                let stream = flat(timeout(t, self.session.uid_store(&set, &q)).await)?;
+                collect_stream(t, stream).await
+            }
+            .await;
+            self.settle(r, "UID STORE +FLAGS.SILENT")?;
+        }
+        Ok(())
+    }
+
+    /// `NOOP` (keep-alive; also collects unsolicited EXISTS/EXPUNGE).
+    pub async fn noop(&mut self) -> Result<(), ImapError> {
+        self.usable("NOOP")?;
+        let fut = self.session.noop();
+        // `simple` needs &mut self while `fut` borrows the session: inline instead.
+        let r = timeout(self.settings.timeout, fut).await;
+        self.settle(flat(r), "NOOP")
+    }
+
+    /// `LOGOUT`, under the timeout. The session is consumed.
+    pub async fn logout(mut self) -> Result<(), ImapError> {
+        self.usable("LOGOUT")?;
+        let r = timeout(self.settings.timeout, self.session.logout()).await;
+        self.settle(flat(r), "LOGOUT")
+    }
+
+    /// Runs a raw command and checks it ends with OK (escape hatch; do not pass secrets).
+    pub async fn run_command(&mut self, command: &str) -> Result<(), ImapError> {
+        self.usable(command)?;
+        let fut = self.session.run_command_and_check_ok(command);
+        let r = timeout(self.settings.timeout, fut).await;
+        self.settle(flat(r), command)
+    }
+}
+
+fn validate_uid_set(s: &str) -> Result<(), ImapError> {
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b':' || b == b',' || b == b'*')
+    {
+        return Err(ImapError::Invalid(format!("invalid UID set {s:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets() {
+        assert_eq!(uid_set(&[]), "");
+        assert_eq!(uid_set(&[5]), "5");
+        assert_eq!(uid_set(&[3, 1, 2, 7, 9, 10, 10, 0]), "1:3,7,9:10");
+        assert_eq!(
+            uid_set(&[u32::MAX, u32::MAX - 1]),
+            format!("{}:{}", u32::MAX - 1, u32::MAX)
+        );
+        assert_eq!(uid_set_chunks(&[1, 3, 5, 7], 2), vec!["1,3", "5,7"]);
+    }
+
+    #[test]
+    fn capability_codes() {
+        assert_eq!(
+            capability_code("* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] Dovecot ready."),
+            Some(vec![
+                "IMAP4REV1".into(),
+                "STARTTLS".into(),
+                "AUTH=PLAIN".into()
+            ])
+        );
+        assert_eq!(capability_code("* OK ready"), None);
+    }
+
+    #[test]
+    fn settings_from_account_and_addr() {
+        let mut s = ConnectSettings::new("::1", 993, TlsMode::Implicit, "u");
+        assert_eq!(s.addr(), "[::1]:993");
+        s.host = "imap.example.com".into();
+        assert_eq!(s.addr(), "imap.example.com:993");
+        assert_eq!(s.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn uid_set_validation() {
+        assert!(validate_uid_set("1:*").is_ok());
+        assert!(validate_uid_set("1,2:4").is_ok());
+        assert!(validate_uid_set("").is_err());
+        assert!(validate_uid_set("1 BODY[]").is_err());
+    }
+}

@@ -61,7 +61,11 @@ impl Evidence {
     }
 
     /// True when `kind` has weak evidence in two different places, at least
-    /// one of them specific to that kind (not only "a machine sent this").
+    /// one of them a phrase specific to that kind and at least one of them
+    /// something a person does not produce by typing: a machine sender or
+    /// null return path, a returned original (or, for replies, the
+    /// In-Reply-To linkage), or a vendor header. Subject and body phrases
+    /// together are not enough: a person can write "delivery failed" in both.
     fn corroborated(&self, kind: Kind) -> bool {
         let places: HashSet<Place> = self
             .weak
@@ -69,10 +73,15 @@ impl Evidence {
             .filter(|(k, _)| *k == kind)
             .map(|(_, p)| *p)
             .collect();
-        let specific = places.iter().any(|p| *p != Place::Original);
+        let phrase = places.contains(&Place::Subject)
+            || places.contains(&Place::Body)
+            || places.contains(&Place::Sender);
+        let mechanical = self.machine_sender
+            || places.contains(&Place::Original)
+            || places.contains(&Place::Header);
         let count =
             places.len() + usize::from(self.machine_sender && !places.contains(&Place::Sender));
-        specific && count >= 2
+        phrase && mechanical && count >= 2
     }
 }
 
@@ -94,6 +103,14 @@ pub fn detect(
     }) {
         ev.machine_sender = true;
         ev.fire("envelope.null-return-path");
+    }
+    // RFC 3834: an auto-replied message was sent by a program. (Not so
+    // auto-generated: every notification carries it, and they are not ours.)
+    let auto_replied = pieces
+        .header("auto-submitted")
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("auto-replied"));
+    if auto_replied {
+        ev.machine_sender = true;
     }
     let sender = format!(
         "From: {from}\nReturn-Path: {}",
@@ -152,9 +169,6 @@ pub fn detect(
         is_human_reply(pieces) && (!ev.machine_sender || has_mail_client_header(pieces));
     let weak_ok = |kind: Kind, ev: &Evidence| !human_reply && ev.corroborated(kind);
 
-    let auto_replied = pieces
-        .header("auto-submitted")
-        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("auto-replied"));
     let kind = if ev.strong.contains(&Kind::Feedback) {
         Kind::Feedback
     } else if ev.strong.contains(&Kind::Bounce) {

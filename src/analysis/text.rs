@@ -77,6 +77,18 @@ pub struct Field {
 }
 
 impl Field {
+    /// Appends a folded continuation line to the value.
+    pub fn append(&mut self, continuation: &str) {
+        let continuation = continuation.trim();
+        if continuation.is_empty() {
+            return;
+        }
+        if !self.value.is_empty() {
+            self.value.push(' ');
+        }
+        self.value.push_str(continuation);
+    }
+
     /// Case-insensitive name comparison, since header names are.
     pub fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
@@ -98,8 +110,7 @@ pub fn field_groups(text: &str) -> Vec<Vec<Field>> {
         }
         if line.starts_with([' ', '\t']) {
             if let Some(last) = current.last_mut() {
-                last.value.push(' ');
-                last.value.push_str(line.trim());
+                last.append(line);
             }
             continue;
         }
@@ -221,8 +232,7 @@ pub fn leading_header_block(text: &str) -> HeaderBlock {
         }
         if line.starts_with([' ', '\t']) {
             if let Some(last) = block.fields.last_mut() {
-                last.value.push(' ');
-                last.value.push_str(line.trim());
+                last.append(line);
             }
             continue;
         }
@@ -238,8 +248,7 @@ pub fn leading_header_block(text: &str) -> HeaderBlock {
             // whose indentation was lost (seen in Received chains).
             None => {
                 if let Some(last) = block.fields.last_mut() {
-                    last.value.push(' ');
-                    last.value.push_str(line.trim());
+                    last.append(line);
                 }
             }
         }
@@ -264,8 +273,7 @@ pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock> {
         if let Some((base, block)) = current.as_mut() {
             if indent > *base {
                 if let Some(last) = block.fields.last_mut() {
-                    last.value.push(' ');
-                    last.value.push_str(content.trim_end());
+                    last.append(content);
                 }
                 continue;
             }
