@@ -4,10 +4,15 @@
 //! Exit status: 0 success; 1 a runtime failure (a file could not be read, an
 //! account failed); 2 a usage or configuration error.
 
+use crate::analysis::rules::RuleSet;
 use crate::analysis::{Analysis, Analyzer, MAX_ANALYSED_BYTES};
+use crate::config::{Account, Config, PasswordSource};
+use crate::secrets::{self, Secret};
+use crate::store::Store;
+use crate::sweeper::{self, SweepOptions};
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Exit status for a runtime failure.
@@ -34,17 +39,93 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// One pass over the accounts: index new sent mail, judge new inbox mail,
+    /// move backscatter to quarantine. Then exit (for cron and systemd timers).
+    Sweep {
+        /// Only this account (default: all).
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Judge and print what would be done; move nothing, remember nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON (one object per account, one per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move quarantined messages back to the inbox and remember that you
+    /// want them there: they are never moved again.
+    Release {
+        /// The account (needed when the config has several).
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Release every message in the quarantine folder.
+        #[arg(long, conflicts_with = "uids")]
+        all: bool,
+        /// UIDs in the quarantine folder (as shown by `status` or a mail client).
+        #[arg(value_name = "UID", required_unless_present = "all")]
+        uids: Vec<u32>,
+    },
+    /// Per account: last sweep, sent index, verdict counts.
+    Status {
+        /// Print JSON (one object per account, one per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config, resolve the secrets, log in, and show the
+    /// server's capabilities and folders.
+    CheckConfig {
+        /// Only this account (default: all).
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
+    /// Store or delete an account's password in the OS keyring.
+    Password {
+        /// What to do.
+        #[command(subcommand)]
+        action: PasswordAction,
+    },
     /// Analyse message files offline: say what kind each is (bounce,
     /// autoreply, challenge, feedback, none), which original it is about and
-    /// which recipients failed. Reads nothing from any server.
+    /// which recipients failed. Reads nothing from any server. With a config
+    /// (--config or $BACKSWEEP_CONFIG) whose state holds a sent index, also
+    /// gives the verdict and its reasons.
     Inspect {
         /// Print one JSON object per file, one per line (JSON Lines).
         #[arg(long)]
         json: bool,
+        /// The account whose sent index judges the files (default: the first).
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
         /// Message files (RFC 5322, as saved by a mail client or a Maildir);
         /// `-` reads one message from standard input.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Run the built-in demo: a private IMAP server on 127.0.0.1 seeded with
+    /// sample mail (ordinary mail, sent mail, genuine bounces, backscatter),
+    /// one sweep, and a before/after table. Needs Dovecot (Debian:
+    /// apt-get install dovecot-imapd). Touches no real mailbox.
+    Demo {
+        /// Keep the demo server running afterwards so you can look with a
+        /// mail client (Ctrl-C stops it).
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// `password` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PasswordAction {
+    /// Read the password from the terminal (or standard input) and store it
+    /// in the OS keyring for ACCOUNT (whose config says `password: { keyring: true }`).
+    Set {
+        /// The account name from the config.
+        account: String,
+    },
+    /// Delete ACCOUNT's password from the OS keyring.
+    Delete {
+        /// The account name from the config.
+        account: String,
     },
 }
 
@@ -63,9 +144,520 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging();
+    let config_path = cli.config.clone();
     match cli.command {
-        Command::Inspect { json, files } => inspect(json, &files),
+        Command::Inspect {
+            json,
+            account,
+            files,
+        } => inspect(json, config_path.as_deref(), account.as_deref(), &files),
+        Command::Sweep {
+            account,
+            dry_run,
+            json,
+        } => with_config(config_path.as_deref(), |ctx| {
+            sweep(ctx, account.as_deref(), dry_run, json)
+        }),
+        Command::Release { account, all, uids } => with_config(config_path.as_deref(), |ctx| {
+            release(ctx, account.as_deref(), all, &uids)
+        }),
+        Command::Status { json } => with_config(config_path.as_deref(), |ctx| status(ctx, json)),
+        Command::CheckConfig { account } => with_config(config_path.as_deref(), |ctx| {
+            check_config(ctx, account.as_deref())
+        }),
+        Command::Password { action } => {
+            with_config(config_path.as_deref(), |ctx| password(ctx, action))
+        }
+        Command::Demo { keep } => match runtime() {
+            Ok(rt) => match rt.block_on(crate::demo::run(&crate::demo::DemoOptions { keep })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("backsweep demo: {e:#}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            },
+            Err(code) => code,
+        },
     }
+}
+
+/// What every config-driven command needs.
+struct Context {
+    config: Config,
+    analyzer: Analyzer,
+}
+
+/// Loads the config and rules, reporting a problem as a usage error (exit 2).
+fn with_config(path: Option<&Path>, run: impl FnOnce(&Context) -> ExitCode) -> ExitCode {
+    match load_context(path) {
+        Ok(ctx) => run(&ctx),
+        Err(message) => {
+            eprintln!("backsweep: {message}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn load_context(path: Option<&Path>) -> Result<Context, String> {
+    let path = Config::locate(path).map_err(|e| e.to_string())?;
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let rules = match &config.rules_dir {
+        Some(dir) => RuleSet::with_dir(dir),
+        None => RuleSet::builtin(),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(Context {
+        config,
+        analyzer: Analyzer::new(rules),
+    })
+}
+
+/// The accounts a command applies to; an unknown name is a usage error.
+fn select_accounts<'a>(
+    config: &'a Config,
+    name: Option<&str>,
+) -> Result<Vec<&'a Account>, ExitCode> {
+    match name {
+        None => Ok(config.accounts.iter().collect()),
+        Some(n) => match config.account(n) {
+            Some(a) => Ok(vec![a]),
+            None => {
+                let known: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+                eprintln!(
+                    "backsweep: no account named {n:?} in {} (accounts: {})",
+                    config.path.display(),
+                    known.join(", ")
+                );
+                Err(ExitCode::from(EXIT_USAGE))
+            }
+        },
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("backsweep: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        })
+}
+
+fn open_store(config: &Config) -> Result<Store, ExitCode> {
+    Store::open(&config.state_dir).map_err(|e| {
+        eprintln!("backsweep: {e}");
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+/// `backsweep sweep`: each account in turn; one failing account does not
+/// stop the others, but makes the exit status 1.
+fn sweep(ctx: &Context, account: Option<&str>, dry_run: bool, json: bool) -> ExitCode {
+    let accounts = match select_accounts(&ctx.config, account) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let mut store = match open_store(&ctx.config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut failed = false;
+    for account in accounts {
+        let options = SweepOptions { dry_run };
+        match rt.block_on(sweeper::sweep_account(
+            account,
+            &mut store,
+            &ctx.analyzer,
+            options,
+        )) {
+            Ok(report) if json => {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default())
+            }
+            Ok(report) => print!("{}", human_sweep_report(&report)),
+            Err(e) => {
+                failed = true;
+                tracing::error!(account = %account.name, "sweep failed");
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "account": account.name, "error": e.to_string() })
+                    );
+                }
+                eprintln!("backsweep: sweep failed: {e}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The human-readable sweep report: a summary line and one line per
+/// message that was moved (or would be), or kept for a reason worth seeing.
+pub fn human_sweep_report(r: &sweeper::SweepReport) -> String {
+    let mut s = format!(
+        "{}{}: {} new sent indexed ({} in index); {} new inbox messages, {} looked at closely, {} {}\n",
+        r.account,
+        if r.dry_run { " (dry run)" } else { "" },
+        r.sent_indexed,
+        r.sent_total,
+        r.examined,
+        r.candidates,
+        r.quarantined,
+        if r.dry_run { "would be quarantined" } else { "quarantined" },
+    );
+    for m in &r.messages {
+        let reason = m.reasons.first().map(|r| r.detail.as_str()).unwrap_or("");
+        s.push_str(&format!(
+            "  {:<10} uid {:<6} {:<11} {:<9} {} | {}\n    {}\n",
+            m.action,
+            m.uid,
+            m.verdict.as_str(),
+            m.kind.as_str(),
+            truncate(&m.from, 40),
+            truncate(&m.subject, 50),
+            reason
+        ));
+    }
+    s
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// `backsweep release`: move messages from quarantine back to the inbox and
+/// remember the decision (by Message-ID and content hash).
+fn release(ctx: &Context, account: Option<&str>, all: bool, uids: &[u32]) -> ExitCode {
+    let accounts = match select_accounts(&ctx.config, account) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if accounts.len() != 1 {
+        eprintln!("backsweep: the config has several accounts; say which with --account NAME");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let account = accounts[0];
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let store = match open_store(&ctx.config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match rt.block_on(release_async(account, &store, all, uids)) {
+        Ok(n) => {
+            println!(
+                "{}: released {n} message(s) to {}",
+                account.name, account.inbox
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("backsweep: release failed: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn release_async(
+    account: &Account,
+    store: &Store,
+    all: bool,
+    uids: &[u32],
+) -> anyhow::Result<usize> {
+    let mut session = sweeper::connect(account).await?;
+    session.select(&account.quarantine).await?;
+    let uids: Vec<u32> = if all {
+        session.uid_search("ALL").await?
+    } else {
+        uids.to_vec()
+    };
+    if uids.is_empty() {
+        return Ok(0);
+    }
+    let prefixes = session
+        .uid_fetch_prefixes(&uids, sweeper::PREFIX_BYTES)
+        .await?;
+    let found: Vec<u32> = prefixes.iter().map(|p| p.uid).collect();
+    if let Some(missing) = uids.iter().find(|u| !found.contains(u)) {
+        anyhow::bail!("no message with UID {missing} in {}", account.quarantine);
+    }
+    // Remember first: if the move is interrupted, the messages are still
+    // recognised as released wherever they end up.
+    for p in &prefixes {
+        let analysis = crate::analysis::analyze(&p.data);
+        store.released_insert(
+            &account.name,
+            analysis.message_id.as_deref(),
+            Some(&sweeper::content_hash(&p.data)),
+        )?;
+        store.audit_append(&crate::store::AuditEntry {
+            account: account.name.clone(),
+            mailbox: account.quarantine.clone(),
+            uid: p.uid,
+            message_id: analysis.message_id.clone(),
+            verdict: "released".into(),
+            rules: vec!["user.release".into()],
+            action: "released".into(),
+            destination: Some(account.inbox.clone()),
+        })?;
+    }
+    session.move_uids(&found, &account.inbox).await?;
+    let _ = session.logout().await;
+    Ok(found.len())
+}
+
+/// `backsweep status`.
+fn status(ctx: &Context, json: bool) -> ExitCode {
+    let store = match open_store(&ctx.config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut failed = false;
+    for account in &ctx.config.accounts {
+        let name = &account.name;
+        let info = (|| -> Result<serde_json::Value, crate::store::StoreError> {
+            let last = store.last_sweep(name)?;
+            let counts = store.audit_counts(name)?;
+            let inbox = store.watermark(name, &account.inbox)?;
+            Ok(serde_json::json!({
+                "account": name,
+                "last_sweep": last.as_ref().map(|l| serde_json::json!({
+                    "started": l.started,
+                    "finished": l.finished,
+                    "counts": l.counts_json.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()),
+                })),
+                "sent_index": { "messages": store.sent_count(name)?, "covers_since": store.sent_coverage(name)? },
+                "inbox_last_uid": inbox.map(|w| w.last_uid),
+                "verdicts": counts.iter().map(|(v, a, n)| serde_json::json!({"verdict": v, "action": a, "count": n})).collect::<Vec<_>>(),
+            }))
+        })();
+        match info {
+            Ok(v) if json => println!("{v}"),
+            Ok(v) => print!("{}", human_status(&v)),
+            Err(e) => {
+                failed = true;
+                eprintln!("backsweep: {name}: {e}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn human_status(v: &serde_json::Value) -> String {
+    let mut s = format!("{}:\n", v["account"].as_str().unwrap_or("?"));
+    match v["last_sweep"].as_object() {
+        Some(l) => s.push_str(&format!(
+            "  last sweep: started {} ({}), {}\n",
+            format_time(l.get("started").and_then(|t| t.as_i64())),
+            if l.get("finished").is_some_and(|f| !f.is_null()) {
+                "finished"
+            } else {
+                "did not finish"
+            },
+            l.get("counts").map(|c| c.to_string()).unwrap_or_default()
+        )),
+        None => s.push_str("  never swept\n"),
+    }
+    s.push_str(&format!(
+        "  sent index: {} messages, covering mail sent since {}\n",
+        v["sent_index"]["messages"],
+        format_time(v["sent_index"]["covers_since"].as_i64())
+    ));
+    if let Some(rows) = v["verdicts"].as_array() {
+        for r in rows {
+            s.push_str(&format!(
+                "  {:<12} {:<10} {}\n",
+                r["verdict"].as_str().unwrap_or(""),
+                r["action"].as_str().unwrap_or(""),
+                r["count"]
+            ));
+        }
+    }
+    s
+}
+
+fn format_time(t: Option<i64>) -> String {
+    match t {
+        Some(secs) => {
+            let days = secs.div_euclid(86_400);
+            let rem = secs.rem_euclid(86_400);
+            let (y, m, d) = civil_from_days(days);
+            format!(
+                "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+                rem / 3600,
+                rem % 3600 / 60
+            )
+        }
+        None => "-".into(),
+    }
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `backsweep check-config`: everything short of sweeping.
+fn check_config(ctx: &Context, account: Option<&str>) -> ExitCode {
+    let accounts = match select_accounts(&ctx.config, account) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    println!(
+        "config {}: valid, {} account(s), {} rules",
+        ctx.config.path.display(),
+        ctx.config.accounts.len(),
+        ctx.analyzer.rules().rules().len()
+    );
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let mut failed = false;
+    for account in accounts {
+        let result = rt.block_on(async {
+            let mut session = sweeper::connect(account).await?;
+            let mut caps: Vec<String> = session.capabilities().iter().cloned().collect();
+            caps.sort();
+            let folders = session.list_folders().await?;
+            let sent = match &account.sent {
+                Some(s) => s.clone(),
+                None => session.find_special_use("\\Sent").await?,
+            };
+            let _ = session.logout().await;
+            anyhow::Ok((caps, folders, sent))
+        });
+        match result {
+            Ok((caps, folders, sent)) => {
+                println!(
+                    "{}: logged in to {}:{} as {}",
+                    account.name, account.host, account.port, account.username
+                );
+                println!("  capabilities: {}", caps.join(" "));
+                let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+                println!("  folders: {}", names.join(", "));
+                if sent.is_empty() {
+                    println!("  sent folders: none found — set `sent:` in the config, or bounces cannot be matched to your sent mail");
+                } else {
+                    println!("  sent folders: {}", sent.join(", "));
+                }
+                let has_q = names.contains(&account.quarantine.as_str());
+                println!(
+                    "  quarantine: {}{}",
+                    account.quarantine,
+                    if has_q {
+                        ""
+                    } else {
+                        " (will be created by the first sweep)"
+                    }
+                );
+                for (cap, what) in [
+                    ("MOVE", "moves use COPY + UID EXPUNGE"),
+                    (
+                        "UIDPLUS",
+                        "without MOVE, moved mail is only flagged \\Deleted",
+                    ),
+                ] {
+                    if !caps.iter().any(|c| c.eq_ignore_ascii_case(cap)) {
+                        println!("  note: no {cap}: {what}");
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("backsweep: {}: {e:#}", account.name);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `backsweep password set|delete`.
+fn password(ctx: &Context, action: PasswordAction) -> ExitCode {
+    let name = match &action {
+        PasswordAction::Set { account } | PasswordAction::Delete { account } => account.clone(),
+    };
+    let account = match select_accounts(&ctx.config, Some(&name)) {
+        Ok(a) => a[0],
+        Err(code) => return code,
+    };
+    let entry = match &account.password {
+        PasswordSource::Keyring { entry } => entry.clone(),
+        _ => {
+            eprintln!(
+                "backsweep: account {name} does not take its password from the keyring; set `password: {{ keyring: true }}` in {} first",
+                ctx.config.path.display()
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = match action {
+        PasswordAction::Set { .. } => read_password(&name).and_then(|secret| {
+            secrets::set_keyring_password(&name, &entry, &secret).map_err(|e| e.to_string())
+        }),
+        PasswordAction::Delete { .. } => {
+            secrets::delete_keyring_password(&name, &entry).map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => {
+            println!("{name}: done");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("backsweep: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn read_password(account: &str) -> Result<Secret, String> {
+    use std::io::IsTerminal;
+    let value = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("Password for {account}: "))
+            .map_err(|e| e.to_string())?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if value.is_empty() {
+        return Err("empty password: nothing stored".into());
+    }
+    Ok(Secret::new(value))
 }
 
 fn init_logging() {
@@ -78,28 +670,70 @@ fn init_logging() {
 }
 
 /// `backsweep inspect`: analyse each file; a file that cannot be read gets
-/// an error line and the others go on.
-fn inspect(json: bool, files: &[PathBuf]) -> ExitCode {
-    let analyzer = match Analyzer::builtin() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("backsweep: {e}");
-            return ExitCode::from(EXIT_USAGE);
+/// an error line and the others go on. With a config, each file is also
+/// judged against that account's sent index.
+fn inspect(
+    json: bool,
+    config_path: Option<&Path>,
+    account: Option<&str>,
+    files: &[PathBuf],
+) -> ExitCode {
+    // A config named explicitly must load; the platform default is used
+    // only when it exists.
+    let explicit = config_path.is_some() || std::env::var_os(crate::config::CONFIG_ENV).is_some();
+    let ctx = match Config::locate(config_path) {
+        Ok(path) if explicit || path.exists() => match load_context(Some(&path)) {
+            Ok(ctx) => Some(ctx),
+            Err(message) => {
+                eprintln!("backsweep: {message}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        _ => None,
+    };
+    let analyzer = match &ctx {
+        Some(ctx) => ctx.analyzer.clone(),
+        None => match Analyzer::builtin() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("backsweep: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+    };
+    let judge_with = match &ctx {
+        Some(ctx) => {
+            let chosen = match account {
+                Some(_) => match select_accounts(&ctx.config, account) {
+                    Ok(a) => a.first().copied(),
+                    Err(code) => return code,
+                },
+                None => ctx.config.accounts.first(),
+            };
+            match (chosen, open_store(&ctx.config)) {
+                (Some(a), Ok(store)) => Some((a, store)),
+                (_, Err(code)) => return code,
+                (None, _) => None,
+            }
         }
+        None => None,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = false;
     for path in files {
         let name = path.display().to_string();
-        let result = read_bounded(path);
-        let line = match result {
+        let line = match read_bounded(path) {
             Ok(bytes) => {
                 let analysis = analyzer.analyze(&bytes);
+                let judgement = judge_with.as_ref().and_then(|(account, store)| {
+                    let evidence = sweeper::StoreEvidence::new(store, account).ok()?;
+                    Some(crate::verdict::judge(&analysis, &evidence, None))
+                });
                 if json {
-                    json_line(&name, &analysis)
+                    json_line(&name, &analysis, judgement.as_ref())
                 } else {
-                    human_report(&name, &analysis)
+                    human_report(&name, &analysis, judgement.as_ref())
                 }
             }
             Err(e) => {
@@ -155,10 +789,21 @@ fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn json_line(file: &str, analysis: &Analysis) -> String {
+fn json_line(
+    file: &str,
+    analysis: &Analysis,
+    judgement: Option<&crate::verdict::Judgement>,
+) -> String {
     let mut value = serde_json::to_value(analysis).unwrap_or_default();
-    if let Some(map) = value.as_object_mut() {
-        map.insert("file".into(), serde_json::Value::String(file.to_string()));
+    if let (Some(map), Some(j)) = (value.as_object_mut(), judgement) {
+        map.insert(
+            "verdict".into(),
+            serde_json::Value::String(j.verdict.as_str().into()),
+        );
+        map.insert(
+            "reasons".into(),
+            serde_json::to_value(&j.reasons).unwrap_or_default(),
+        );
     }
     // Keep `file` first for people reading the lines.
     let mut ordered = serde_json::Map::new();
@@ -173,8 +818,14 @@ fn json_line(file: &str, analysis: &Analysis) -> String {
     serde_json::Value::Object(ordered).to_string() + "\n"
 }
 
-fn human_report(file: &str, a: &Analysis) -> String {
+fn human_report(file: &str, a: &Analysis, judgement: Option<&crate::verdict::Judgement>) -> String {
     let mut s = format!("{file}: {}\n", describe_kind(a));
+    if let Some(j) = judgement {
+        s.push_str(&format!("  verdict: {}\n", j.verdict));
+        for r in &j.reasons {
+            s.push_str(&format!("    - {} ({})\n", r.detail, r.rule));
+        }
+    }
     if a.original_message_ids.is_empty() {
         if a.kind != crate::analysis::Kind::None {
             s.push_str("  original Message-ID: not found in the message\n");

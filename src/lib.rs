@@ -12,14 +12,20 @@
 //! - [`secrets`] — passwords and tokens from the keyring, env, a command or a file.
 //! - [`imap`] — one authenticated IMAP session: TLS, timeouts, fetch and safe moves.
 //! - [`store`] — the SQLite state: watermarks, the sent index, the audit log.
+//! - [`verdict`] — analysis + sent index → genuine / backscatter / unknown, with reasons.
+//! - [`sweeper`] — one pass over one account: index Sent, judge new inbox mail, move.
 //! - [`testserver`] — a private Dovecot on loopback for the demo and the tests.
+//! - [`demo`] — the built-in demo: a private Dovecot seeded with sample mail, one sweep.
 //! - [`cli`] — the command-line contract (`inspect`, `sweep`, ...), human and
 //!   JSON output, exit codes.
 
 pub mod analysis;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod imap;
 pub mod secrets;
 pub mod store;
+pub mod sweeper;
 pub mod testserver;
+pub mod verdict;

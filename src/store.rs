@@ -24,7 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 pub const DB_FILE: &str = "state.sqlite3";
 
 /// Current schema version (see `MIGRATIONS`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Errors from the state store.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +210,24 @@ const MIGRATIONS: &[&str] = &[
         counts   TEXT
     );
     CREATE INDEX sweeps_by_account ON sweeps (account, id);",
+    // version 2: quarantine moves (to recognise a message the user took back,
+    // and to finish a move interrupted by a crash) and the From addresses the
+    // user really sends with.
+    "CREATE TABLE quarantined (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        account      TEXT NOT NULL,
+        message_id   TEXT,
+        content_hash TEXT NOT NULL,
+        uid          INTEGER NOT NULL,
+        time         INTEGER NOT NULL,
+        state        TEXT NOT NULL
+    );
+    CREATE INDEX quarantined_by_hash ON quarantined (account, content_hash);
+    CREATE TABLE sent_senders (
+        account TEXT NOT NULL,
+        address TEXT NOT NULL,
+        PRIMARY KEY (account, address)
+    );",
 ];
 
 /// An open state database.
@@ -572,6 +590,119 @@ impl Store {
             .optional()
             .map(|o| o.is_some())
             .ctx("checking released messages")
+    }
+
+    /// How many audit records the account has per (verdict, action), for `status`.
+    pub fn audit_counts(&self, account: &str) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT verdict, action, COUNT(*) FROM audit WHERE account = ?1
+                 GROUP BY verdict, action ORDER BY verdict, action",
+            )
+            .ctx("preparing audit counts")?;
+        let rows = stmt
+            .query_map(params![account], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .ctx("counting audit records")?;
+        rows.map(|r| r.map(|(v, a, n)| (v, a, u64::try_from(n).unwrap_or(0))))
+            .collect::<Result<Vec<_>, _>>()
+            .ctx("reading audit counts")
+    }
+
+    // -- quarantine moves ---------------------------------------------------------------
+
+    /// Records, before it happens, that a message is about to be moved to quarantine.
+    /// Returns the record id for [`Store::quarantine_done`]. A record still `pending`
+    /// after a crash tells the next sweep to check the quarantine folder before moving.
+    pub fn quarantine_intent(
+        &self,
+        account: &str,
+        message_id: Option<&str>,
+        content_hash: &str,
+        uid: u32,
+    ) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO quarantined (account, message_id, content_hash, uid, time, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+                params![account, message_id, content_hash, uid, now_unix()],
+            )
+            .ctx("recording a quarantine move")?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Marks a quarantine move as done.
+    pub fn quarantine_done(&self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE quarantined SET state = 'moved' WHERE id = ?1",
+                params![id],
+            )
+            .map(|_| ())
+            .ctx("completing a quarantine move")
+    }
+
+    /// Whether a message with this content was moved to quarantine before (or was
+    /// about to be): seeing it in the inbox again means the user took it back.
+    pub fn was_quarantined(
+        &self,
+        account: &str,
+        content_hash: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT state FROM quarantined WHERE account = ?1 AND content_hash = ?2
+                 ORDER BY id DESC LIMIT 1",
+                params![account, content_hash],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .ctx("looking up a quarantine move")
+    }
+
+    /// Forgets an unfinished move intent (the move was found not to have happened).
+    pub fn quarantine_forget(&self, account: &str, content_hash: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM quarantined WHERE account = ?1 AND content_hash = ?2 AND state = 'pending'",
+                params![account, content_hash],
+            )
+            .map(|_| ())
+            .ctx("forgetting an unfinished quarantine move")
+    }
+
+    // -- the user's own From addresses ---------------------------------------------------
+
+    /// Remembers From addresses seen in the user's Sent folders.
+    pub fn add_sent_senders(&self, account: &str, addresses: &[String]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO sent_senders (account, address) VALUES (?1, ?2)")
+            .ctx("preparing a sender insert")?;
+        for a in addresses {
+            stmt.execute(params![account, a.to_lowercase()])
+                .ctx("recording a sender address")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the user's sent mail was ever sent from `address`.
+    pub fn is_sent_sender(&self, account: &str, address: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM sent_senders WHERE account = ?1 AND address = ?2",
+                params![account, address.to_lowercase()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .ctx("looking up a sender address")
     }
 
     // -- sweeps ------------------------------------------------------------------------

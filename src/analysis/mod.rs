@@ -245,6 +245,30 @@ impl Analyzer {
         }
     }
 
+    /// The header fields a sweep fetches to triage a message before deciding
+    /// whether to download it: the fixed structural ones plus every header
+    /// a rule looks at.
+    pub fn triage_fields(&self) -> Vec<String> {
+        let mut fields: Vec<String> = TRIAGE_FIELDS.iter().map(|f| f.to_string()).collect();
+        for h in &self.header_targets {
+            if !fields.iter().any(|f| f.eq_ignore_ascii_case(h)) {
+                fields.push(h.clone());
+            }
+        }
+        fields
+    }
+
+    /// Decides from the header alone (the [`Analyzer::triage_fields`])
+    /// whether a message may be a bounce, auto-reply, challenge or report and
+    /// so must be fetched and analysed. Errs on the side of fetching: any
+    /// structural sign or any rule that fires makes a candidate.
+    pub fn is_candidate(&self, header: &[u8]) -> bool {
+        let mut raw = header.to_vec();
+        raw.extend_from_slice(b"\r\n\r\n");
+        let a = self.analyze(&raw);
+        a.kind != Kind::None || a.rules.iter().any(|r| !r.starts_with("error."))
+    }
+
     /// True if `subject` matches a bounce subject rule (used to recognise a
     /// quoted notice inside a forwarded bounce).
     pub(crate) fn is_bounce_subject(&self, subject: &str) -> bool {
@@ -254,6 +278,18 @@ impl Analyzer {
             .any(|r| r.kind == rules::RuleKind::Bounce)
     }
 }
+
+/// Header fields every triage fetches (see [`Analyzer::triage_fields`]).
+pub const TRIAGE_FIELDS: &[&str] = &[
+    "From",
+    "Subject",
+    "Return-Path",
+    "Content-Type",
+    "Auto-Submitted",
+    "X-Failed-Recipients",
+    "Message-ID",
+    "Date",
+];
 
 fn dsn_fields_in_text() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();

@@ -1,0 +1,768 @@
+//! One sweep of one account: learn what the user sent, judge the new inbox
+//! mail, move backscatter to quarantine.
+//!
+//! The order of work is chosen so that nothing is lost or repeated when the
+//! process dies at any point:
+//!
+//! 1. **Sent index.** Each Sent folder is read incrementally by UID
+//!    (header fields only, `BODY.PEEK`, batched); every batch and its
+//!    watermark are committed in one transaction. A UIDVALIDITY change drops
+//!    that folder's part of the index and reads it again.
+//! 2. **Triage.** New inbox UIDs are fetched a few header fields at a time;
+//!    only messages the analyzer calls candidates are downloaded, and only a
+//!    bounded prefix of them.
+//! 3. **Judge.** Analysis plus sent index gives a [`Verdict`]. A message the
+//!    user took back out of quarantine (recognised by content hash, or by a
+//!    `release`) is never moved again.
+//! 4. **Move.** The intent is recorded before the move and completed after
+//!    it; the inbox watermark advances only after a batch is done. A crash
+//!    before the move leaves the message in the inbox to be judged again; a
+//!    crash after it leaves nothing in the inbox to repeat. Servers without
+//!    MOVE get COPY + `\Deleted` + UID EXPUNGE (UIDPLUS only), and a
+//!    half-done copy is detected by searching the quarantine folder first.
+//!
+//! `\Seen` is never set: every fetch is a `PEEK`, and moves keep flags.
+
+use crate::analysis::{Analysis, Analyzer, Kind};
+use crate::config::{Account, UnknownAction};
+use crate::imap::{ConnectSettings, ImapError, ImapSession, MoveOutcome};
+use crate::secrets::{self, Secret, SecretError};
+use crate::store::{AuditEntry, SentEntry, Store, StoreError, Watermark};
+use crate::verdict::{self, Judgement, Reason, SentEvidence, Verdict};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// UIDs per triage / sent-index fetch: large enough to amortise round
+/// trips, small enough that a batch commits often.
+const BATCH: u32 = 1000;
+
+/// How much of a candidate is downloaded first. The notice, its
+/// delivery-status part and the returned header fit in a few KB.
+pub const PREFIX_BYTES: u32 = 8 * 1024;
+
+/// The larger prefix fetched when the first one was cut before the
+/// original's identity could be found.
+pub const SECOND_PREFIX_BYTES: u32 = 128 * 1024;
+
+/// How many bytes of a message its content hash covers (the start of the
+/// message: identical after any MOVE or COPY, whatever the new UID).
+const HASH_BYTES: usize = 4096;
+
+/// The keyword put on quarantined mail, so a mail client can show it and a
+/// message dragged back is recognisable.
+pub const BACKSCATTER_KEYWORD: &str = "$Backscatter";
+
+/// Header fields read from Sent folders.
+const SENT_FIELDS: &[&str] = &["Message-ID", "Date", "From", "To", "Cc", "Bcc", "Subject"];
+
+/// Errors that stop a sweep of one account (other accounts go on).
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// The password could not be obtained.
+    #[error("account {account}: {source}")]
+    Secret {
+        /// The account.
+        account: String,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
+    /// The IMAP server failed or refused.
+    #[error("account {account}: {source}")]
+    Imap {
+        /// The account.
+        account: String,
+        /// What failed.
+        #[source]
+        source: ImapError,
+    },
+    /// The state store failed.
+    #[error("account {account}: state store: {source}")]
+    Store {
+        /// The account.
+        account: String,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// How to sweep.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SweepOptions {
+    /// Judge and report, but move nothing, record nothing, advance no watermark.
+    pub dry_run: bool,
+}
+
+/// What happened to one inbox message that was looked at closely.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageReport {
+    /// Its UID in the inbox.
+    pub uid: u32,
+    /// Its Message-ID.
+    pub message_id: Option<String>,
+    /// Its From header.
+    pub from: String,
+    /// Its Subject.
+    pub subject: String,
+    /// What kind of message analysis found.
+    pub kind: Kind,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why.
+    pub reasons: Vec<Reason>,
+    /// The analysis rules that fired.
+    pub rules: Vec<String>,
+    /// `moved`, `would-move` (dry run), `kept`, or `released` (the user took it back).
+    pub action: String,
+    /// Where it went, when moved.
+    pub destination: Option<String>,
+}
+
+/// The result of sweeping one account.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SweepReport {
+    /// The account.
+    pub account: String,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Sent messages newly indexed.
+    pub sent_indexed: u64,
+    /// Sent index size after the sweep.
+    pub sent_total: u64,
+    /// New inbox messages looked at (header triage).
+    pub examined: u64,
+    /// Of those, downloaded and analysed.
+    pub candidates: u64,
+    /// Moved to quarantine (or would be, in a dry run).
+    pub quarantined: u64,
+    /// Bytes of message data downloaded (headers and prefixes).
+    pub bytes_downloaded: u64,
+    /// How the moves were done (`move`, `copy+expunge`, `copy+flag`).
+    pub move_method: Option<String>,
+    /// The candidates, with verdict and action.
+    pub messages: Vec<MessageReport>,
+}
+
+/// Sweeps one account once.
+pub async fn sweep_account(
+    account: &Account,
+    store: &mut Store,
+    analyzer: &Analyzer,
+    options: SweepOptions,
+) -> Result<SweepReport, SweepError> {
+    let secret = secrets::resolve(&account.name, &account.password).map_err(|source| {
+        SweepError::Secret {
+            account: account.name.clone(),
+            source,
+        }
+    })?;
+    let mut sweep = Sweep {
+        account,
+        store,
+        analyzer,
+        options,
+        report: SweepReport {
+            account: account.name.clone(),
+            dry_run: options.dry_run,
+            ..SweepReport::default()
+        },
+    };
+    sweep.run(&secret).await?;
+    Ok(sweep.report)
+}
+
+/// Connects to an account's server (used by `check-config` and `release`).
+pub async fn connect(account: &Account) -> Result<ImapSession, SweepError> {
+    let secret = secrets::resolve(&account.name, &account.password).map_err(|source| {
+        SweepError::Secret {
+            account: account.name.clone(),
+            source,
+        }
+    })?;
+    ImapSession::connect(&ConnectSettings::from(account), &secret)
+        .await
+        .map_err(|source| SweepError::Imap {
+            account: account.name.clone(),
+            source,
+        })
+}
+
+/// The sent index of one account as [`SentEvidence`] for the verdict.
+pub struct StoreEvidence<'a> {
+    store: &'a Store,
+    account: &'a Account,
+    covered_since: Option<i64>,
+}
+
+impl<'a> StoreEvidence<'a> {
+    /// Evidence from `store` for `account`.
+    pub fn new(store: &'a Store, account: &'a Account) -> Result<StoreEvidence<'a>, StoreError> {
+        let covered_since = store.sent_coverage(&account.name)?;
+        Ok(StoreEvidence {
+            store,
+            account,
+            covered_since,
+        })
+    }
+}
+
+impl SentEvidence for StoreEvidence<'_> {
+    fn contains(&self, message_id: &str) -> bool {
+        self.store
+            .sent_contains(&self.account.name, message_id)
+            .unwrap_or(false)
+    }
+
+    fn covered_since(&self) -> Option<i64> {
+        self.covered_since
+    }
+
+    fn is_own_address(&self, address: &str) -> bool {
+        let address = address.to_ascii_lowercase();
+        self.account.addresses.contains(&address)
+            || self
+                .store
+                .is_sent_sender(&self.account.name, &address)
+                .unwrap_or(false)
+    }
+}
+
+struct Sweep<'a> {
+    account: &'a Account,
+    store: &'a mut Store,
+    analyzer: &'a Analyzer,
+    options: SweepOptions,
+    report: SweepReport,
+}
+
+impl Sweep<'_> {
+    fn imap_err(&self, source: ImapError) -> SweepError {
+        SweepError::Imap {
+            account: self.account.name.clone(),
+            source,
+        }
+    }
+
+    fn store_err(&self, source: StoreError) -> SweepError {
+        SweepError::Store {
+            account: self.account.name.clone(),
+            source,
+        }
+    }
+
+    async fn run(&mut self, secret: &Secret) -> Result<(), SweepError> {
+        let mut session = ImapSession::connect(&ConnectSettings::from(self.account), secret)
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        let sweep_id = if self.options.dry_run {
+            None
+        } else {
+            Some(
+                self.store
+                    .sweep_started(&self.account.name)
+                    .map_err(|e| self.store_err(e))?,
+            )
+        };
+        let result = async {
+            self.index_sent(&mut session).await?;
+            self.sweep_inbox(&mut session).await
+        }
+        .await;
+        if let (Some(id), Ok(())) = (sweep_id, &result) {
+            let counts = serde_json::json!({
+                "sent_indexed": self.report.sent_indexed,
+                "examined": self.report.examined,
+                "candidates": self.report.candidates,
+                "quarantined": self.report.quarantined,
+                "bytes_downloaded": self.report.bytes_downloaded,
+            });
+            self.store
+                .sweep_finished(id, &counts.to_string())
+                .map_err(|e| self.store_err(e))?;
+        }
+        let _ = session.logout().await;
+        result
+    }
+
+    /// The Sent folders to index: configured, or SPECIAL-USE `\Sent`.
+    async fn sent_folders(&self, session: &mut ImapSession) -> Result<Vec<String>, SweepError> {
+        if let Some(folders) = &self.account.sent {
+            return Ok(folders.clone());
+        }
+        let found = session
+            .find_special_use("\\Sent")
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        if found.is_empty() {
+            tracing::warn!(
+                account = %self.account.name,
+                "no folder is marked \\Sent and none is configured: set `sent:` in the config, \
+                 or bounces can only be judged by other evidence"
+            );
+        }
+        Ok(found)
+    }
+
+    async fn index_sent(&mut self, session: &mut ImapSession) -> Result<(), SweepError> {
+        let name = self.account.name.clone();
+        for folder in self.sent_folders(session).await? {
+            let status = session
+                .examine(&folder)
+                .await
+                .map_err(|e| self.imap_err(e))?;
+            let mut last_uid = match self
+                .store
+                .watermark(&name, &folder)
+                .map_err(|e| self.store_err(e))?
+            {
+                Some(w) if w.uidvalidity == status.uidvalidity => w.last_uid,
+                Some(_) => {
+                    tracing::info!(account = %name, folder, "UIDVALIDITY changed: re-indexing the folder");
+                    if !self.options.dry_run {
+                        self.store
+                            .reset_folder(&name, &folder, status.uidvalidity)
+                            .map_err(|e| self.store_err(e))?;
+                    }
+                    0
+                }
+                None => 0,
+            };
+            let uidnext = status.uidnext.unwrap_or(u32::MAX);
+            if status.exists == 0 || last_uid.saturating_add(1) >= uidnext {
+                continue;
+            }
+            let fields: Vec<&str> = SENT_FIELDS.to_vec();
+            while last_uid.saturating_add(1) < uidnext {
+                let start = last_uid + 1;
+                let end = start
+                    .saturating_add(BATCH - 1)
+                    .min(uidnext.saturating_sub(1));
+                let fetched = session
+                    .uid_fetch_headers(&format!("{start}:{end}"), &fields)
+                    .await
+                    .map_err(|e| self.imap_err(e))?;
+                let mut entries = Vec::new();
+                let mut senders: Vec<String> = Vec::new();
+                for f in fetched.iter().filter(|f| f.uid >= start && f.uid <= end) {
+                    self.report.bytes_downloaded += f.header.len() as u64;
+                    if let Some((entry, from)) = sent_entry(&folder, f.uid, &f.header) {
+                        entries.push(entry);
+                        senders.extend(from);
+                    }
+                }
+                self.report.sent_indexed += entries.len() as u64;
+                if !self.options.dry_run {
+                    let wm = Watermark {
+                        uidvalidity: status.uidvalidity,
+                        last_uid: end,
+                    };
+                    self.store
+                        .insert_sent(&name, &entries, Some((&folder, wm)))
+                        .map_err(|e| self.store_err(e))?;
+                    senders.sort();
+                    senders.dedup();
+                    self.store
+                        .add_sent_senders(&name, &senders)
+                        .map_err(|e| self.store_err(e))?;
+                }
+                last_uid = end;
+            }
+        }
+        self.report.sent_total = self
+            .store
+            .sent_count(&name)
+            .map_err(|e| self.store_err(e))?;
+        Ok(())
+    }
+
+    async fn sweep_inbox(&mut self, session: &mut ImapSession) -> Result<(), SweepError> {
+        let name = self.account.name.clone();
+        let inbox = self.account.inbox.clone();
+        let status = if self.options.dry_run {
+            session.examine(&inbox).await
+        } else {
+            session.select(&inbox).await
+        }
+        .map_err(|e| self.imap_err(e))?;
+        let mut last_uid = match self
+            .store
+            .watermark(&name, &inbox)
+            .map_err(|e| self.store_err(e))?
+        {
+            Some(w) if w.uidvalidity == status.uidvalidity => w.last_uid,
+            Some(_) => {
+                tracing::info!(account = %name, "inbox UIDVALIDITY changed: looking at the whole inbox again");
+                0
+            }
+            None => self.first_sweep_start(session).await?,
+        };
+        let uidnext = status.uidnext.unwrap_or(u32::MAX);
+        if !self.options.dry_run && status.exists > 0 && last_uid.saturating_add(1) < uidnext {
+            session
+                .create_folder_if_missing(&self.account.quarantine)
+                .await
+                .map_err(|e| self.imap_err(e))?;
+        }
+        let fields = self.analyzer.triage_fields();
+        let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+        while status.exists > 0 && last_uid.saturating_add(1) < uidnext {
+            let start = last_uid + 1;
+            let end = start
+                .saturating_add(BATCH - 1)
+                .min(uidnext.saturating_sub(1));
+            let headers = session
+                .uid_fetch_headers(&format!("{start}:{end}"), &field_refs)
+                .await
+                .map_err(|e| self.imap_err(e))?;
+            let mut candidates = Vec::new();
+            for h in headers.iter().filter(|h| h.uid >= start && h.uid <= end) {
+                self.report.examined += 1;
+                self.report.bytes_downloaded += h.header.len() as u64;
+                let deleted = h.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"));
+                if !deleted && self.analyzer.is_candidate(&h.header) {
+                    candidates.push((h.uid, h.size, h.flags.clone()));
+                }
+            }
+            self.judge_and_move(session, &candidates).await?;
+            if !self.options.dry_run {
+                let wm = Watermark {
+                    uidvalidity: status.uidvalidity,
+                    last_uid: end,
+                };
+                self.store
+                    .set_watermark(&name, &inbox, wm)
+                    .map_err(|e| self.store_err(e))?;
+            }
+            last_uid = end;
+        }
+        Ok(())
+    }
+
+    /// Where the first sweep starts: UID 1, or the first message since the
+    /// configured `since:` date.
+    async fn first_sweep_start(&self, session: &mut ImapSession) -> Result<u32, SweepError> {
+        let Some(since) = &self.account.since else {
+            return Ok(0);
+        };
+        let uids = session
+            .uid_search(&format!("SINCE {}", since.imap_format()))
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        Ok(uids.first().map_or(u32::MAX - 1, |u| u.saturating_sub(1)))
+    }
+
+    async fn judge_and_move(
+        &mut self,
+        session: &mut ImapSession,
+        candidates: &[(u32, Option<u32>, Vec<String>)],
+    ) -> Result<(), SweepError> {
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let uids: Vec<u32> = candidates.iter().map(|c| c.0).collect();
+        let prefixes = session
+            .uid_fetch_prefixes(&uids, PREFIX_BYTES)
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        let name = self.account.name.clone();
+        let mut to_move: Vec<(u32, String, usize)> = Vec::new();
+        for (uid, size, flags) in candidates {
+            let Some(prefix) = prefixes.iter().find(|p| p.uid == *uid) else {
+                continue; // expunged meanwhile
+            };
+            self.report.candidates += 1;
+            self.report.bytes_downloaded += prefix.data.len() as u64;
+            let mut data = prefix.data.clone();
+            let mut analysis = self.analyzer.analyze(&data);
+            let cut_short = size.is_some_and(|s| s > PREFIX_BYTES);
+            if cut_short && analysis.kind != Kind::None && analysis.original_message_ids.is_empty()
+            {
+                if let Some(more) = session
+                    .uid_fetch_prefix(*uid, SECOND_PREFIX_BYTES)
+                    .await
+                    .map_err(|e| self.imap_err(e))?
+                {
+                    self.report.bytes_downloaded += more.len() as u64;
+                    data = more;
+                    analysis = self.analyzer.analyze(&data);
+                }
+            }
+            let hash = content_hash(&data);
+            let received_at = header_date(&data);
+            let evidence =
+                StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
+            let mut judgement = verdict::judge(&analysis, &evidence, received_at);
+            let taken_back = flags
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(BACKSCATTER_KEYWORD))
+                || self
+                    .store
+                    .is_released(&name, analysis.message_id.as_deref(), Some(&hash))
+                    .map_err(|e| self.store_err(e))?
+                || self
+                    .store
+                    .was_quarantined(&name, &hash)
+                    .map_err(|e| self.store_err(e))?
+                    .as_deref()
+                    == Some("moved");
+            let wants_move = match judgement.verdict {
+                Verdict::Backscatter => analysis.kind != Kind::Feedback,
+                Verdict::Unknown => {
+                    self.account.unknown == UnknownAction::Quarantine
+                        && analysis.kind != Kind::Feedback
+                }
+                _ => false,
+            };
+            let action = if wants_move && taken_back {
+                judgement.reasons.insert(
+                    0,
+                    Reason {
+                        rule: "verdict.released-by-user",
+                        detail: "you took this message back out of quarantine; it stays".into(),
+                    },
+                );
+                if !self.options.dry_run {
+                    self.store
+                        .released_insert(&name, analysis.message_id.as_deref(), Some(&hash))
+                        .map_err(|e| self.store_err(e))?;
+                }
+                "released"
+            } else if wants_move && self.options.dry_run {
+                "would-move"
+            } else if wants_move {
+                "moved"
+            } else {
+                "kept"
+            };
+            let report = message_report(*uid, &data, &analysis, &judgement, action);
+            if action == "moved" {
+                to_move.push((*uid, hash, self.report.messages.len()));
+            } else if !self.options.dry_run {
+                self.audit(*uid, &report, None)?;
+            }
+            if wants_move && action != "released" {
+                self.report.quarantined += 1;
+            }
+            self.report.messages.push(report);
+        }
+        self.quarantine(session, &to_move).await
+    }
+
+    /// Moves judged backscatter to quarantine, recording intent and result.
+    async fn quarantine(
+        &mut self,
+        session: &mut ImapSession,
+        to_move: &[(u32, String, usize)],
+    ) -> Result<(), SweepError> {
+        if to_move.is_empty() {
+            return Ok(());
+        }
+        let name = self.account.name.clone();
+        let dest = self.account.quarantine.clone();
+        let copy_fallback = !session.has_capability("MOVE");
+        let mut intents = Vec::new();
+        let mut uids = Vec::new();
+        for (uid, hash, index) in to_move {
+            let message_id = self.report.messages[*index].message_id.clone();
+            // A copy of an earlier, interrupted sweep may already be in
+            // quarantine (COPY done, \Deleted not yet set): never copy twice.
+            if copy_fallback
+                && self
+                    .store
+                    .was_quarantined(&name, hash)
+                    .map_err(|e| self.store_err(e))?
+                    .as_deref()
+                    == Some("pending")
+                && self
+                    .already_in_quarantine(session, message_id.as_deref())
+                    .await?
+            {
+                session
+                    .add_flags(&[*uid], &[BACKSCATTER_KEYWORD])
+                    .await
+                    .ok();
+                self.finish_interrupted_copy(session, *uid).await?;
+                continue;
+            }
+            let id = self
+                .store
+                .quarantine_intent(&name, message_id.as_deref(), hash, *uid)
+                .map_err(|e| self.store_err(e))?;
+            intents.push((id, *uid, *index));
+            uids.push(*uid);
+        }
+        if uids.is_empty() {
+            return Ok(());
+        }
+        // The keyword is cosmetic; a server that refuses keywords still gets the move.
+        if let Err(e) = session.add_flags(&uids, &[BACKSCATTER_KEYWORD]).await {
+            if session.is_broken() {
+                return Err(self.imap_err(e));
+            }
+            tracing::debug!(error = %e, "server refused the $Backscatter keyword");
+        }
+        let outcome = session
+            .move_uids(&uids, &dest)
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        self.report.move_method = Some(
+            match outcome {
+                MoveOutcome::Moved => "move",
+                MoveOutcome::CopiedAndExpunged => "copy+expunge",
+                MoveOutcome::CopiedAndFlaggedDeleted => "copy+flag",
+                MoveOutcome::Nothing => "none",
+            }
+            .to_string(),
+        );
+        for (id, uid, index) in intents {
+            self.store
+                .quarantine_done(id)
+                .map_err(|e| self.store_err(e))?;
+            self.report.messages[index].destination = Some(dest.clone());
+            let report = self.report.messages[index].clone();
+            self.audit(uid, &report, Some(&dest))?;
+        }
+        Ok(())
+    }
+
+    async fn already_in_quarantine(
+        &self,
+        session: &mut ImapSession,
+        message_id: Option<&str>,
+    ) -> Result<bool, SweepError> {
+        let Some(id) = message_id else {
+            return Ok(false);
+        };
+        let inbox = self.account.inbox.clone();
+        session
+            .examine(&self.account.quarantine)
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        let quoted = id.replace(['\\', '"'], "");
+        let found = session
+            .uid_search(&format!("HEADER Message-ID \"{quoted}\""))
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        session.select(&inbox).await.map_err(|e| self.imap_err(e))?;
+        Ok(!found.is_empty())
+    }
+
+    /// Completes a COPY fallback move whose copy already exists: flag the
+    /// original deleted and, with UIDPLUS, expunge exactly it.
+    async fn finish_interrupted_copy(
+        &self,
+        session: &mut ImapSession,
+        uid: u32,
+    ) -> Result<(), SweepError> {
+        let mut cmd = format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)");
+        session
+            .run_command(&cmd)
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        if session.has_capability("UIDPLUS") {
+            cmd = format!("UID EXPUNGE {uid}");
+            session
+                .run_command(&cmd)
+                .await
+                .map_err(|e| self.imap_err(e))?;
+        }
+        Ok(())
+    }
+
+    fn audit(
+        &self,
+        uid: u32,
+        report: &MessageReport,
+        destination: Option<&str>,
+    ) -> Result<(), SweepError> {
+        let mut rules: Vec<String> = report.reasons.iter().map(|r| r.rule.to_string()).collect();
+        rules.extend(report.rules.iter().cloned());
+        let entry = AuditEntry {
+            account: self.account.name.clone(),
+            mailbox: self.account.inbox.clone(),
+            uid,
+            message_id: report.message_id.clone(),
+            verdict: report.verdict.as_str().to_string(),
+            rules,
+            action: report.action.clone(),
+            destination: destination.map(str::to_string),
+        };
+        self.store
+            .audit_append(&entry)
+            .map(|_| ())
+            .map_err(|e| self.store_err(e))
+    }
+}
+
+/// A stable fingerprint of a message's content, the same after any move.
+pub fn content_hash(data: &[u8]) -> String {
+    let digest = Sha256::digest(&data[..data.len().min(HASH_BYTES)]);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn header_date(data: &[u8]) -> Option<i64> {
+    let message = mail_parser::MessageParser::default().parse_headers(data)?;
+    message.date().map(|d| d.to_timestamp())
+}
+
+fn message_report(
+    uid: u32,
+    data: &[u8],
+    analysis: &Analysis,
+    judgement: &Judgement,
+    action: &str,
+) -> MessageReport {
+    let parsed = mail_parser::MessageParser::default().parse_headers(data);
+    let from = parsed
+        .as_ref()
+        .and_then(|m| m.header_raw("From"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    let subject = parsed
+        .as_ref()
+        .and_then(|m| m.subject())
+        .unwrap_or_default()
+        .to_string();
+    MessageReport {
+        uid,
+        message_id: analysis.message_id.clone(),
+        from,
+        subject,
+        kind: analysis.kind,
+        verdict: judgement.verdict,
+        reasons: judgement.reasons.clone(),
+        rules: analysis.rules.clone(),
+        action: action.to_string(),
+        destination: None,
+    }
+}
+
+/// Turns one Sent header into an index entry and the From addresses.
+fn sent_entry(mailbox: &str, uid: u32, header: &[u8]) -> Option<(SentEntry, Vec<String>)> {
+    let parsed = mail_parser::MessageParser::default().parse_headers(header)?;
+    let message_id = parsed
+        .message_id()
+        .and_then(crate::analysis::text::normalize_message_id)?;
+    let mut recipients: Vec<String> = Vec::new();
+    for name in ["To", "Cc", "Bcc"] {
+        if let Some(v) = parsed.header_raw(name) {
+            recipients.extend(crate::analysis::text::addresses_in(v));
+        }
+    }
+    let from = parsed
+        .header_raw("From")
+        .map(crate::analysis::text::addresses_in)
+        .unwrap_or_default();
+    Some((
+        SentEntry {
+            message_id,
+            date: parsed.date().map(|d| d.to_timestamp()),
+            recipients,
+            subject: parsed.subject().unwrap_or_default().to_string(),
+            mailbox: mailbox.to_string(),
+            uid,
+        },
+        from,
+    ))
+}

@@ -1,0 +1,317 @@
+//! The verdict: did the user really send the original of this bounce?
+//!
+//! [`judge`] combines an [`Analysis`] with what is known about the user's
+//! sent mail ([`SentEvidence`], backed by the sent index in the state store)
+//! and applies the decision table of DESIGN.md, strongest evidence first.
+//! Every verdict carries the reasons (rule ids plus a sentence) that decided
+//! it, for the audit log, `inspect --config` and the demo table.
+//!
+//! The table is deliberately asymmetric: one sign that the user sent the
+//! original makes a bounce genuine; calling it backscatter needs positive
+//! evidence that they did not. Without either, the verdict is `unknown` and
+//! the message stays (a hidden real bounce costs more than a visible fake).
+
+use crate::analysis::text::addresses_in;
+use crate::analysis::{Analysis, Kind};
+use serde::Serialize;
+
+/// How long after the original a bounce or auto-reply may arrive. MTAs give
+/// up retrying after about five days; auto-replies come within hours. Used
+/// only when the original's own Date is not in the notice.
+pub const MAX_NOTICE_DELAY_SECS: i64 = 7 * 24 * 3600;
+
+/// The decision about one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The user sent the original: a real failure they must see.
+    Genuine,
+    /// The user did not send the original: caused by a forged sender.
+    Backscatter,
+    /// Not enough evidence either way.
+    Unknown,
+    /// Not a bounce, auto-reply, challenge or report at all.
+    NotBounce,
+}
+
+impl Verdict {
+    /// The snake_case name used in JSON, logs and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Genuine => "genuine",
+            Verdict::Backscatter => "backscatter",
+            Verdict::Unknown => "unknown",
+            Verdict::NotBounce => "not_bounce",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One piece of evidence that decided a verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// Stable rule id, e.g. `verdict.sent-index-hit`.
+    pub rule: &'static str,
+    /// A sentence for people.
+    pub detail: String,
+}
+
+/// A verdict with its reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Judgement {
+    /// The decision.
+    pub verdict: Verdict,
+    /// Why, strongest first.
+    pub reasons: Vec<Reason>,
+}
+
+/// What is known about the user's sent mail.
+pub trait SentEvidence {
+    /// Whether the sent index holds this Message-ID.
+    fn contains(&self, message_id: &str) -> bool;
+    /// The date (Unix seconds) from which the sent index is complete, if it
+    /// has anything: mail sent after it would be in the index.
+    fn covered_since(&self) -> Option<i64>;
+    /// Whether `address` is one of the user's own (configured, or seen as a
+    /// From of their sent mail).
+    fn is_own_address(&self, address: &str) -> bool;
+}
+
+/// Judges one analysed message. `received_at` is when the notice arrived
+/// (its Date or the server's internal date), if known.
+pub fn judge(analysis: &Analysis, sent: &dyn SentEvidence, received_at: Option<i64>) -> Judgement {
+    let mut reasons = Vec::new();
+    if analysis.kind == Kind::None {
+        return Judgement {
+            verdict: Verdict::NotBounce,
+            reasons: vec![Reason {
+                rule: "verdict.not-a-bounce",
+                detail: "ordinary mail: no bounce, auto-reply, challenge or report".into(),
+            }],
+        };
+    }
+
+    // 1. The original is in the sent index: genuine, whatever else is said.
+    if let Some(id) = analysis
+        .original_message_ids
+        .iter()
+        .find(|id| sent.contains(id))
+    {
+        return Judgement {
+            verdict: Verdict::Genuine,
+            reasons: vec![Reason {
+                rule: "verdict.sent-index-hit",
+                detail: format!("the original <{id}> is in your sent mail"),
+            }],
+        };
+    }
+
+    // 2. The original is known, not in the index, and the index covers the
+    //    time it was sent: the user did not send it.
+    if let Some(id) = analysis.original_message_ids.first() {
+        let original_date = analysis.original.date.as_deref().and_then(parse_date);
+        let sent_after = original_date.or_else(|| received_at.map(|r| r - MAX_NOTICE_DELAY_SECS));
+        match (sent.covered_since(), sent_after) {
+            (Some(since), Some(when)) if since <= when => {
+                reasons.push(Reason {
+                    rule: "verdict.not-in-sent-index",
+                    detail: format!(
+                        "the original <{id}> is not in your sent mail, which is indexed from before it was sent"
+                    ),
+                });
+                return Judgement {
+                    verdict: Verdict::Backscatter,
+                    reasons,
+                };
+            }
+            (None, _) => reasons.push(Reason {
+                rule: "verdict.no-sent-index",
+                detail: "no sent mail is indexed yet, so the original cannot be looked up".into(),
+            }),
+            _ => reasons.push(Reason {
+                rule: "verdict.original-predates-index",
+                detail: format!("the original <{id}> may be older than the indexed sent mail"),
+            }),
+        }
+    }
+
+    // 3. The original's sender is not the user.
+    if let Some(from) = analysis.original.from.as_deref() {
+        let addresses = addresses_in(from);
+        if let Some(first) = addresses.first() {
+            if !addresses.iter().any(|a| sent.is_own_address(a)) {
+                reasons.insert(
+                    0,
+                    Reason {
+                        rule: "verdict.foreign-sender",
+                        detail: format!("the original was sent from {first}, which is not one of your addresses"),
+                    },
+                );
+                return Judgement {
+                    verdict: Verdict::Backscatter,
+                    reasons,
+                };
+            }
+        }
+    }
+
+    if analysis.original_message_ids.is_empty() {
+        reasons.push(Reason {
+            rule: "verdict.no-original-id",
+            detail: "the message does not say which original it is about".into(),
+        });
+    }
+    Judgement {
+        verdict: Verdict::Unknown,
+        reasons,
+    }
+}
+
+/// Parses an RFC 5322 date into Unix seconds.
+pub fn parse_date(value: &str) -> Option<i64> {
+    mail_parser::DateTime::parse_rfc822(value.trim()).map(|d| d.to_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::OriginalHeaders;
+
+    struct Index {
+        ids: Vec<&'static str>,
+        since: Option<i64>,
+        own: Vec<&'static str>,
+    }
+
+    impl SentEvidence for Index {
+        fn contains(&self, id: &str) -> bool {
+            self.ids.contains(&id)
+        }
+        fn covered_since(&self) -> Option<i64> {
+            self.since
+        }
+        fn is_own_address(&self, a: &str) -> bool {
+            self.own.contains(&a)
+        }
+    }
+
+    fn bounce(ids: &[&str], from: Option<&str>, date: Option<&str>) -> Analysis {
+        Analysis {
+            kind: Kind::Bounce,
+            original_message_ids: ids.iter().map(|s| s.to_string()).collect(),
+            recipients: vec![],
+            rules: vec![],
+            original: OriginalHeaders {
+                from: from.map(str::to_string),
+                date: date.map(str::to_string),
+                ..OriginalHeaders::default()
+            },
+            message_id: None,
+            truncated: false,
+            unparsed: false,
+        }
+    }
+
+    const DAY: i64 = 86_400;
+    const NOV_2026: i64 = 1_793_491_200; // 2026-11-01
+
+    fn index() -> Index {
+        Index {
+            ids: vec!["mine@example.org"],
+            since: Some(NOV_2026 - 30 * DAY),
+            own: vec!["alice@example.org"],
+        }
+    }
+
+    #[test]
+    fn ordinary_mail_is_not_a_bounce() {
+        let mut a = bounce(&[], None, None);
+        a.kind = Kind::None;
+        assert_eq!(judge(&a, &index(), None).verdict, Verdict::NotBounce);
+    }
+
+    #[test]
+    fn a_hit_in_the_sent_index_is_genuine_even_with_a_foreign_sender() {
+        let a = bounce(&["mine@example.org"], Some("x@evil.example"), None);
+        let j = judge(&a, &index(), None);
+        assert_eq!(j.verdict, Verdict::Genuine);
+        assert_eq!(j.reasons[0].rule, "verdict.sent-index-hit");
+    }
+
+    #[test]
+    fn a_known_original_missing_from_a_covering_index_is_backscatter() {
+        let a = bounce(
+            &["forged@example.org"],
+            Some("alice@example.org"),
+            Some("Mon, 2 Nov 2026 10:00:00 +0000"),
+        );
+        let j = judge(&a, &index(), None);
+        assert_eq!(j.verdict, Verdict::Backscatter);
+        assert_eq!(j.reasons[0].rule, "verdict.not-in-sent-index");
+    }
+
+    #[test]
+    fn an_original_older_than_the_index_is_unknown() {
+        let a = bounce(
+            &["old@example.org"],
+            Some("alice@example.org"),
+            Some("Mon, 2 Nov 2020 10:00:00 +0000"),
+        );
+        assert_eq!(judge(&a, &index(), None).verdict, Verdict::Unknown);
+    }
+
+    #[test]
+    fn without_the_original_date_the_notice_date_bounds_it() {
+        let a = bounce(&["forged@example.org"], None, None);
+        assert_eq!(
+            judge(&a, &index(), Some(NOV_2026)).verdict,
+            Verdict::Backscatter
+        );
+        // Arrived right after indexing began: the original may predate it.
+        assert_eq!(
+            judge(&a, &index(), Some(NOV_2026 - 29 * DAY)).verdict,
+            Verdict::Unknown
+        );
+    }
+
+    #[test]
+    fn an_empty_index_never_calls_backscatter_from_absence() {
+        let mut idx = index();
+        idx.since = None;
+        let a = bounce(
+            &["forged@example.org"],
+            Some("alice@example.org"),
+            Some("Mon, 2 Nov 2026 10:00:00 +0000"),
+        );
+        assert_eq!(judge(&a, &idx, None).verdict, Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_foreign_sender_is_backscatter() {
+        let a = bounce(&[], Some("Spammer <someone@else.example>"), None);
+        let j = judge(&a, &index(), None);
+        assert_eq!(j.verdict, Verdict::Backscatter);
+        assert_eq!(j.reasons[0].rule, "verdict.foreign-sender");
+    }
+
+    #[test]
+    fn no_evidence_is_unknown() {
+        let a = bounce(&[], Some("alice@example.org"), None);
+        let j = judge(&a, &index(), None);
+        assert_eq!(j.verdict, Verdict::Unknown);
+        assert!(j.reasons.iter().any(|r| r.rule == "verdict.no-original-id"));
+    }
+
+    #[test]
+    fn dates_parse() {
+        assert_eq!(
+            parse_date("Mon, 2 Nov 2026 10:00:00 +0000"),
+            Some(NOV_2026 + DAY + 36_000)
+        );
+    }
+}
