@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need (a private
+# Dovecot is started by the tests themselves), then unit, corpus, robustness
+# and IMAP tests, then formatting and lint checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-deps.sh
+cargo test
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
