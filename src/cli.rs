@@ -721,38 +721,23 @@ fn inspect(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = false;
-    for path in files {
-        let name = path.display().to_string();
-        let line = match read_bounded(path) {
-            Ok(bytes) => {
-                let analysis = analyzer.analyze(&bytes);
-                let judgement = judge_with.as_ref().and_then(|(account, store)| {
-                    let evidence = sweeper::StoreEvidence::new(store, account).ok()?;
-                    Some(crate::verdict::judge(&analysis, &evidence, None))
-                });
-                if json {
-                    json_line(&name, &analysis, judgement.as_ref())
-                } else {
-                    human_report(&name, &analysis, judgement.as_ref())
+    for chunk in files.chunks(256) {
+        // One thread: the rule sets' lazy DFA caches are warm there, and the
+        // state store (for judging) is not shared between threads.
+        let judge = judge_with.as_ref().map(|(a, s)| (*a, s));
+        let rendered: Vec<(String, bool)> = chunk
+            .iter()
+            .map(|p| render_file(p, json, &analyzer, judge))
+            .collect();
+        for (line, error) in rendered {
+            failed |= error;
+            if let Err(e) = out.write_all(line.as_bytes()) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
                 }
+                eprintln!("backsweep: cannot write output: {e}");
+                return ExitCode::from(EXIT_FAILURE);
             }
-            Err(e) => {
-                failed = true;
-                let message = format!("cannot read {name}: {e}");
-                if json {
-                    serde_json::json!({ "file": name, "error": message }).to_string() + "\n"
-                } else {
-                    eprintln!("backsweep: {message}");
-                    continue;
-                }
-            }
-        };
-        if let Err(e) = out.write_all(line.as_bytes()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("backsweep: cannot write output: {e}");
-            return ExitCode::from(EXIT_FAILURE);
         }
     }
     if let Err(e) = out.flush() {
@@ -765,6 +750,44 @@ fn inspect(
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Analyses one file for `inspect` (and judges it when a store is given):
+/// the output text, and whether the file could not be read.
+fn render_file(
+    path: &Path,
+    json: bool,
+    analyzer: &Analyzer,
+    judge: Option<(&Account, &Store)>,
+) -> (String, bool) {
+    let name = path.display().to_string();
+    match read_bounded(path) {
+        Ok(bytes) => {
+            let analysis = analyzer.analyze(&bytes);
+            let judgement = judge.and_then(|(account, store)| {
+                let evidence = sweeper::StoreEvidence::new(store, account).ok()?;
+                Some(crate::verdict::judge(&analysis, &evidence, None))
+            });
+            let line = if json {
+                json_line(&name, &analysis, judgement.as_ref())
+            } else {
+                human_report(&name, &analysis, judgement.as_ref())
+            };
+            (line, false)
+        }
+        Err(e) => {
+            let message = format!("cannot read {name}: {e}");
+            if json {
+                (
+                    serde_json::json!({ "file": name, "error": message }).to_string() + "\n",
+                    true,
+                )
+            } else {
+                eprintln!("backsweep: {message}");
+                (String::new(), true)
+            }
+        }
     }
 }
 

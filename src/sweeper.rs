@@ -37,8 +37,9 @@ use sha2::{Digest, Sha256};
 const BATCH: u32 = 1000;
 
 /// How much of a candidate is downloaded first. The notice, its
-/// delivery-status part and the returned header fit in a few KB.
-pub const PREFIX_BYTES: u32 = 8 * 1024;
+/// delivery-status part and the returned header usually fit in 4 KB; when
+/// they do not, [`SECOND_PREFIX_BYTES`] are fetched.
+pub const PREFIX_BYTES: u32 = 4 * 1024;
 
 /// The larger prefix fetched when the first one was cut before the
 /// original's identity could be found.
@@ -352,20 +353,22 @@ impl Sweep<'_> {
                     }
                 }
                 self.report.sent_indexed += entries.len() as u64;
-                if !self.options.dry_run {
-                    let wm = Watermark {
-                        uidvalidity: status.uidvalidity,
-                        last_uid: end,
-                    };
-                    self.store
-                        .insert_sent(&name, &entries, Some((&folder, wm)))
-                        .map_err(|e| self.store_err(e))?;
-                    senders.sort();
-                    senders.dedup();
-                    self.store
-                        .add_sent_senders(&name, &senders)
-                        .map_err(|e| self.store_err(e))?;
-                }
+                // Even a dry run records what was sent (an upsert, harmless to
+                // repeat), so its verdicts are the ones a real sweep would
+                // reach; only the watermark stays put.
+                let wm = Watermark {
+                    uidvalidity: status.uidvalidity,
+                    last_uid: end,
+                };
+                let watermark = (!self.options.dry_run).then_some((folder.as_str(), wm));
+                self.store
+                    .insert_sent(&name, &entries, watermark)
+                    .map_err(|e| self.store_err(e))?;
+                senders.sort();
+                senders.dedup();
+                self.store
+                    .add_sent_senders(&name, &senders)
+                    .map_err(|e| self.store_err(e))?;
                 last_uid = end;
             }
         }

@@ -243,3 +243,38 @@ fn no_result_ever_contains_the_notices_own_id_from_a_heuristic_source() {
         }
     }
 }
+
+/// The header of a raw message: everything before the first blank line.
+fn header_of(bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(bytes)
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
+    let text = text.trim_start_matches('\n');
+    let end = text.find("\n\n").unwrap_or(text.len());
+    text.as_bytes()[..end].to_vec()
+}
+
+#[test]
+fn triage_from_the_header_keeps_every_notice() {
+    // A sweep downloads only the messages that header triage calls
+    // candidates: missing a notice here means never judging it.
+    let analyzer = backsweep::analysis::Analyzer::builtin().expect("built-in rules");
+    let (mut missed, mut ordinary, mut fetched) = (Vec::new(), 0, 0);
+    for m in labelled_corpus() {
+        let candidate = analyzer.is_candidate(&header_of(&m.bytes));
+        if expected_kind(&m) == Kind::None {
+            ordinary += 1;
+            fetched += usize::from(candidate);
+        } else if !candidate {
+            missed.push(m.file.clone());
+        }
+    }
+    println!(
+        "triage: {} notices missed; {fetched}/{ordinary} ordinary messages fetched",
+        missed.len()
+    );
+    assert!(
+        missed.is_empty(),
+        "header triage misses notices: {missed:#?}"
+    );
+}

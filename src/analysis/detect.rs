@@ -18,7 +18,7 @@ use super::{Analyzer, Kind};
 use std::collections::HashSet;
 
 /// How much of the explanation phrase rules read: the notice is at the top.
-const MAX_PHRASE_TEXT: usize = 32 * 1024;
+const MAX_PHRASE_TEXT: usize = 8 * 1024;
 
 /// The decided kind and the ids of every rule that contributed.
 #[derive(Debug)]

@@ -44,13 +44,14 @@ impl DeliveryStatus {
     /// except those whose action says it was delivered, relayed or expanded.
     pub fn failed_addresses(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for r in &self.recipients {
             let succeeded = r.action.as_deref().is_some_and(|a| {
                 let a = a.trim().to_ascii_lowercase();
                 a.starts_with("delivered") || a.starts_with("relayed") || a.starts_with("expanded")
             });
             if let Some(addr) = &r.address {
-                if !succeeded && !out.contains(addr) {
+                if !succeeded && seen.insert(addr.as_str()) {
                     out.push(addr.clone());
                 }
             }
@@ -58,6 +59,10 @@ impl DeliveryStatus {
         out
     }
 }
+
+/// How many recipient groups are read: enough for any real notice, and a
+/// bound on the work a hostile one can cause.
+const MAX_RECIPIENTS: usize = 1000;
 
 /// Parses DSN-style fields from `text`.
 pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
@@ -80,6 +85,9 @@ pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
                     if starts_new {
                         if let Some(done) = current.take() {
                             status.recipients.push(done);
+                        }
+                        if status.recipients.len() >= MAX_RECIPIENTS {
+                            return status;
                         }
                         current = Some(RecipientStatus::default());
                         seen_final = false;

@@ -261,12 +261,54 @@ impl Analyzer {
     /// Decides from the header alone (the [`Analyzer::triage_fields`])
     /// whether a message may be a bounce, auto-reply, challenge or report and
     /// so must be fetched and analysed. Errs on the side of fetching: any
-    /// structural sign or any rule that fires makes a candidate.
+    /// structural sign or any rule on the subject, sender or a vendor header
+    /// makes a candidate. Cheap: no MIME parsing, a handful of short texts
+    /// through the rule sets (a sweep runs it on every new message).
     pub fn is_candidate(&self, header: &[u8]) -> bool {
-        let mut raw = header.to_vec();
-        raw.extend_from_slice(b"\r\n\r\n");
-        let a = self.analyze(&raw);
-        a.kind != Kind::None || a.rules.iter().any(|r| !r.starts_with("error."))
+        let text = String::from_utf8_lossy(header);
+        let fields = text::field_groups(&text)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let get = |name: &str| fields.iter().find(|f| f.is(name)).map(|f| f.value.as_str());
+        let lower = |name: &str| {
+            get(name)
+                .map(|v| v.to_ascii_lowercase())
+                .unwrap_or_default()
+        };
+        let content_type = lower("content-type");
+        let return_path = lower("return-path");
+        let structural = content_type.contains("report")
+            || content_type.starts_with("message/")
+            || get("x-failed-recipients").is_some()
+            || lower("auto-submitted").starts_with("auto-replied")
+            || matches!(return_path.trim(), "<>" | "" | "<<>>") && get("return-path").is_some();
+        if structural {
+            return true;
+        }
+        let subject = match get("subject") {
+            Some(s) if s.contains("=?") => decode_subject(s),
+            Some(s) => s.to_string(),
+            None => String::new(),
+        };
+        let sender = format!(
+            "From: {}\nReturn-Path: {}",
+            get("from").unwrap_or_default(),
+            get("return-path").unwrap_or_default()
+        );
+        if !self.rules.matching(&Target::Subject, &subject).is_empty()
+            || !self.rules.matching(&Target::Sender, &sender).is_empty()
+        {
+            return true;
+        }
+        fields.iter().any(|f| {
+            let name = f.name.to_ascii_lowercase();
+            self.header_targets.contains(&name)
+                && !self
+                    .rules
+                    .matching(&Target::Header(name), &f.value)
+                    .is_empty()
+        })
     }
 
     /// True if `subject` matches a bounce subject rule (used to recognise a
@@ -287,14 +329,22 @@ pub const TRIAGE_FIELDS: &[&str] = &[
     "Content-Type",
     "Auto-Submitted",
     "X-Failed-Recipients",
-    "Message-ID",
-    "Date",
 ];
+
+/// Decodes RFC 2047 encoded words in a Subject (for triage, which does not
+/// run the MIME parser on the whole header).
+fn decode_subject(raw: &str) -> String {
+    let header = format!("Subject: {raw}\r\n\r\n");
+    mail_parser::MessageParser::default()
+        .parse_headers(header.as_bytes())
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_else(|| raw.to_string())
+}
 
 fn dsn_fields_in_text() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r"(?im)^\s*(final|original)-recipient:").expect("dsn field regex is valid")
+        Regex::new(r"(?im-u)^\s*(final|original)-recipient:").expect("dsn field regex is valid")
     })
 }
 

@@ -282,7 +282,7 @@ fn header_block_of(bytes: &[u8]) -> HeaderBlock {
 fn json_message_id_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r#"\\?"(?:messageId|message_id)\\?"\s*:\s*\\?"([^"\\]{1,250})\\?""#)
+        Regex::new(r#"\\?"(?:messageId|message_id)\\?"\s*:\s*\\?"([^"\\]+)\\?""#)
             .expect("json message id regex is valid")
     })
 }
@@ -306,7 +306,7 @@ fn json_recipient_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         Regex::new(
-            r#"\\?"(?:emailAddress\\?"\s*:\s*\\?"([^"\\]{1,250})\\?"|recipients\\?"\s*:\s*\[([^\]]{0,4000})\])"#,
+            r#"\\?"(?:emailAddress\\?"\s*:\s*\\?"([^"\\]+)\\?"|recipients\\?"\s*:\s*\[([^\]]*)\])"#,
         )
         .expect("json recipient regex is valid")
     })
@@ -532,7 +532,7 @@ fn recipient_line_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         Regex::new(
-            r#"(?i)^(?:rcpt to:\s*|address:\s*|recipient:\s*|\[status:[^\]]*address:\s*|[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}\s+)?)?<?([a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?:>\s*(?:[:,(\[]|\.\.\.|\.?$|on\s)|\s*(?::|\.\.\.|\(|\[|,|$)|\s+on\s)"#,
+            r#"(?i-u)^(?:rcpt to:\s*|address:\s*|recipient:\s*|\[status:[ -\\^-~]*address:\s*|[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}\s+)?)?<?([a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?:>\s*(?:[:,(\[]|\.\.\.|\.?$|on\s)|\s*(?::|\.\.\.|\(|\[|,|$)|\s+on\s)"#,
         )
         .expect("recipient line regex is valid")
     })
@@ -543,7 +543,7 @@ fn separator_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         Regex::new(
-            r"(?i)^(?:[-=*_ ]{2,}.{0,60}(?:original message|returned message|copy of|below this line|message headers|header of the original|undelivered message|this line)|(?:the )?original message (?:follows|headers? follows?|is attached)|original message:?$|unsent message follows|below this line is a copy|-{2,}\s*original message\s*-{2,}|content-type:\s*message/)",
+            r"(?i)^(?:[-=*_ ]{2,}[^\n]*(?:original message|returned message|copy of|below this line|message headers|header of the original|undelivered message|this line)|(?:the )?original message (?:follows|headers? follows?|is attached)|original message:?$|unsent message follows|below this line is a copy|-{2,}\s*original message\s*-{2,}|content-type:\s*message/)",
         )
         .expect("separator regex is valid")
     })

@@ -83,6 +83,12 @@ impl Pieces {
 /// of taking the daemon down.
 pub fn parse(raw: &[u8]) -> Pieces {
     let normalized = normalize_newlines(raw);
+    if too_deeply_nested(&normalized) {
+        // mail-parser keeps nested messages as nested values; thousands of
+        // levels exhaust a thread's stack when they are dropped, which is an
+        // abort, not a catchable panic. No real bounce nests this deep.
+        return parse_as_text(&normalized);
+    }
     let parsed = std::panic::catch_unwind(|| parse_mime(&normalized));
     match parsed {
         Ok(Some(pieces)) => pieces,
@@ -206,6 +212,28 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
     Some(pieces)
 }
 
+/// How many enclosed messages (`message/rfc822` and the like) MIME parsing
+/// accepts; a bounce of a forwarded bounce has three.
+const MAX_ENCLOSED_MESSAGES: usize = 32;
+
+/// True if the message declares more enclosed messages than any real notice
+/// (counted on `content-type: message/` occurrences, case-insensitively).
+fn too_deeply_nested(bytes: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"message/";
+    let mut count = 0;
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|&b| b == b'/') {
+        if i >= 7 && rest[i - 7..=i].eq_ignore_ascii_case(NEEDLE) {
+            count += 1;
+            if count > MAX_ENCLOSED_MESSAGES {
+                return true;
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    false
+}
+
 /// The fallback when MIME parsing fails: our own header split, the rest as
 /// text.
 fn parse_as_text(bytes: &[u8]) -> Pieces {
@@ -286,6 +314,17 @@ mod tests {
         assert!(matches!(&p.enclosed[0], Enclosed::Headers(h) if h.contains("o@example.org")));
         assert!(p.body.contains("Sorry."));
         assert_eq!(p.subject, "Undelivered");
+    }
+
+    #[test]
+    fn deep_nesting_is_read_as_text() {
+        let mut m = String::new();
+        for _ in 0..5000 {
+            m.push_str("Content-Type: message/rfc822\n\n");
+        }
+        m.push_str("From: x@example.org\n\nhi\n");
+        let p = parse(m.as_bytes());
+        assert!(p.unparsed);
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! `not_examples` that must not: they are checked when the rules are loaded,
 //! so a broken rule file is a clear start-up error, never a silent miss.
 
-use regex::{RegexBuilder, RegexSet, RegexSetBuilder};
+use regex_automata::meta::Regex as MetaRegex;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind, PatternSet};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -30,6 +32,9 @@ pub const BUILTIN_RULE_FILES: &[(&str, &str)] = &[
 /// Upper bound on one compiled regex, so a hostile rules_dir cannot make
 /// start-up allocate without bound.
 const REGEX_SIZE_LIMIT: usize = 4 << 20;
+
+/// Upper bound on the lazy DFA cache of one rule set (per thread using it).
+const DFA_CACHE_LIMIT: usize = 32 << 20;
 
 /// What a rule is evidence for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -116,6 +121,10 @@ pub struct Rule {
     pub file: String,
     /// Its regular expressions (case-insensitive).
     pub patterns: Vec<String>,
+    /// Texts it must match (checked at load).
+    pub examples: Vec<String>,
+    /// Texts it must not match (checked at load).
+    pub not_examples: Vec<String>,
 }
 
 /// A rule file that could not be loaded.
@@ -140,14 +149,18 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// Per target: the set of all its patterns, and for each pattern the
     /// index of its rule in `rules`.
-    sets: HashMap<Target, (RegexSet, Vec<usize>)>,
+    sets: HashMap<Target, (MetaRegex, Vec<usize>)>,
 }
 
 impl RuleSet {
     /// The built-in rules. They are validated by the test suite, so failure
     /// here means a broken build rather than bad user input.
+    ///
+    /// Their examples are checked by the test suite, not at every start-up:
+    /// the compiled-in files cannot change after the tests ran, and the check
+    /// would double the start-up time of a one-file `inspect`.
     pub fn builtin() -> Result<RuleSet, RuleError> {
-        Self::from_sources(
+        Self::compile(
             BUILTIN_RULE_FILES
                 .iter()
                 .map(|(n, s)| (n.to_string(), s.to_string())),
@@ -190,10 +203,19 @@ impl RuleSet {
         Self::from_sources(files)
     }
 
-    /// Loads and validates rules from `(file name, YAML text)` pairs.
+    /// Loads and validates rules from `(file name, YAML text)` pairs,
+    /// including every rule's examples and not_examples.
     pub fn from_sources(
         files: impl IntoIterator<Item = (String, String)>,
     ) -> Result<RuleSet, RuleError> {
+        let set = Self::compile(files)?;
+        set.check_examples()?;
+        Ok(set)
+    }
+
+    /// Parses and compiles rules (ids, fields and patterns validated), without
+    /// running the examples.
+    fn compile(files: impl IntoIterator<Item = (String, String)>) -> Result<RuleSet, RuleError> {
         let mut rules = Vec::new();
         let mut seen = HashSet::new();
         for (file, text) in files {
@@ -222,17 +244,66 @@ impl RuleSet {
         }
         let mut sets = HashMap::new();
         for (target, (patterns, owners)) in by_target {
-            let set = RegexSetBuilder::new(&patterns)
-                .case_insensitive(true)
-                .size_limit(REGEX_SIZE_LIMIT * 8)
-                .build()
-                .map_err(|e| RuleError {
+            let set = compile_set(&patterns).map_err(|message| {
+                // Name the culprit: compile the patterns one by one (only on
+                // this error path, to keep start-up fast).
+                for (pattern, owner) in patterns.iter().zip(&owners) {
+                    if let Err(e) = compile_set(std::slice::from_ref(pattern)) {
+                        let rule = &rules[*owner];
+                        return RuleError {
+                            file: rule.file.clone(),
+                            message: format!(
+                                "rule {:?}: pattern {pattern:?} is invalid: {e}",
+                                rule.id
+                            ),
+                        };
+                    }
+                }
+                RuleError {
                     file: "(all rule files)".into(),
-                    message: format!("patterns for {target:?} do not compile together: {e}"),
-                })?;
+                    message: format!("patterns for {target:?} do not compile together: {message}"),
+                }
+            })?;
             sets.insert(target, (set, owners));
         }
         Ok(RuleSet { rules, sets })
+    }
+
+    /// Every rule must match each of its examples and none of its
+    /// not_examples, through the same compiled sets that analysis uses.
+    pub fn check_examples(&self) -> Result<(), RuleError> {
+        for (index, rule) in self.rules.iter().enumerate() {
+            let err = |message: String| RuleError {
+                file: rule.file.clone(),
+                message: format!("rule {:?}: {message}", rule.id),
+            };
+            let Some((set, owners)) = self.sets.get(&rule.target) else {
+                continue;
+            };
+            let hits = |text: &str| -> Vec<usize> {
+                which(set, text.as_bytes())
+                    .into_iter()
+                    .filter(|i| owners[*i] == index)
+                    .collect()
+            };
+            for example in &rule.examples {
+                if hits(example).is_empty() {
+                    return Err(err(format!(
+                        "example {example:?} matches none of its patterns"
+                    )));
+                }
+            }
+            for example in &rule.not_examples {
+                if let Some(i) = hits(example).first() {
+                    let first = owners.iter().position(|o| *o == index).unwrap_or(0);
+                    let pattern = rule.patterns.get(i - first).map_or("?", String::as_str);
+                    return Err(err(format!(
+                        "not_example {example:?} matches pattern {pattern:?}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every loaded rule, in file order.
@@ -253,7 +324,10 @@ impl RuleSet {
         let Some((set, owners)) = self.sets.get(target) else {
             return Vec::new();
         };
-        let mut hits: Vec<usize> = set.matches(text).iter().map(|i| owners[i]).collect();
+        let mut hits: Vec<usize> = which(set, text.as_bytes())
+            .into_iter()
+            .map(|i| owners[i])
+            .collect();
         hits.dedup();
         hits.into_iter().map(|i| &self.rules[i]).collect()
     }
@@ -288,30 +362,11 @@ fn compile_rule(file: &str, raw: RawRule) -> Result<Rule, RuleError> {
     if raw.examples.is_empty() {
         return Err(err("it needs at least one example that matches".into()));
     }
-    let mut compiled = Vec::new();
-    for p in &raw.patterns {
-        let re = RegexBuilder::new(p)
-            .case_insensitive(true)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(|e| err(format!("pattern {p:?} is invalid: {e}")))?;
-        compiled.push(re);
-    }
-    for example in &raw.examples {
-        if !compiled.iter().any(|re| re.is_match(example)) {
-            return Err(err(format!(
-                "example {example:?} matches none of its patterns"
-            )));
-        }
-    }
-    for example in &raw.not_examples {
-        if let Some(re) = compiled.iter().find(|re| re.is_match(example)) {
-            return Err(err(format!(
-                "not_example {example:?} matches pattern {:?}",
-                re.as_str()
-            )));
-        }
-    }
+    let patterns: Vec<String> = raw
+        .patterns
+        .iter()
+        .map(|p| fold_non_ascii_case(p))
+        .collect();
     Ok(Rule {
         id: raw.id,
         kind: raw.kind,
@@ -319,8 +374,96 @@ fn compile_rule(file: &str, raw: RawRule) -> Result<Rule, RuleError> {
         strength: raw.strength,
         description: raw.description,
         file: file.to_string(),
-        patterns: raw.patterns,
+        patterns,
+        examples: raw.examples,
+        not_examples: raw.not_examples,
     })
+}
+
+/// Compiles patterns into one multi-pattern regex that reports every
+/// pattern that matches. Case-insensitive, on bytes, Unicode classes off:
+/// ASCII `\b`, `\s` and `.` keep the engine on its fast lazy DFA (a Unicode
+/// word boundary sends it to the slow PikeVM, and Unicode `.{0,80}` makes
+/// automata that take long to build); non-ASCII literals still match as
+/// UTF-8, with their case handled by [`fold_non_ascii_case`]. Prefilters and
+/// the capture engines are left out: an overlapping "which patterns" search
+/// uses neither, and building them is most of the start-up cost.
+fn compile_set(patterns: &[String]) -> Result<MetaRegex, String> {
+    MetaRegex::builder()
+        .configure(
+            MetaRegex::config()
+                .match_kind(MatchKind::All)
+                .auto_prefilter(false)
+                .onepass(false)
+                .backtrack(false)
+                .nfa_size_limit(Some(REGEX_SIZE_LIMIT * 8))
+                // The lazy DFA's state cache: a set of many phrases needs more
+                // than the default, or the cache is rebuilt on every message.
+                .hybrid_cache_capacity(DFA_CACHE_LIMIT),
+        )
+        .syntax(
+            syntax::Config::new()
+                .case_insensitive(true)
+                .unicode(false)
+                .utf8(false),
+        )
+        .build_many(patterns)
+        .map_err(|e| e.to_string())
+}
+
+/// The indices of the patterns that match somewhere in `text`.
+fn which(set: &MetaRegex, text: &[u8]) -> Vec<usize> {
+    let mut found = PatternSet::new(set.pattern_len());
+    set.which_overlapping_matches(&Input::new(text), &mut found);
+    found.iter().map(|p| p.as_usize()).collect()
+}
+
+/// With Unicode off, case-insensitivity covers ASCII only; so each
+/// non-ASCII letter with a case pair becomes `(?:ü|Ü)` (or both letters
+/// inside a character class), e.g. for subjects such as "Übermittlungsstatus"
+/// or "Недоставленное сообщение".
+fn fold_non_ascii_case(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut in_class = false;
+    let mut escaped = false;
+    for c in pattern.chars() {
+        if escaped {
+            out.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => {
+                escaped = true;
+                out.push(c);
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            c if !c.is_ascii() => {
+                let lower: Vec<char> = c.to_lowercase().collect();
+                let upper: Vec<char> = c.to_uppercase().collect();
+                match (lower.as_slice(), upper.as_slice()) {
+                    ([l], [u]) if l != u => {
+                        if in_class {
+                            out.push(*l);
+                            out.push(*u);
+                        } else {
+                            out.push_str(&format!("(?:{l}|{u})"));
+                        }
+                    }
+                    _ => out.push(c),
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -334,6 +477,7 @@ mod tests {
     #[test]
     fn builtin_rules_load_and_every_example_matches() {
         let set = RuleSet::builtin().expect("built-in rules are valid");
+        set.check_examples().unwrap_or_else(|e| panic!("{e}"));
         assert!(set.rules().len() > 20);
     }
 

@@ -1,0 +1,445 @@
+//! The command-line contract (DESIGN.md), exercised by running the `backsweep` binary:
+//! output formats, exit statuses (0 ok, 1 runtime failure, 2 usage or config error) and
+//! error messages. The commands that talk to a server run against a private Dovecot
+//! started by the test; such a test FAILS (never skips) when Dovecot cannot be started:
+//! install it with `apt-get install dovecot-imapd`.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use backsweep::testserver::{TestServer, TestServerOptions};
+
+const USER: &str = "carol@example.com";
+const PASS: &str = "Tr0ub4dor&3-cli";
+const PASSWORD_VAR: &str = "BACKSWEEP_CLI_TEST_PASSWORD";
+
+fn backsweep() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_backsweep"));
+    // Never pick up the developer's own config or log settings.
+    c.env_remove("BACKSWEEP_CONFIG").env_remove("BACKSWEEP_LOG");
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("cannot run the backsweep binary")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
+}
+
+fn corpus(file: &str) -> PathBuf {
+    file.split('/').fold(common::corpus_dir(), |p, c| p.join(c))
+}
+
+#[test]
+fn inspect_json_gives_one_line_per_file_and_an_error_line_for_a_missing_one() {
+    let bounce = corpus("ham/postal-mime/bounce.eml");
+    let ham = corpus("ham/rspamd/newsletter.eml");
+    let missing = corpus("ham/no-such-file.eml");
+    let o = run(backsweep()
+        .args(["inspect", "--json"])
+        .arg(&bounce)
+        .arg(&missing)
+        .arg(&ham));
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let out = text(&o.stdout);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", describe(&o));
+
+    assert_eq!(lines[0]["file"], bounce.display().to_string());
+    assert_eq!(lines[0]["kind"], "bounce");
+    assert_eq!(
+        lines[0]["original_message_ids"][0],
+        "e85f1c9b-9b51-4028-8ec0-0a657155028e@app.fastmail.com"
+    );
+    assert_eq!(
+        lines[0]["recipients"][0],
+        "htfgvhyufthdgcvhgjyfthgc@ethereal.email"
+    );
+    assert!(lines[0]["rules"].as_array().is_some_and(|r| !r.is_empty()));
+    assert!(lines[0].get("error").is_none());
+
+    assert_eq!(lines[1]["file"], missing.display().to_string());
+    let err = lines[1]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error key: {}", lines[1]));
+    assert!(err.contains("no-such-file.eml"), "{err}");
+
+    assert_eq!(lines[2]["kind"], "none");
+    assert!(lines[2]["original_message_ids"]
+        .as_array()
+        .is_some_and(Vec::is_empty));
+}
+
+#[test]
+fn inspect_reads_standard_input() {
+    let bytes = std::fs::read(corpus("sisimai/maildir/bsd/rfc3834-03.eml")).expect("corpus");
+    let mut child = backsweep()
+        .args(["inspect", "--json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&bytes)
+        .expect("write stdin");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).expect("one JSON line");
+    assert_eq!(v["file"], "-");
+    assert_eq!(v["kind"], "autoreply");
+    assert_eq!(
+        v["original_message_ids"][0],
+        "25203A4E-F90F-4A14-BF51-3E7B9D39BE8E@libsisimai.org"
+    );
+
+    // Human output too.
+    let mut child = backsweep()
+        .args(["inspect", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&bytes)
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stdout).contains("autoreply"), "{}", describe(&o));
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let o = run(backsweep().arg("--help"));
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let help = text(&o.stdout);
+    for cmd in [
+        "sweep",
+        "release",
+        "status",
+        "check-config",
+        "password",
+        "inspect",
+        "demo",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "--help does not list `{cmd}`:\n{help}"
+        );
+    }
+    assert!(help.contains("--config"), "{help}");
+
+    let o = run(backsweep().arg("no-such-command"));
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+}
+
+#[test]
+fn a_bad_config_exits_2_and_names_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "typo.yaml",
+            "state_dir: /tmp/backsweep-cli-test\naccounts:\n  - name: a\n    host: 127.0.0.1\n    \
+             quarantin: Junk\n    username: a@example.com\n    password: { env: X }\n",
+            ":5:5",
+            "quarantin",
+        ),
+        (
+            "plaintext.yaml",
+            "state_dir: /tmp/backsweep-cli-test\naccounts:\n  - name: a\n    host: imap.example.com\n    \
+             tls: none\n    username: a@example.com\n    password: { env: X }\n",
+            ":5:",
+            "tls: none",
+        ),
+        (
+            "syntax.yaml",
+            "state_dir: /tmp/backsweep-cli-test\naccounts:\n  - name: [unclosed\n",
+            ":",
+            "",
+        ),
+    ];
+    for (name, yaml, location, mention) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).expect("write config");
+        for args in [&["sweep"][..], &["check-config"], &["status"]] {
+            let o = run(backsweep().arg("--config").arg(&path).args(args));
+            assert_eq!(
+                o.status.code(),
+                Some(2),
+                "{name} {args:?}: {}",
+                describe(&o)
+            );
+            let err = text(&o.stderr);
+            let at = format!("{}{location}", path.display());
+            assert!(
+                err.contains(&at),
+                "{name} {args:?}: stderr does not name {at}:\n{err}"
+            );
+            assert!(err.contains(mention), "{name}: {err}");
+        }
+    }
+    // A config file that does not exist is a config error too.
+    let o = run(backsweep()
+        .arg("--config")
+        .arg(dir.path().join("absent.yaml"))
+        .arg("sweep"));
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(text(&o.stderr).contains("absent.yaml"), "{}", describe(&o));
+}
+
+/// A private Dovecot for one user, and a directory for configs and state.
+struct Server {
+    server: TestServer,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let server = TestServer::start(&[(USER, PASS)], TestServerOptions::default())
+            .unwrap_or_else(|e| panic!("cannot start the private Dovecot: {e}"));
+        Server {
+            server,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Writes a config; `ca_file` false leaves the test CA untrusted.
+    fn config(&self, name: &str, ca_file: bool) -> PathBuf {
+        let q = |p: &Path| serde_json::Value::String(p.display().to_string()).to_string();
+        let ca = if ca_file {
+            format!("    ca_file: {}\n", q(&self.server.ca_file()))
+        } else {
+            String::new()
+        };
+        let yaml = format!(
+            "state_dir: {state}\naccounts:\n  - name: carol\n    host: 127.0.0.1\n    port: {port}\n    \
+             tls: implicit\n{ca}    username: {USER}\n    password: {{ env: {PASSWORD_VAR} }}\n    \
+             timeout: 15\n",
+            state = q(&self.dir.path().join(format!("state-{name}"))),
+            port = self.server.tls_port(),
+        );
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).expect("write config");
+        path
+    }
+
+    fn deliver(&self, folder: &str, bytes: &[u8]) {
+        self.server
+            .deliver(USER, folder, bytes, "")
+            .unwrap_or_else(|e| panic!("deliver: {e}"));
+    }
+}
+
+#[test]
+fn a_wrong_password_exits_1_with_a_clear_message_without_the_password() {
+    let s = Server::start();
+    let config = s.config("wrong-password", true);
+    let wrong = "Wr0ng-but-Secret-Value";
+    for args in [&["sweep"][..], &["check-config"]] {
+        let o = run(backsweep()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env(PASSWORD_VAR, wrong));
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", describe(&o));
+        let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        assert!(
+            all.contains("authentication failed"),
+            "{args:?}: {}",
+            describe(&o)
+        );
+        assert!(
+            all.contains(USER),
+            "{args:?}: names the user: {}",
+            describe(&o)
+        );
+        assert!(
+            !all.contains(wrong),
+            "{args:?}: the password leaked: {}",
+            describe(&o)
+        );
+    }
+    // A password source that yields nothing is a runtime failure naming the source.
+    let o = run(backsweep()
+        .arg("--config")
+        .arg(&config)
+        .arg("sweep")
+        .env_remove(PASSWORD_VAR));
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(text(&o.stderr).contains(PASSWORD_VAR), "{}", describe(&o));
+}
+
+#[test]
+fn an_untrusted_certificate_exits_1_and_points_to_ca_file() {
+    let s = Server::start();
+    let config = s.config("untrusted", false);
+    let o = run(backsweep()
+        .arg("--config")
+        .arg(&config)
+        .arg("sweep")
+        .env(PASSWORD_VAR, PASS));
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let err = text(&o.stderr);
+    assert!(err.contains("certificate"), "{}", describe(&o));
+    assert!(err.contains("ca_file"), "{}", describe(&o));
+    assert!(!err.contains(PASS), "{}", describe(&o));
+}
+
+#[test]
+fn sweep_dry_run_prints_what_it_would_do_and_sweep_then_does_it() {
+    let s = Server::start();
+    // Sent: mail since 2018, including the original of one genuine bounce.
+    for (i, date) in [
+        "Mon, 08 Jan 2018 09:00:00 +0000",
+        "Mon, 10 Oct 2022 08:00:00 +0300",
+    ]
+    .iter()
+    .enumerate()
+    {
+        s.deliver(
+            "Sent",
+            format!(
+                "From: {USER}\r\nTo: bob@example.net\r\nSubject: hi {i}\r\nDate: {date}\r\n\
+                 Message-ID: <cli-sent-{i}@example.com>\r\n\r\nhello\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    s.deliver(
+        "Sent",
+        b"From: \"Andris Reinman\" <andrisreinman@fastmail.com>\r\n\
+          To: htfgvhyufthdgcvhgjyfthgc@ethereal.email\r\nSubject: Proovikiri\r\n\
+          Date: Mon, 10 Oct 2022 08:37:00 +0300\r\n\
+          Message-ID: <e85f1c9b-9b51-4028-8ec0-0a657155028e@app.fastmail.com>\r\n\r\nTere\r\n",
+    );
+    let genuine = "ham/postal-mime/bounce.eml";
+    let backscatter = "sisimai/maildir/bsd/lhost-exim-60.eml";
+    for f in ["ham/rspamd/newsletter.eml", genuine, backscatter] {
+        s.deliver("INBOX", &std::fs::read(corpus(f)).expect("corpus"));
+    }
+    let config = s.config("dry-run", true);
+    let cli = |args: &[&str]| {
+        run(backsweep()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env(PASSWORD_VAR, PASS))
+    };
+
+    let o = cli(&["sweep", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let out = text(&o.stdout);
+    assert!(out.contains("dry run"), "{}", describe(&o));
+    let line_of = |out: &str, needle: &str| -> String {
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{out}"))
+            .to_string()
+    };
+    // The backscatter (UID 3) would be moved; the genuine bounce (UID 2) would stay.
+    // (Problems are collected and reported at the end, so the rest is checked too.)
+    let mut problems = Vec::new();
+    if !line_of(&out, "uid 3").contains("would-move") {
+        problems.push(format!(
+            "the backscatter (UID 3) is not announced as would-move:\n{out}"
+        ));
+    }
+    if line_of(&out, "uid 2").contains("would-move") {
+        problems.push(format!(
+            "the genuine bounce (UID 2) is announced as would-move:\n{out}"
+        ));
+    }
+    if !out.contains("1 would be quarantined") {
+        problems.push(format!(
+            "the summary does not say `1 would be quarantined`:\n{out}"
+        ));
+    }
+
+    let o = cli(&["sweep", "--dry-run", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).expect("JSON");
+    assert_eq!(v["dry_run"], true);
+    let actions: Vec<(u64, String)> = v["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["uid"].as_u64().unwrap_or(0),
+                m["action"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    if !actions.contains(&(3, "would-move".into())) || !actions.contains(&(2, "kept".into())) {
+        problems.push(format!(
+            "--json: expected UID 3 would-move and UID 2 kept: {actions:?}"
+        ));
+    }
+
+    // Nothing moved: a real sweep now does what the dry run announced.
+    let o = cli(&["sweep", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).expect("JSON");
+    assert_eq!(v["quarantined"], 1, "{v}");
+    let moved: Vec<u64> = v["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["action"] == "moved")
+        .filter_map(|m| m["uid"].as_u64())
+        .collect();
+    assert_eq!(moved, [3], "{v}");
+
+    let o = cli(&["status", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).expect("JSON");
+    assert_eq!(v["account"], "carol");
+    assert_eq!(v["sent_index"]["messages"], 3, "{v}");
+
+    assert!(
+        problems.is_empty(),
+        "`sweep --dry-run` on a fresh state did not announce what `sweep` then did:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_demo_runs_and_explains_every_move() {
+    let o = run(backsweep().arg("demo"));
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let out = text(&o.stdout);
+    for needle in [
+        "INBOX 20 -> 15",
+        "Quarantine 0 -> 5",
+        "5 of 5 backscatter quarantined",
+        "4 of 4 genuine bounces and 11 of 11 ordinary messages left in the INBOX",
+        "is in your sent mail",
+        "is not in your sent mail",
+        "same bytes and read/unread state",
+    ] {
+        assert!(out.contains(needle), "demo output lacks {needle:?}:\n{out}");
+    }
+}
