@@ -423,7 +423,10 @@ impl Sweep<'_> {
                 self.report.examined += 1;
                 self.report.bytes_downloaded += h.header.len() as u64;
                 let deleted = h.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"));
-                if !deleted && self.analyzer.is_candidate(&h.header) {
+                // A header the server cannot split (no line ends) cannot be
+                // triaged: look at the message itself.
+                let unreadable = h.header.iter().all(u8::is_ascii_whitespace);
+                if !deleted && (unreadable || self.analyzer.is_candidate(&h.header)) {
                     candidates.push((h.uid, h.size, h.flags.clone()));
                 }
             }
@@ -478,9 +481,19 @@ impl Sweep<'_> {
             self.report.bytes_downloaded += prefix.data.len() as u64;
             let mut data = prefix.data.clone();
             let mut analysis = self.analyzer.analyze(&data);
+            let received_at = header_date(&data);
+            let evidence =
+                StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
+            let mut judgement = verdict::judge(&analysis, &evidence, received_at);
+            // A cut-off prefix may hide the notice or the returned original
+            // (and quoted text may then name the wrong message). Nothing is
+            // moved, and no "not a bounce" concluded, on a partial read:
+            // fetch more first.
             let cut_short = size.is_some_and(|s| s > PREFIX_BYTES);
-            if cut_short && analysis.kind != Kind::None && analysis.original_message_ids.is_empty()
-            {
+            let needs_more = analysis.kind == Kind::None
+                || analysis.original_message_ids.is_empty()
+                || self.wants_move(&analysis, &judgement);
+            if cut_short && needs_more {
                 if let Some(more) = session
                     .uid_fetch_prefix(*uid, SECOND_PREFIX_BYTES)
                     .await
@@ -489,13 +502,10 @@ impl Sweep<'_> {
                     self.report.bytes_downloaded += more.len() as u64;
                     data = more;
                     analysis = self.analyzer.analyze(&data);
+                    judgement = verdict::judge(&analysis, &evidence, received_at);
                 }
             }
             let hash = content_hash(&data);
-            let received_at = header_date(&data);
-            let evidence =
-                StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
-            let mut judgement = verdict::judge(&analysis, &evidence, received_at);
             let taken_back = flags
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(BACKSCATTER_KEYWORD))
@@ -509,14 +519,7 @@ impl Sweep<'_> {
                     .map_err(|e| self.store_err(e))?
                     .as_deref()
                     == Some("moved");
-            let wants_move = match judgement.verdict {
-                Verdict::Backscatter => analysis.kind != Kind::Feedback,
-                Verdict::Unknown => {
-                    self.account.unknown == UnknownAction::Quarantine
-                        && analysis.kind != Kind::Feedback
-                }
-                _ => false,
-            };
+            let wants_move = self.wants_move(&analysis, &judgement);
             let action = if wants_move && taken_back {
                 judgement.reasons.insert(
                     0,
@@ -550,6 +553,18 @@ impl Sweep<'_> {
             self.report.messages.push(report);
         }
         self.quarantine(session, &to_move).await
+    }
+
+    /// Whether a judged message goes to quarantine: backscatter, and unknown
+    /// when the account says so; feedback reports never.
+    fn wants_move(&self, analysis: &Analysis, judgement: &Judgement) -> bool {
+        match judgement.verdict {
+            Verdict::Backscatter => analysis.kind != Kind::Feedback,
+            Verdict::Unknown => {
+                self.account.unknown == UnknownAction::Quarantine && analysis.kind != Kind::Feedback
+            }
+            _ => false,
+        }
     }
 
     /// Moves judged backscatter to quarantine, recording intent and result.

@@ -113,6 +113,11 @@ pub fn find_original(
                         for id in inner.original_message_ids {
                             found.add_id(id, own_id);
                         }
+                        // The enclosed notice's own id comes after: should
+                        // the user have sent that one, it must still match.
+                        if let Some(id) = block.get("message-id").and_then(normalize_message_id) {
+                            found.add_id(id, own_id);
+                        }
                         found.headers = inner.original;
                         found.nested_recipients = inner.recipients;
                         found.sources.push(FROM_NESTED);
@@ -137,9 +142,11 @@ pub fn find_original(
             }
         }
     }
-    if found.message_ids.is_empty() {
-        quoted_original(analyzer, pieces, own_id, &mut found);
-    }
+    // Headers quoted in the text: the original when nothing is enclosed, a
+    // second candidate when they name another id (anonymised or edited
+    // samples, an MTA that quotes a different hop); any candidate in the
+    // sent index makes the bounce genuine.
+    quoted_original(analyzer, pieces, own_id, &mut found);
     if found.message_ids.is_empty() {
         for id in json_message_ids(&pieces.body) {
             if found.add_id(id, own_id) && !found.sources.contains(&FROM_JSON) {
