@@ -31,6 +31,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Log format on standard error: `human` or `json` (one object a line,
+    /// for log collectors). The level comes from $BACKSWEEP_LOG (e.g. `info`,
+    /// `backsweep=debug`); the default shows warnings and errors.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -143,7 +149,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_logging();
+    init_logging(cli.log_format == "json");
     let config_path = cli.config.clone();
     match cli.command {
         Command::Inspect {
@@ -268,7 +274,11 @@ fn sweep(ctx: &Context, account: Option<&str>, dry_run: bool, json: bool) -> Exi
     };
     let mut failed = false;
     for account in accounts {
-        let options = SweepOptions { dry_run };
+        use std::io::IsTerminal;
+        let options = SweepOptions {
+            dry_run,
+            progress: !json && std::io::stderr().is_terminal(),
+        };
         match rt.block_on(sweeper::sweep_account(
             account,
             &mut store,
@@ -303,7 +313,7 @@ fn sweep(ctx: &Context, account: Option<&str>, dry_run: bool, json: bool) -> Exi
 /// message that was moved (or would be), or kept for a reason worth seeing.
 pub fn human_sweep_report(r: &sweeper::SweepReport) -> String {
     let mut s = format!(
-        "{}{}: {} new sent indexed ({} in index); {} new inbox messages, {} looked at closely, {} {}\n",
+        "{}{}: {} new sent indexed ({} in index); {} new inbox messages, {} looked at closely, {} {}; {} KB downloaded\n",
         r.account,
         if r.dry_run { " (dry run)" } else { "" },
         r.sent_indexed,
@@ -312,6 +322,7 @@ pub fn human_sweep_report(r: &sweeper::SweepReport) -> String {
         r.candidates,
         r.quarantined,
         if r.dry_run { "would be quarantined" } else { "quarantined" },
+        r.bytes_downloaded / 1024,
     );
     for m in &r.messages {
         let reason = m.reasons.first().map(|r| r.detail.as_str()).unwrap_or("");
@@ -660,13 +671,17 @@ fn read_password(account: &str) -> Result<Secret, String> {
     Ok(Secret::new(value))
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BACKSWEEP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// `backsweep inspect`: analyse each file; a file that cannot be read gets

@@ -91,8 +91,12 @@ pub enum SweepError {
 /// How to sweep.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SweepOptions {
-    /// Judge and report, but move nothing, record nothing, advance no watermark.
+    /// Judge and report, but move nothing and advance no watermark (the
+    /// sent index is still filled, so the verdicts are the real ones).
     pub dry_run: bool,
+    /// Show the progress of long work (the first Sent indexing, a large
+    /// inbox) on standard error; for an interactive terminal only.
+    pub progress: bool,
 }
 
 /// What happened to one inbox message that was looked at closely.
@@ -370,7 +374,9 @@ impl Sweep<'_> {
                     .add_sent_senders(&name, &senders)
                     .map_err(|e| self.store_err(e))?;
                 last_uid = end;
+                self.show_progress("indexing", &folder, end, uidnext);
             }
+            self.end_progress();
         }
         self.report.sent_total = self
             .store
@@ -430,7 +436,15 @@ impl Sweep<'_> {
                     candidates.push((h.uid, h.size, h.flags.clone()));
                 }
             }
-            self.judge_and_move(session, &candidates).await?;
+            // One store batch per inbox batch (see `quarantine` for the
+            // commit that must precede the move).
+            self.store.begin().map_err(|e| self.store_err(e))?;
+            let judged = self.judge_and_move(session, &candidates).await;
+            if let Err(e) = judged {
+                self.store.rollback();
+                return Err(e);
+            }
+            self.store.commit().map_err(|e| self.store_err(e))?;
             if !self.options.dry_run {
                 let wm = Watermark {
                     uidvalidity: status.uidvalidity,
@@ -441,8 +455,28 @@ impl Sweep<'_> {
                     .map_err(|e| self.store_err(e))?;
             }
             last_uid = end;
+            self.show_progress("sweeping", &inbox, end, uidnext);
         }
+        self.end_progress();
         Ok(())
+    }
+
+    /// One line of progress, rewritten in place (interactive terminals only).
+    fn show_progress(&self, what: &str, folder: &str, uid: u32, uidnext: u32) {
+        if self.options.progress {
+            let total = uidnext.saturating_sub(1).max(1);
+            let pct = u64::from(uid.min(total)) * 100 / u64::from(total);
+            eprint!(
+                "\r{}: {what} {folder}: {pct:>3} % (UID {uid} of {total})   ",
+                self.account.name
+            );
+        }
+    }
+
+    fn end_progress(&self) {
+        if self.options.progress {
+            eprint!("\r\x1b[K");
+        }
     }
 
     /// Where the first sweep starts: UID 1, or the first message since the
@@ -472,40 +506,54 @@ impl Sweep<'_> {
             .await
             .map_err(|e| self.imap_err(e))?;
         let name = self.account.name.clone();
-        let mut to_move: Vec<(u32, String, usize)> = Vec::new();
+        // First look: the prefixes. A cut-off prefix may hide the notice or
+        // the returned original (and quoted text may then name the wrong
+        // message): nothing is moved, and no "not a bounce" concluded, on a
+        // partial read — those messages are fetched again, further, in one
+        // command.
+        let mut looked: Vec<(u32, Vec<String>, Vec<u8>, Analysis)> = Vec::new();
+        let mut again: Vec<u32> = Vec::new();
         for (uid, size, flags) in candidates {
             let Some(prefix) = prefixes.iter().find(|p| p.uid == *uid) else {
                 continue; // expunged meanwhile
             };
             self.report.candidates += 1;
             self.report.bytes_downloaded += prefix.data.len() as u64;
-            let mut data = prefix.data.clone();
-            let mut analysis = self.analyzer.analyze(&data);
-            let received_at = header_date(&data);
+            let data = prefix.data.clone();
+            let analysis = self.analyzer.analyze(&data);
             let evidence =
                 StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
-            let mut judgement = verdict::judge(&analysis, &evidence, received_at);
-            // A cut-off prefix may hide the notice or the returned original
-            // (and quoted text may then name the wrong message). Nothing is
-            // moved, and no "not a bounce" concluded, on a partial read:
-            // fetch more first.
+            let judgement = verdict::judge(&analysis, &evidence, header_date(&data));
             let cut_short = size.is_some_and(|s| s > PREFIX_BYTES);
             let needs_more = analysis.kind == Kind::None
                 || analysis.original_message_ids.is_empty()
-                || self.wants_move(&analysis, &judgement);
+                || (self.wants_move(&analysis, &judgement)
+                    && !original_header_complete(&data, &analysis));
             if cut_short && needs_more {
-                if let Some(more) = session
-                    .uid_fetch_prefix(*uid, SECOND_PREFIX_BYTES)
-                    .await
-                    .map_err(|e| self.imap_err(e))?
-                {
-                    self.report.bytes_downloaded += more.len() as u64;
-                    data = more;
-                    analysis = self.analyzer.analyze(&data);
-                    judgement = verdict::judge(&analysis, &evidence, received_at);
+                again.push(*uid);
+            }
+            looked.push((*uid, flags.clone(), data, analysis));
+        }
+        if !again.is_empty() {
+            let more = session
+                .uid_fetch_prefixes(&again, SECOND_PREFIX_BYTES)
+                .await
+                .map_err(|e| self.imap_err(e))?;
+            for m in more {
+                if let Some(entry) = looked.iter_mut().find(|l| l.0 == m.uid) {
+                    self.report.bytes_downloaded += m.data.len() as u64;
+                    entry.3 = self.analyzer.analyze(&m.data);
+                    entry.2 = m.data;
                 }
             }
-            let hash = content_hash(&data);
+        }
+        let mut to_move: Vec<(u32, String, usize)> = Vec::new();
+        for (uid, flags, data, analysis) in &looked {
+            let received_at = header_date(data);
+            let evidence =
+                StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
+            let mut judgement = verdict::judge(analysis, &evidence, received_at);
+            let hash = content_hash(data);
             let taken_back = flags
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(BACKSCATTER_KEYWORD))
@@ -519,7 +567,7 @@ impl Sweep<'_> {
                     .map_err(|e| self.store_err(e))?
                     .as_deref()
                     == Some("moved");
-            let wants_move = self.wants_move(&analysis, &judgement);
+            let wants_move = self.wants_move(analysis, &judgement);
             let action = if wants_move && taken_back {
                 judgement.reasons.insert(
                     0,
@@ -541,7 +589,7 @@ impl Sweep<'_> {
             } else {
                 "kept"
             };
-            let report = message_report(*uid, &data, &analysis, &judgement, action);
+            let report = message_report(*uid, data, analysis, &judgement, action);
             if action == "moved" {
                 to_move.push((*uid, hash, self.report.messages.len()));
             } else if !self.options.dry_run {
@@ -613,6 +661,10 @@ impl Sweep<'_> {
         if uids.is_empty() {
             return Ok(());
         }
+        // The intents (and this batch's audit so far) must be on disk before
+        // anything moves: commit, move, then record the result in a new batch.
+        self.store.commit().map_err(|e| self.store_err(e))?;
+        self.store.begin().map_err(|e| self.store_err(e))?;
         // The keyword is cosmetic; a server that refuses keywords still gets the move.
         if let Err(e) = session.add_flags(&uids, &[BACKSCATTER_KEYWORD]).await {
             if session.is_broken() {
@@ -711,6 +763,31 @@ impl Sweep<'_> {
             .map(|_| ())
             .map_err(|e| self.store_err(e))
     }
+}
+
+/// True if a cut-off prefix already settles the original: its id came from
+/// an enclosed original only (not from quoted text, which a later part may
+/// contradict, nor from an enclosed notice whose own original is cut off),
+/// and that header block ends inside the prefix (so the id is not cut either).
+fn original_header_complete(data: &[u8], analysis: &Analysis) -> bool {
+    use crate::analysis::original::{FROM_ENCLOSED, FROM_HEADERS_PART};
+    let structural_only = analysis
+        .rules
+        .iter()
+        .filter(|r| r.starts_with("original."))
+        .all(|r| r == FROM_ENCLOSED || r == FROM_HEADERS_PART);
+    let Some(id) = analysis.original_message_ids.first() else {
+        return false;
+    };
+    if !structural_only || analysis.original_message_ids.len() > 1 {
+        return false;
+    }
+    let text = String::from_utf8_lossy(data);
+    let Some(at) = text.find(id.as_str()) else {
+        return false;
+    };
+    let after = &text[at + id.len()..];
+    after.starts_with('>') && (after.contains("\n\n") || after.contains("\r\n\r\n"))
 }
 
 /// A stable fingerprint of a message's content, the same after any move.

@@ -474,7 +474,10 @@ impl Harness {
             &self.account,
             &mut self.store,
             &self.analyzer,
-            SweepOptions { dry_run },
+            SweepOptions {
+                dry_run,
+                ..SweepOptions::default()
+            },
         )
         .await
         .unwrap_or_else(|e| panic!("sweep failed: {e}\n{}", self.log()))

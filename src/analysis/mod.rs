@@ -246,16 +246,11 @@ impl Analyzer {
     }
 
     /// The header fields a sweep fetches to triage a message before deciding
-    /// whether to download it: the fixed structural ones plus every header
-    /// a rule looks at.
+    /// whether to download it ([`TRIAGE_FIELDS`]). Kept short on purpose: the
+    /// server repeats the list in every response, so each name costs bytes
+    /// for every message of the inbox.
     pub fn triage_fields(&self) -> Vec<String> {
-        let mut fields: Vec<String> = TRIAGE_FIELDS.iter().map(|f| f.to_string()).collect();
-        for h in &self.header_targets {
-            if !fields.iter().any(|f| f.eq_ignore_ascii_case(h)) {
-                fields.push(h.clone());
-            }
-        }
-        fields
+        TRIAGE_FIELDS.iter().map(|f| f.to_string()).collect()
     }
 
     /// Decides from the header alone (the [`Analyzer::triage_fields`])
@@ -322,6 +317,9 @@ impl Analyzer {
 }
 
 /// Header fields every triage fetches (see [`Analyzer::triage_fields`]).
+/// The structural fields plus the vendor headers that alone reveal a kind
+/// (vacation programs, TMDA); other vendor headers come with a telling
+/// subject or sender anyway.
 pub const TRIAGE_FIELDS: &[&str] = &[
     "From",
     "Subject",
@@ -329,6 +327,10 @@ pub const TRIAGE_FIELDS: &[&str] = &[
     "Content-Type",
     "Auto-Submitted",
     "X-Failed-Recipients",
+    "X-Autoreply",
+    "X-Autorespond",
+    "Precedence",
+    "X-Delivery-Agent",
 ];
 
 /// Decodes RFC 2047 encoded words in a Subject (for triage, which does not

@@ -27,6 +27,10 @@ pub const FROM_NESTED: &str = "original.nested-bounce";
 pub const FROM_HEADERS_PART: &str = "original.rfc822-headers";
 /// From header lines quoted in the text.
 pub const FROM_QUOTED: &str = "original.quoted-headers";
+/// The enclosed message is itself a notice whose own original is not in
+/// sight (cut off, or missing): the id found may be the notice's, not the
+/// user's message.
+pub const FROM_ENCLOSED_NOTICE: &str = "original.enclosed-notice";
 /// From a JSON notification (Amazon SES and similar).
 pub const FROM_JSON: &str = "original.json-notification";
 /// From an Original-Message-ID style field.
@@ -107,6 +111,16 @@ pub fn find_original(
                 let block = header_block_of(bytes);
                 if depth < MAX_NESTING {
                     let inner = analyzer.analyze_nested(bytes, depth + 1);
+                    let looks_like_notice = inner.kind != super::Kind::None || {
+                        let end = bytes
+                            .windows(2)
+                            .position(|w| w == b"\n\n")
+                            .unwrap_or(bytes.len());
+                        analyzer.is_candidate(&bytes[..end])
+                    };
+                    if looks_like_notice && inner.original_message_ids.is_empty() {
+                        found.sources.push(FROM_ENCLOSED_NOTICE);
+                    }
                     if matches!(inner.kind, super::Kind::Bounce)
                         && !inner.original_message_ids.is_empty()
                     {
