@@ -190,20 +190,6 @@ impl Rng {
 // Dates
 // ---------------------------------------------------------------------------------------
 
-/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// RFC 5322 date of a Unix time shown in a zone `offset_min` minutes east of UTC.
 fn rfc5322_date(ts: i64, offset_min: i32) -> String {
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -213,7 +199,7 @@ fn rfc5322_date(ts: i64, offset_min: i32) -> String {
     let local = ts + i64::from(offset_min) * 60;
     let days = local.div_euclid(DAY);
     let secs = local.rem_euclid(DAY);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = backsweep::config::civil_from_days(days);
     let sign = if offset_min < 0 { '-' } else { '+' };
     let off = offset_min.unsigned_abs();
     format!(

@@ -511,7 +511,7 @@ fn format_time(t: Option<i64>) -> String {
         Some(secs) => {
             let days = secs.div_euclid(86_400);
             let rem = secs.rem_euclid(86_400);
-            let (y, m, d) = civil_from_days(days);
+            let (y, m, d) = crate::config::civil_from_days(days);
             format!(
                 "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
                 rem / 3600,
@@ -520,19 +520,6 @@ fn format_time(t: Option<i64>) -> String {
         }
         None => "-".into(),
     }
-}
-
-/// Days since 1970-01-01 to a (year, month, day) date (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// `backsweep check-config`: everything short of sweeping.
