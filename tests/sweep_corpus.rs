@@ -1,122 +1,74 @@
-//! The whole labelled corpus as one mailbox, swept once against a real,
-//! private Dovecot: every ordinary message, bounce, auto-reply and report of
-//! `tests/corpus/` goes into INBOX; for every second notice whose original
-//! Message-ID is known, that original goes into Sent (so the notice is a
-//! genuine bounce); the other notices are backscatter. After one sweep:
-//! no ordinary, feedback or genuine message may have moved, at least 98 % of
-//! the backscatter whose original is known must be in quarantine, and the
-//! folder counts must add up (nothing lost or duplicated). The rates are
-//! printed.
+//! The whole labelled corpus as one mailbox (see `tests/common/mailbox.rs`),
+//! swept against a real, private Dovecot.
 //!
-//! FAILS (never skips) when Dovecot cannot be started: `apt-get install dovecot-imapd`.
+//! 1. One sweep: no ordinary, feedback or genuine message may move, at least
+//!    98 % of the backscatter whose original is known must be quarantined,
+//!    and the folders must add up (nothing lost or duplicated). Rates printed.
+//! 2. Crash safety: `backsweep sweep` is killed (SIGKILL) at seeded random
+//!    moments, again and again, on a server with MOVE and on one with only
+//!    COPY + UIDPLUS; then it runs to the end. The end state must be the same
+//!    as after one clean sweep: no message lost, duplicated or moved twice.
+//!
+//! FAIL (never skip) when Dovecot cannot be started: `apt-get install dovecot-imapd`.
 
 mod common;
 
-use backsweep::analysis::{Analyzer, Kind};
-use backsweep::config::Config;
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use backsweep::analysis::Analyzer;
 use backsweep::imap::{ConnectSettings, ImapSession};
 use backsweep::secrets::Secret;
 use backsweep::store::Store;
 use backsweep::sweeper::{sweep_account, SweepOptions};
-use backsweep::testserver::{TestServer, TestServerOptions};
-use common::labelled_corpus;
+use backsweep::testserver::TestServerOptions;
+use common::mailbox::{corpus_mailbox, CorpusMailbox, Role, PASS};
 
-const USER: &str = "carol@example.com";
-const PASS: &str = "corpus sweep pw";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Ordinary,
-    Feedback,
-    Genuine,
-    Backscatter,
-    /// A notice without a known original: judged by other evidence.
-    NoOriginal,
+/// Every message of INBOX and Quarantine, by its first 200 bytes (corpus
+/// files are distinct there), with how often it occurs.
+async fn folder_contents(mb: &CorpusMailbox) -> (HashMap<Vec<u8>, usize>, HashMap<Vec<u8>, usize>) {
+    let settings = ConnectSettings::from(&mb.account);
+    let mut session = ImapSession::connect(&settings, &Secret::new(PASS))
+        .await
+        .expect("login");
+    let mut out = Vec::new();
+    for folder in ["INBOX", "Quarantine"] {
+        let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+        let status = session.examine(folder).await.expect("examine");
+        if status.exists > 0 {
+            let uids = session.uid_search("ALL").await.expect("search");
+            for p in session
+                .uid_fetch_prefixes(&uids, 4096)
+                .await
+                .expect("fetch")
+            {
+                *seen.entry(key(&p.data)).or_default() += 1;
+            }
+        }
+        out.push(seen);
+    }
+    let _ = session.logout().await;
+    let quarantine = out.pop().unwrap_or_default();
+    let inbox = out.pop().unwrap_or_default();
+    (inbox, quarantine)
 }
 
-/// Records that the original `id` is in Sent; true if it already was.
-fn role_of_id_seeded(seeded: &mut std::collections::HashSet<String>, id: &str) -> bool {
-    !seeded.insert(id.to_string())
+/// A message's identity for these checks: its first bytes with line ends
+/// normalised (Dovecot stores what was delivered, byte for byte).
+fn key(data: &[u8]) -> Vec<u8> {
+    let text: Vec<u8> = data.iter().copied().filter(|b| *b != b'\r').collect();
+    text[..text.len().min(1024)].to_vec()
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_corpus_as_a_mailbox_is_swept_without_touching_real_mail() {
-    let server =
-        TestServer::start(&[(USER, PASS)], TestServerOptions::default()).unwrap_or_else(|e| {
-            panic!("cannot start the private Dovecot (this test never skips): {e}")
-        });
-    let corpus = labelled_corpus();
-
-    // Sent: one old message so the index covers every corpus original's date,
-    // then the originals of every second notice with a known Message-ID.
-    let sent = |id: &str, n: usize| {
-        format!(
-            "From: Carol <{USER}>\r\nTo: someone{n}@example.net\r\nSubject: sent {n}\r\nDate: Sat, 1 Jan 2000 00:00:00 +0000\r\nMessage-ID: <{id}>\r\n\r\nhello\r\n"
-        )
-    };
-    server
-        .deliver(
-            USER,
-            "Sent",
-            sent("oldest-sent@example.com", 0).as_bytes(),
-            "S",
-        )
-        .expect("seed Sent");
-    let mut roles = Vec::new();
-    // Copies of one bounce (the corpus keeps LF, CRLF and CR variants) share
-    // their original: the role is decided once per original Message-ID.
-    let mut role_of_id: std::collections::HashMap<String, Role> = std::collections::HashMap::new();
-    let mut seeded: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for (n, m) in corpus.iter().enumerate() {
-        let role = match (m.expected_kind(), &m.original_message_id) {
-            (Kind::None, _) if m.file != "ham/mimekit/messages__feedback-report.txt" => {
-                Role::Ordinary
-            }
-            (Kind::Feedback, _) | (Kind::None, _) => Role::Feedback,
-            (_, Some(id)) => {
-                let next = if role_of_id.len() % 2 == 1 {
-                    Role::Genuine
-                } else {
-                    Role::Backscatter
-                };
-                let role = *role_of_id.entry(id.clone()).or_insert(next);
-                if role == Role::Genuine && !role_of_id_seeded(&mut seeded, id) {
-                    server
-                        .deliver(USER, "Sent", sent(id, n).as_bytes(), "S")
-                        .expect("seed Sent");
-                }
-                role
-            }
-            (_, None) => Role::NoOriginal,
-        };
-        server
-            .deliver(USER, "INBOX", &m.bytes, "")
-            .expect("seed INBOX");
-        roles.push(role);
-    }
-
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pw = dir.path().join("password");
-    std::fs::write(&pw, PASS).expect("password file");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-    let q = |p: &std::path::Path| serde_json::Value::String(p.display().to_string()).to_string();
-    let yaml = format!(
-        "state_dir: {}\naccounts:\n  - name: carol\n    host: 127.0.0.1\n    port: {}\n    tls: implicit\n    ca_file: {}\n    username: {USER}\n    password: {{ file: {} }}\n    sent: [Sent]\n",
-        q(&dir.path().join("state")),
-        server.tls_port(),
-        q(&server.ca_file()),
-        q(&pw),
-    );
-    let config = Config::from_yaml(&yaml, &dir.path().join("config.yaml")).expect("config");
-    let account = config.accounts[0].clone();
+    let _serial = SERIAL.lock().await;
+    let mb = corpus_mailbox(TestServerOptions::default());
+    let config = backsweep::config::Config::load(&mb.config_path).expect("config");
     let mut store = Store::open(&config.state_dir).expect("store");
     let analyzer = Analyzer::builtin().expect("rules");
-
-    let report = sweep_account(&account, &mut store, &analyzer, SweepOptions::default())
+    let report = sweep_account(&mb.account, &mut store, &analyzer, SweepOptions::default())
         .await
         .expect("sweep");
 
@@ -129,7 +81,7 @@ async fn the_corpus_as_a_mailbox_is_swept_without_touching_real_mail() {
         .collect();
     let mut wrong = Vec::new();
     let (mut backscatter, mut caught, mut no_original, mut no_original_caught) = (0, 0, 0, 0);
-    for (n, (m, role)) in corpus.iter().zip(&roles).enumerate() {
+    for (n, (m, role)) in mb.corpus.iter().zip(&mb.roles).enumerate() {
         let was_moved = moved.contains(&(n as u32 + 1));
         match role {
             Role::Ordinary | Role::Feedback | Role::Genuine if was_moved => {
@@ -164,25 +116,14 @@ async fn the_corpus_as_a_mailbox_is_swept_without_touching_real_mail() {
             _ => {}
         }
     }
-
-    // Nothing lost or duplicated: the folders add up.
-    let settings = ConnectSettings::from(&account);
-    let mut session = ImapSession::connect(&settings, &Secret::new(PASS))
-        .await
-        .expect("login");
-    let inbox = session.examine("INBOX").await.expect("INBOX").exists as usize;
-    let quarantine = session
-        .examine("Quarantine")
-        .await
-        .expect("Quarantine")
-        .exists as usize;
-    let _ = session.logout().await;
-
+    let (inbox, quarantine) = folder_contents(&mb).await;
+    let in_inbox: usize = inbox.values().sum();
+    let in_quarantine: usize = quarantine.values().sum();
     let rate = 100.0 * caught as f64 / backscatter.max(1) as f64;
     println!(
         "corpus mailbox: {} messages; moved {} ({caught}/{backscatter} = {rate:.1} % of backscatter with a known original, \
          {no_original_caught}/{no_original} without one); {} wrongly moved; downloaded {} bytes for {} candidates of {} examined",
-        corpus.len(),
+        mb.corpus.len(),
         moved.len(),
         wrong.len(),
         report.bytes_downloaded,
@@ -199,13 +140,153 @@ async fn the_corpus_as_a_mailbox_is_swept_without_touching_real_mail() {
         "only {rate:.1} % of the backscatter was moved"
     );
     assert_eq!(
-        inbox + quarantine,
-        corpus.len(),
+        in_inbox + in_quarantine,
+        mb.corpus.len(),
         "messages lost or duplicated"
     );
     assert_eq!(
-        quarantine,
+        in_quarantine,
         moved.len(),
         "quarantine holds other than the moved messages"
     );
+}
+
+/// Runs the tests of this file one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How many times a test kills the sweep before letting one run finish.
+const KILLS: usize = 12;
+
+/// Kills `backsweep sweep` at seeded random moments until a run completes,
+/// then compares the end state with the expected one.
+async fn killed_sweeps_end_where_a_clean_sweep_ends(options: TestServerOptions, seed: u64) {
+    // Timing-based: the tests of this file must not compete for the CPU.
+    let _serial = SERIAL.lock().await;
+    let mb = corpus_mailbox(options);
+    let (before, _) = folder_contents(&mb).await;
+    let mut rng = seed;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let bin = env!("CARGO_BIN_EXE_backsweep");
+    // How long a whole sweep takes here (a dry run moves nothing), so that
+    // the kills land anywhere in it: indexing, triage, judging, moving.
+    let started = std::time::Instant::now();
+    let status = Command::new(bin)
+        .arg("--config")
+        .arg(&mb.config_path)
+        .args(["sweep", "--dry-run"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("dry run");
+    assert!(status.success(), "the dry run failed: {status}");
+    let whole_ms = started.elapsed().as_millis() as u64 + 1;
+    let mut kills = 0;
+    let mut completed = false;
+    for _ in 0..KILLS {
+        let mut child = Command::new(bin)
+            .arg("--config")
+            .arg(&mb.config_path)
+            .arg("sweep")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start backsweep");
+        // The first kill surely lands inside a sweep; the others anywhere.
+        let wait_ms = if kills == 0 {
+            whole_ms / 3
+        } else {
+            whole_ms / 4 + next() % whole_ms
+        };
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        match child.try_wait().expect("wait") {
+            Some(status) => {
+                assert!(
+                    status.success(),
+                    "backsweep sweep failed on its own: {status}"
+                );
+                completed = true;
+                break;
+            }
+            None => {
+                child.kill().expect("SIGKILL");
+                let _ = child.wait();
+                kills += 1;
+            }
+        }
+    }
+    let (_, interrupted) = folder_contents(&mb).await;
+    println!(
+        "crash test (seed {seed:#x}): {} messages were in quarantine when the kills ended",
+        interrupted.values().sum::<usize>()
+    );
+    if !completed {
+        let status = Command::new(bin)
+            .arg("--config")
+            .arg(&mb.config_path)
+            .arg("sweep")
+            .stdout(Stdio::null())
+            .status()
+            .expect("final sweep");
+        assert!(status.success(), "the final sweep failed: {status}");
+    }
+    let (inbox, quarantine) = folder_contents(&mb).await;
+    println!(
+        "crash test (seed {seed:#x}): {kills} kills; INBOX {} -> {}, Quarantine {}",
+        before.values().sum::<usize>(),
+        inbox.values().sum::<usize>(),
+        quarantine.values().sum::<usize>()
+    );
+    // Nothing lost, nothing duplicated: every original message is in exactly
+    // one of the two folders, once.
+    let mut problems = Vec::new();
+    for (k, n) in &before {
+        let now = inbox.get(k).copied().unwrap_or(0) + quarantine.get(k).copied().unwrap_or(0);
+        if now != *n {
+            problems.push(format!(
+                "{n} copies before, {now} after: {:?}",
+                String::from_utf8_lossy(&k[..k.len().min(120)])
+            ));
+        }
+    }
+    for k in quarantine.keys().filter(|k| !before.contains_key(*k)) {
+        problems.push(format!(
+            "unknown message in quarantine: {:?}",
+            String::from_utf8_lossy(&k[..k.len().min(120)])
+        ));
+    }
+    // Real mail stays in the inbox.
+    for (m, role) in mb.corpus.iter().zip(&mb.roles) {
+        if matches!(role, Role::Ordinary | Role::Genuine | Role::Feedback)
+            && quarantine.contains_key(&key(&m.bytes))
+        {
+            problems.push(format!("{role:?} message quarantined: {}", m.file));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "after {kills} kills:\n{}",
+        problems.join("\n")
+    );
+    assert!(
+        kills > 0,
+        "no sweep was interrupted; the test proves nothing"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_sweep_killed_at_random_points_loses_and_repeats_nothing() {
+    killed_sweeps_end_where_a_clean_sweep_ends(TestServerOptions::default(), 0x5eed_0001).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_copy_fallback_sweep_killed_at_random_points_loses_and_repeats_nothing() {
+    let options = TestServerOptions {
+        hide_move: true,
+        ..TestServerOptions::default()
+    };
+    killed_sweeps_end_where_a_clean_sweep_ends(options, 0x5eed_0002).await;
 }

@@ -23,6 +23,8 @@
 // Every test crate compiles its own copy of this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod mailbox;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
