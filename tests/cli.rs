@@ -419,6 +419,40 @@ fn sweep_dry_run_prints_what_it_would_do_and_sweep_then_does_it() {
     assert_eq!(v["account"], "carol");
     assert_eq!(v["sent_index"]["messages"], 3, "{v}");
 
+    // check-config logs in and shows what it found.
+    let o = cli(&["check-config"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("logged in") && out.contains("MOVE") && out.contains("Quarantine"),
+        "{}",
+        describe(&o)
+    );
+
+    // release --all puts the backscatter back, and later sweeps leave it there.
+    let o = cli(&["release", "--all"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    assert!(
+        text(&o.stdout).contains("released 1 message"),
+        "{}",
+        describe(&o)
+    );
+    let o = cli(&["sweep", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).expect("JSON");
+    assert_eq!(
+        v["quarantined"], 0,
+        "a released message was moved again: {v}"
+    );
+    let o = cli(&["release", "--all"]);
+    assert!(
+        text(&o.stdout).contains("released 0 message"),
+        "{}",
+        describe(&o)
+    );
+    let o = cli(&["status"]);
+    assert!(text(&o.stdout).contains("released"), "{}", describe(&o));
+
     assert!(
         problems.is_empty(),
         "`sweep --dry-run` on a fresh state did not announce what `sweep` then did:\n{}",
