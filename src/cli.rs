@@ -291,7 +291,6 @@ fn sweep(ctx: &Context, account: Option<&str>, dry_run: bool, json: bool) -> Exi
             Ok(report) => print!("{}", human_sweep_report(&report)),
             Err(e) => {
                 failed = true;
-                tracing::error!(account = %account.name, "sweep failed");
                 if json {
                     println!(
                         "{}",

@@ -59,8 +59,8 @@ const SENT_FIELDS: &[&str] = &["Message-ID", "Date", "From", "To", "Cc", "Bcc", 
 /// Errors that stop a sweep of one account (other accounts go on).
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
-    /// The password could not be obtained.
-    #[error("account {account}: {source}")]
+    /// The password could not be obtained (the message names the account).
+    #[error("{source}")]
     Secret {
         /// The account.
         account: String,
