@@ -12,13 +12,16 @@
 //! `not_examples` that must not: they are checked when the rules are loaded,
 //! so a broken rule file is a clear start-up error, never a silent miss.
 
+use aho_corasick::AhoCorasick;
 use regex_automata::meta::Regex as MetaRegex;
 use regex_automata::util::syntax;
-use regex_automata::{Input, MatchKind, PatternSet};
+use regex_automata::{Input, MatchKind};
+use regex_syntax::hir::{Class, Hir, HirKind};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// The rule files built into the binary, by file name.
 pub const BUILTIN_RULE_FILES: &[(&str, &str)] = &[
@@ -142,14 +145,124 @@ impl fmt::Display for RuleError {
     }
 }
 
-/// All rules, compiled into one regex set per target for a single linear
-/// pass over each piece of text.
+/// All rules, grouped by target; each target has a literal prefilter in
+/// front of its patterns (see [`TargetSet`]).
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    /// Per target: the set of all its patterns, and for each pattern the
-    /// index of its rule in `rules`.
-    sets: HashMap<Target, (MetaRegex, Vec<usize>)>,
+    /// Per target: its patterns, prefilter and compiled regexes.
+    sets: HashMap<Target, TargetSet>,
+}
+
+/// The patterns of one target, behind a literal prefilter.
+///
+/// One overlapping multi-pattern search over all ~300 patterns used to be
+/// the bulk of analysis time: its lazy DFA has to track every pattern at
+/// once and keeps building new states. But almost every pattern needs some
+/// literal ("undeliver", "mail system", "auto-submitted", ...) to occur in
+/// any text it matches. So one Aho-Corasick pass over the text finds the few
+/// patterns whose literals occur, and only those (plus the few patterns
+/// without a usable literal) are run, each as its own small regex. The
+/// prefilter only ever skips patterns that cannot match, so the result is
+/// the same as the full search.
+#[derive(Debug, Clone)]
+struct TargetSet {
+    /// The patterns, in rule order.
+    patterns: Vec<String>,
+    /// For each pattern, the index of its rule in `RuleSet::rules`.
+    owners: Vec<usize>,
+    /// For each pattern, its regex, compiled on first use: a run usually
+    /// needs only a fraction of them, and compiling all up front would
+    /// dominate the start-up of a one-file `inspect`.
+    regexes: Vec<OnceLock<Result<MetaRegex, String>>>,
+    /// Finds the required literals of the patterns (ASCII case-insensitive).
+    prefilter: Option<AhoCorasick>,
+    /// For each literal of `prefilter`, the patterns that require it.
+    literal_patterns: Vec<Vec<usize>>,
+    /// The patterns without a usable literal: always run.
+    always: Vec<usize>,
+}
+
+impl TargetSet {
+    /// Parses the patterns (reporting the first invalid one by its index)
+    /// and builds the prefilter from their required literals.
+    fn new(patterns: Vec<String>, owners: Vec<usize>) -> Result<TargetSet, (usize, String)> {
+        let mut by_literal: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+        let mut always = Vec::new();
+        for (index, pattern) in patterns.iter().enumerate() {
+            let hir = syntax::parse_with(pattern, &syntax_config())
+                .map_err(|e| (index, e.to_string()))?;
+            match required_literals(&hir) {
+                Some(literals) => {
+                    for literal in literals {
+                        by_literal.entry(literal).or_default().push(index);
+                    }
+                }
+                None => always.push(index),
+            }
+        }
+        let mut literals: Vec<(Vec<u8>, Vec<usize>)> = by_literal.into_iter().collect();
+        literals.sort();
+        let prefilter = if literals.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(aho_corasick::MatchKind::Standard)
+                .build(literals.iter().map(|(l, _)| l))
+                .map_err(|e| (0, format!("the literal prefilter cannot be built: {e}")))?;
+            Some(ac)
+        };
+        Ok(TargetSet {
+            regexes: patterns.iter().map(|_| OnceLock::new()).collect(),
+            patterns,
+            owners,
+            prefilter,
+            literal_patterns: literals.into_iter().map(|(_, p)| p).collect(),
+            always,
+        })
+    }
+
+    /// The regex of pattern `index`, compiled on first use.
+    fn regex(&self, index: usize) -> Result<&MetaRegex, &str> {
+        self.regexes[index]
+            .get_or_init(|| compile_set(std::slice::from_ref(&self.patterns[index])))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    /// The indices (ascending) of the patterns that match somewhere in
+    /// `text`, but only the first such pattern of each rule: callers want
+    /// the rules, or (for not_examples) a rule's first matching pattern.
+    fn which(&self, text: &str) -> Vec<usize> {
+        let mut candidate = vec![false; self.patterns.len()];
+        for &i in &self.always {
+            candidate[i] = true;
+        }
+        if let Some(ac) = &self.prefilter {
+            for m in ac.find_overlapping_iter(text.as_bytes()) {
+                for &i in &self.literal_patterns[m.pattern().as_usize()] {
+                    candidate[i] = true;
+                }
+            }
+        }
+        let mut found: Vec<usize> = Vec::new();
+        for (i, _) in candidate.iter().enumerate().filter(|(_, c)| **c) {
+            let owner = self.owners[i];
+            if found.last().is_some_and(|f| self.owners[*f] == owner) {
+                continue;
+            }
+            // A pattern that does not compile never matches; check_examples
+            // reports it for rule files from a config.
+            if self
+                .regex(i)
+                .is_ok_and(|re| re.is_match(Input::new(text.as_bytes())))
+            {
+                found.push(i);
+            }
+        }
+        found
+    }
 }
 
 impl RuleSet {
@@ -244,44 +357,45 @@ impl RuleSet {
         }
         let mut sets = HashMap::new();
         for (target, (patterns, owners)) in by_target {
-            let set = compile_set(&patterns).map_err(|message| {
-                // Name the culprit: compile the patterns one by one (only on
-                // this error path, to keep start-up fast).
-                for (pattern, owner) in patterns.iter().zip(&owners) {
-                    if let Err(e) = compile_set(std::slice::from_ref(pattern)) {
-                        let rule = &rules[*owner];
-                        return RuleError {
-                            file: rule.file.clone(),
-                            message: format!(
-                                "rule {:?}: pattern {pattern:?} is invalid: {e}",
-                                rule.id
-                            ),
-                        };
-                    }
-                }
+            // Patterns are parsed here, so a syntax error is a load error;
+            // they are compiled on first use (and all of them by
+            // check_examples).
+            let set = TargetSet::new(patterns.clone(), owners.clone()).map_err(|(i, e)| {
+                let rule = &rules[owners[i]];
                 RuleError {
-                    file: "(all rule files)".into(),
-                    message: format!("patterns for {target:?} do not compile together: {message}"),
+                    file: rule.file.clone(),
+                    message: format!(
+                        "rule {:?}: pattern {:?} is invalid: {e}",
+                        rule.id, patterns[i]
+                    ),
                 }
             })?;
-            sets.insert(target, (set, owners));
+            sets.insert(target, set);
         }
         Ok(RuleSet { rules, sets })
     }
 
-    /// Every rule must match each of its examples and none of its
-    /// not_examples, through the same compiled sets that analysis uses.
+    /// Every rule's patterns must compile, and the rule must match each of
+    /// its examples and none of its not_examples, through the same prefilter
+    /// and regexes that analysis uses.
     pub fn check_examples(&self) -> Result<(), RuleError> {
         for (index, rule) in self.rules.iter().enumerate() {
             let err = |message: String| RuleError {
                 file: rule.file.clone(),
                 message: format!("rule {:?}: {message}", rule.id),
             };
-            let Some((set, owners)) = self.sets.get(&rule.target) else {
+            let Some(set) = self.sets.get(&rule.target) else {
                 continue;
             };
+            let owners = &set.owners;
+            for (i, pattern) in set.patterns.iter().enumerate() {
+                if owners[i] == index {
+                    set.regex(i)
+                        .map_err(|e| err(format!("pattern {pattern:?} is invalid: {e}")))?;
+                }
+            }
             let hits = |text: &str| -> Vec<usize> {
-                which(set, text.as_bytes())
+                set.which(text)
                     .into_iter()
                     .filter(|i| owners[*i] == index)
                     .collect()
@@ -321,13 +435,10 @@ impl RuleSet {
 
     /// The rules whose patterns match `text` at `target`, each once.
     pub fn matching<'a>(&'a self, target: &Target, text: &str) -> Vec<&'a Rule> {
-        let Some((set, owners)) = self.sets.get(target) else {
+        let Some(set) = self.sets.get(target) else {
             return Vec::new();
         };
-        let mut hits: Vec<usize> = which(set, text.as_bytes())
-            .into_iter()
-            .map(|i| owners[i])
-            .collect();
+        let mut hits: Vec<usize> = set.which(text).into_iter().map(|i| set.owners[i]).collect();
         hits.dedup();
         hits.into_iter().map(|i| &self.rules[i]).collect()
     }
@@ -380,14 +491,27 @@ fn compile_rule(file: &str, raw: RawRule) -> Result<Rule, RuleError> {
     })
 }
 
-/// Compiles patterns into one multi-pattern regex that reports every
-/// pattern that matches. Case-insensitive, on bytes, Unicode classes off:
-/// ASCII `\b`, `\s` and `.` keep the engine on its fast lazy DFA (a Unicode
-/// word boundary sends it to the slow PikeVM, and Unicode `.{0,80}` makes
-/// automata that take long to build); non-ASCII literals still match as
-/// UTF-8, with their case handled by [`fold_non_ascii_case`]. Prefilters and
-/// the capture engines are left out: an overlapping "which patterns" search
-/// uses neither, and building them is most of the start-up cost.
+/// The syntax of rule patterns, shared by the compiler and the literal
+/// extraction of the prefilter.
+fn syntax_config() -> syntax::Config {
+    syntax::Config::new()
+        .case_insensitive(true)
+        .unicode(false)
+        .utf8(false)
+}
+
+/// Compiles patterns into one regex that reports every pattern that
+/// matches. Analysis compiles each pattern alone and asks only whether it
+/// matches (after the literal prefilter of [`TargetSet`]); the tests compile
+/// all of a target's patterns together, as analysis once did, to check that
+/// the prefilter changes no result. Case-insensitive, on bytes, Unicode
+/// classes off: ASCII `\b`, `\s` and `.` keep the engine on its fast lazy
+/// DFA (a Unicode word boundary sends it to the slow PikeVM, and Unicode
+/// `.{0,80}` makes automata that take long to build); non-ASCII literals
+/// still match as UTF-8, with their case handled by [`fold_non_ascii_case`].
+/// Prefilters and the capture engines are left out: a "does it match"
+/// search needs neither, the literal prefilter has already run, and building
+/// them is most of the compile cost.
 fn compile_set(patterns: &[String]) -> Result<MetaRegex, String> {
     MetaRegex::builder()
         .configure(
@@ -396,26 +520,230 @@ fn compile_set(patterns: &[String]) -> Result<MetaRegex, String> {
                 .auto_prefilter(false)
                 .onepass(false)
                 .backtrack(false)
+                // No full DFA either: for a small pattern the meta engine
+                // would build one eagerly, which costs more than the few
+                // searches it serves (the lazy DFA builds only what a search
+                // visits).
+                .dfa(false)
                 .nfa_size_limit(Some(REGEX_SIZE_LIMIT * 8))
                 // The lazy DFA's state cache: a set of many phrases needs more
                 // than the default, or the cache is rebuilt on every message.
                 .hybrid_cache_capacity(DFA_CACHE_LIMIT),
         )
-        .syntax(
-            syntax::Config::new()
-                .case_insensitive(true)
-                .unicode(false)
-                .utf8(false),
-        )
+        .syntax(syntax_config())
         .build_many(patterns)
         .map_err(|e| e.to_string())
 }
 
-/// The indices of the patterns that match somewhere in `text`.
-fn which(set: &MetaRegex, text: &[u8]) -> Vec<usize> {
-    let mut found = PatternSet::new(set.pattern_len());
-    set.which_overlapping_matches(&Input::new(text), &mut found);
-    found.iter().map(|p| p.as_usize()).collect()
+/// Literals shorter than this make no useful prefilter (they occur in most
+/// texts): such a pattern is always run.
+const MIN_LITERAL_LEN: usize = 3;
+
+/// Upper bound on the literals of one set while extracting (cross products
+/// of alternations and classes grow fast).
+const MAX_LITERALS: usize = 64;
+
+/// Classes with at most this many distinct bytes (after ASCII lower-casing)
+/// count as a set of one-byte literals, e.g. `[- ]`, `\s` or a
+/// case-insensitive letter `[Aa]`.
+const MAX_CLASS_LITERALS: usize = 8;
+
+/// The lower-case literals at least one of which occurs (ASCII
+/// case-insensitively) in every text `hir` matches, or `None` when there is
+/// no such set with literals of at least [`MIN_LITERAL_LEN`] bytes.
+fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    facts(hir)
+        .required()
+        .filter(|set| shortest(set) >= MIN_LITERAL_LEN)
+}
+
+/// What literal extraction knows about a piece of pattern.
+struct Facts {
+    /// Every string it can match, lower-cased, when they are few.
+    exact: Option<Vec<Vec<u8>>>,
+    /// Literals one of which every match contains, besides `exact` (which
+    /// is such a set too, when known).
+    inner: Option<Vec<Vec<u8>>>,
+}
+
+impl Facts {
+    fn exact(set: Vec<Vec<u8>>) -> Facts {
+        Facts {
+            exact: Some(set),
+            inner: None,
+        }
+    }
+
+    fn none() -> Facts {
+        Facts {
+            exact: None,
+            inner: None,
+        }
+    }
+
+    /// The best set of literals one of which every match contains (none
+    /// empty).
+    fn required(self) -> Option<Vec<Vec<u8>>> {
+        better(self.inner, self.exact)
+    }
+}
+
+fn facts(hir: &Hir) -> Facts {
+    match hir.kind() {
+        // They match the empty string: neutral inside a concatenation.
+        HirKind::Empty | HirKind::Look(_) => Facts::exact(vec![Vec::new()]),
+        HirKind::Literal(literal) => Facts::exact(vec![literal.0.to_ascii_lowercase()]),
+        HirKind::Class(class) => class_literals(class).map_or_else(Facts::none, Facts::exact),
+        HirKind::Capture(capture) => facts(&capture.sub),
+        HirKind::Repetition(rep) => {
+            if rep.min == 0 {
+                return Facts::none();
+            }
+            let sub = facts(&rep.sub);
+            if rep.max == Some(rep.min) && rep.min <= 4 {
+                if let Some(exact) = &sub.exact {
+                    let mut all = Some(vec![Vec::new()]);
+                    for _ in 0..rep.min {
+                        all = all.and_then(|a| product(&a, exact));
+                    }
+                    if let Some(all) = all {
+                        return Facts::exact(all);
+                    }
+                }
+            }
+            Facts {
+                exact: None,
+                inner: sub.required(),
+            }
+        }
+        HirKind::Alternation(subs) => {
+            let subs: Vec<Facts> = subs.iter().map(facts).collect();
+            if subs.iter().all(|f| f.exact.is_some()) {
+                if let Some(exact) = union(subs.iter().map(|f| f.exact.clone())) {
+                    return Facts::exact(exact);
+                }
+            }
+            Facts {
+                exact: None,
+                inner: union(subs.into_iter().map(Facts::required)),
+            }
+        }
+        HirKind::Concat(subs) => {
+            // Runs of consecutive exact pieces concatenate into longer
+            // literals; any run, or any required set of a piece, will do:
+            // keep the best. If the whole is one run, it is exact.
+            let mut whole = true;
+            let mut run = vec![Vec::new()];
+            let mut best = None;
+            for sub in subs.iter().map(facts) {
+                match sub.exact {
+                    Some(e) => {
+                        run = match product(&run, &e) {
+                            Some(longer) => longer,
+                            None => {
+                                whole = false;
+                                best = better(best, Some(run));
+                                e
+                            }
+                        };
+                    }
+                    None => {
+                        whole = false;
+                        best = better(best, Some(std::mem::replace(&mut run, vec![Vec::new()])));
+                        best = better(best, sub.inner);
+                    }
+                }
+            }
+            if whole {
+                Facts::exact(run)
+            } else {
+                Facts {
+                    exact: None,
+                    inner: better(best, Some(run)),
+                }
+            }
+        }
+    }
+}
+
+/// A small class as one-byte (or, for a Unicode class, one-character)
+/// lower-case literals.
+fn class_literals(class: &Class) -> Option<Vec<Vec<u8>>> {
+    let mut set: Vec<Vec<u8>> = Vec::new();
+    match class {
+        Class::Bytes(bytes) => {
+            for range in bytes.ranges() {
+                if usize::from(range.end() - range.start()) >= MAX_CLASS_LITERALS * 2 {
+                    return None;
+                }
+                for b in range.start()..=range.end() {
+                    set.push(vec![b.to_ascii_lowercase()]);
+                }
+                if set.len() > MAX_CLASS_LITERALS * 2 {
+                    return None;
+                }
+            }
+        }
+        Class::Unicode(chars) => {
+            for range in chars.ranges() {
+                if (range.end() as u32 - range.start() as u32) >= MAX_CLASS_LITERALS as u32 * 2 {
+                    return None;
+                }
+                for c in range.start()..=range.end() {
+                    set.push(c.to_string().into_bytes().to_ascii_lowercase());
+                }
+                if set.len() > MAX_CLASS_LITERALS * 2 {
+                    return None;
+                }
+            }
+        }
+    }
+    set.sort();
+    set.dedup();
+    (set.len() <= MAX_CLASS_LITERALS).then_some(set)
+}
+
+/// Every `a` followed by every `b`, if not too many.
+fn product(a: &[Vec<u8>], b: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    if a.len() * b.len() > MAX_LITERALS {
+        return None;
+    }
+    let mut out: Vec<Vec<u8>> = a
+        .iter()
+        .flat_map(|x| b.iter().map(move |y| [x.as_slice(), y].concat()))
+        .collect();
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// The union of sets, if all are known and not too many.
+fn union(sets: impl Iterator<Item = Option<Vec<Vec<u8>>>>) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for set in sets {
+        out.extend(set?);
+    }
+    out.sort();
+    out.dedup();
+    (out.len() <= MAX_LITERALS).then_some(out)
+}
+
+fn shortest(set: &[Vec<u8>]) -> usize {
+    set.iter().map(Vec::len).min().unwrap_or(0)
+}
+
+/// The better prefilter of two required sets: longer shortest literal, then
+/// fewer literals. A set with an empty literal requires nothing.
+fn better(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+    let a = a.filter(|s| !s.is_empty() && shortest(s) > 0);
+    let b = b.filter(|s| !s.is_empty() && shortest(s) > 0);
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let key = |s: &Vec<Vec<u8>>| (shortest(s), std::cmp::Reverse(s.len()));
+            Some(if key(&b) > key(&a) { b } else { a })
+        }
+        (a, b) => a.or(b),
+    }
 }
 
 /// With Unicode off, case-insensitivity covers ASCII only; so each
@@ -512,6 +840,114 @@ mod tests {
         let e = load("rules:\n  - id: x\n    kind: bounce\n    field: header\n    patterns: [a]\n    examples: [a]\n")
             .unwrap_err();
         assert!(e.to_string().contains("header: NAME"), "{e}");
+    }
+
+    /// The rule ids that the old single overlapping search over one set of
+    /// all of a target's patterns reports: what the prefilter must match.
+    fn full_set_matching(
+        set: &RuleSet,
+        full: &HashMap<Target, MetaRegex>,
+        target: &Target,
+        text: &str,
+    ) -> Vec<String> {
+        use regex_automata::PatternSet;
+        let (Some(t), Some(all)) = (set.sets.get(target), full.get(target)) else {
+            return Vec::new();
+        };
+        let mut found = PatternSet::new(all.pattern_len());
+        all.which_overlapping_matches(&Input::new(text.as_bytes()), &mut found);
+        let mut hits: Vec<usize> = found.iter().map(|p| t.owners[p.as_usize()]).collect();
+        hits.dedup();
+        hits.into_iter().map(|i| set.rules[i].id.clone()).collect()
+    }
+
+    fn ids(rules: Vec<&Rule>) -> Vec<String> {
+        rules.into_iter().map(|r| r.id.clone()).collect()
+    }
+
+    #[test]
+    fn prefilter_gives_the_same_rules_as_the_full_set() {
+        let set = RuleSet::builtin().expect("built-in rules are valid");
+        let targets: Vec<Target> = set.sets.keys().cloned().collect();
+        let full: HashMap<Target, MetaRegex> = set
+            .sets
+            .iter()
+            .map(|(target, t)| {
+                let all = compile_set(&t.patterns).expect("the patterns compile together");
+                (target.clone(), all)
+            })
+            .collect();
+        // Every example and not_example, at every target.
+        let mut texts: Vec<String> = set
+            .rules()
+            .iter()
+            .flat_map(|r| r.examples.iter().chain(&r.not_examples).cloned())
+            .collect();
+        // And lines (and whole texts) of some real messages.
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+        let mut files = Vec::new();
+        for dir in ["sisimai/maildir/bsd", "ham/rspamd", "autoreply/mimekit"] {
+            if let Ok(entries) = std::fs::read_dir(corpus.join(dir)) {
+                let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+                names.sort();
+                files.extend(names.into_iter().step_by(7).take(6));
+            }
+        }
+        let mut lines = 0;
+        for file in &files {
+            let Ok(bytes) = std::fs::read(file) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes).to_string();
+            for line in text.lines().filter(|l| !l.trim().is_empty()).take(60) {
+                texts.push(line.to_string());
+                lines += 1;
+            }
+            texts.push(text);
+        }
+        assert!(lines >= 200, "only {lines} corpus lines");
+        // The prefilter must actually filter: few patterns lack a literal.
+        let (always, total) = set.sets.values().fold((0, 0), |(a, t), s| {
+            (a + s.always.len(), t + s.patterns.len())
+        });
+        eprintln!("{always} of {total} patterns run without a prefilter");
+        assert!(
+            always * 5 < total,
+            "{always} of {total} patterns lack a literal"
+        );
+        for text in &texts {
+            for target in &targets {
+                assert_eq!(
+                    ids(set.matching(target, text)),
+                    full_set_matching(&set, &full, target, text),
+                    "{target:?}: {text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn required_literals_survive_case_folding() {
+        let lits = |p: &str| {
+            let hir = syntax::parse_with(&fold_non_ascii_case(p), &syntax_config()).unwrap();
+            required_literals(&hir).map(|set| {
+                set.into_iter()
+                    .map(|l| String::from_utf8(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            lits(r"\bUndeliver(ed|able)\b"),
+            Some(vec!["undeliverable".into(), "undelivered".into()])
+        );
+        assert_eq!(
+            lits("zustellung (fehlgeschlagen|gescheitert|verzögert)").map(|s| s.len()),
+            Some(4)
+        );
+        assert_eq!(lits(r"\bnon[- ]?deliver"), Some(vec!["deliver".into()]));
+        assert_eq!(lits(r"\w"), None);
+        assert_eq!(lits("ab|cd"), None);
+        assert_eq!(lits("(foo)?bar+"), None);
     }
 
     #[test]
