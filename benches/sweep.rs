@@ -1702,15 +1702,18 @@ impl Bench {
     /// The config backsweep runs with: the contract's keys, port = the proxy.
     fn write_config(&self) -> Result<PathBuf> {
         let config = self.work.path().join("backsweep.yaml");
-        let text = format!(
-            "state_dir: {state}\naccounts:\n  - name: bench\n    host: 127.0.0.1\n    port: {port}\n    \
-             tls: implicit\n    ca_file: {ca}\n    username: {USER_SWEEP}\n    \
-             password: {{ env: BENCH_IMAP_PASSWORD }}\n    addresses: [{addr}]\n    inbox: INBOX\n    \
-             sent: [Sent]\n    quarantine: Quarantine\n",
-            state = yaml_str(&self.work.path().join("state").to_string_lossy()),
-            port = self.proxy.port,
-            ca = yaml_str(&self.server.ca_file().to_string_lossy()),
-            addr = yaml_str(ADDRESS),
+        let ca = self.server.ca_file();
+        let text = backsweep::testserver::account_config_yaml(
+            "bench",
+            USER_SWEEP,
+            self.proxy.port,
+            Some(&ca),
+            &self.work.path().join("state"),
+            "{ env: BENCH_IMAP_PASSWORD }",
+            &format!(
+                "    addresses: [{}]\n    inbox: INBOX\n    sent: [Sent]\n    quarantine: Quarantine\n",
+                yaml_str(ADDRESS)
+            ),
         );
         std::fs::write(&config, text).context("writing the backsweep config")?;
         Ok(config)

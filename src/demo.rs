@@ -482,30 +482,17 @@ fn demo_config_yaml(
     ca_file: &Path,
     password_file: &Path,
 ) -> String {
-    format!(
-        "# Written by `backsweep demo`: one account on the demo's private Dovecot.\n\
-         state_dir: {state}\n\
-         accounts:\n\
-         \x20 - name: {DEMO_ACCOUNT}\n\
-         \x20   host: 127.0.0.1\n\
-         \x20   port: {tls_port}\n\
-         \x20   tls: implicit\n\
-         \x20   ca_file: {ca}\n\
-         \x20   username: {DEMO_USER}\n\
-         \x20   password: {{ file: {pw} }}\n\
-         \x20   addresses: [{DEMO_USER}]\n\
-         \x20   inbox: INBOX\n\
-         \x20   quarantine: Quarantine\n\
-         \x20   unknown: keep\n",
-        state = yaml_string(state_dir),
-        ca = yaml_string(ca_file),
-        pw = yaml_string(password_file),
-    )
-}
-
-/// A path as a YAML double-quoted scalar (JSON string syntax is valid YAML).
-fn yaml_string(p: &Path) -> String {
-    serde_json::Value::String(p.display().to_string()).to_string()
+    let header = "# Written by `backsweep demo`: one account on the demo's private Dovecot.\n";
+    let body = crate::testserver::account_config_yaml(
+        DEMO_ACCOUNT,
+        DEMO_USER,
+        tls_port,
+        Some(ca_file),
+        state_dir,
+        &format!("{{ file: {} }}", crate::testserver::yaml_path(password_file)),
+        &format!("    addresses: [{DEMO_USER}]\n    inbox: INBOX\n    quarantine: Quarantine\n    unknown: keep\n"),
+    );
+    format!("{header}{body}")
 }
 
 /// Writes a file readable by its owner only (as the `file:` password source requires).

@@ -373,6 +373,31 @@ impl TestServer {
         self.dir.path().join("tls").join("ca.pem")
     }
 
+    /// A backsweep config (YAML) with one account on this server, through
+    /// [`account_config_yaml`]: implicit TLS on the loopback TLS port, the
+    /// test CA trusted unless `trust_ca` is false.
+    pub fn config_yaml(
+        &self,
+        account: &str,
+        user: &str,
+        state_dir: &Path,
+        password: &str,
+        trust_ca: bool,
+        extra: &str,
+    ) -> String {
+        let ca = self.ca_file();
+        let ca = trust_ca.then_some(ca.as_path());
+        account_config_yaml(
+            account,
+            user,
+            self.tls_port(),
+            ca,
+            state_dir,
+            password,
+            extra,
+        )
+    }
+
     /// The server's working directory (config, logs, mail).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -924,6 +949,35 @@ fn make_certs(openssl: &Path, tls: &Path) -> Result<(), TestServerError> {
         "v3_server",
     ])?;
     Ok(())
+}
+
+/// A backsweep config (YAML) with one account on 127.0.0.1 over implicit TLS
+/// on `port`, trusting `ca_file` if given, with its state in `state_dir`,
+/// the password from `password` (a YAML source such as `{ file: "/path" }`)
+/// and `extra` account keys appended verbatim (lines indented four spaces).
+/// The demo and the tests all write their configs with it.
+pub fn account_config_yaml(
+    account: &str,
+    user: &str,
+    port: u16,
+    ca_file: Option<&Path>,
+    state_dir: &Path,
+    password: &str,
+    extra: &str,
+) -> String {
+    let ca = ca_file.map_or(String::new(), |p| {
+        format!("    ca_file: {}\n", yaml_path(p))
+    });
+    format!(
+        "state_dir: {state}\naccounts:\n  - name: {account}\n    host: 127.0.0.1\n    port: {port}\n    \
+         tls: implicit\n{ca}    username: {user}\n    password: {password}\n{extra}",
+        state = yaml_path(state_dir),
+    )
+}
+
+/// A path as a YAML (JSON-compatible) double-quoted string.
+pub fn yaml_path(path: &Path) -> String {
+    serde_json::Value::String(path.display().to_string()).to_string()
 }
 
 #[cfg(test)]

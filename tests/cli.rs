@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use backsweep::testserver::{TestServer, TestServerOptions};
@@ -228,18 +228,13 @@ impl Server {
 
     /// Writes a config; `ca_file` false leaves the test CA untrusted.
     fn config(&self, name: &str, ca_file: bool) -> PathBuf {
-        let q = |p: &Path| serde_json::Value::String(p.display().to_string()).to_string();
-        let ca = if ca_file {
-            format!("    ca_file: {}\n", q(&self.server.ca_file()))
-        } else {
-            String::new()
-        };
-        let yaml = format!(
-            "state_dir: {state}\naccounts:\n  - name: carol\n    host: 127.0.0.1\n    port: {port}\n    \
-             tls: implicit\n{ca}    username: {USER}\n    password: {{ env: {PASSWORD_VAR} }}\n    \
-             timeout: 15\n",
-            state = q(&self.dir.path().join(format!("state-{name}"))),
-            port = self.server.tls_port(),
+        let yaml = self.server.config_yaml(
+            "carol",
+            USER,
+            &self.dir.path().join(format!("state-{name}")),
+            &format!("{{ env: {PASSWORD_VAR} }}"),
+            ca_file,
+            "    timeout: 15\n",
         );
         let path = self.dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).expect("write config");

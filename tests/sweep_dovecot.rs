@@ -551,23 +551,16 @@ fn account_and_store(
     state: &str,
     unknown: &str,
 ) -> (Account, Store) {
-    let q = |p: &Path| serde_json::Value::String(p.display().to_string()).to_string();
-    let yaml = format!(
-        "state_dir: {state}\n\
-         accounts:\n\
-         \x20 - name: alice\n\
-         \x20   host: 127.0.0.1\n\
-         \x20   port: {port}\n\
-         \x20   tls: implicit\n\
-         \x20   ca_file: {ca}\n\
-         \x20   username: {USER}\n\
-         \x20   password: {{ file: {pw} }}\n\
-         \x20   unknown: {unknown}\n\
-         \x20   timeout: 20\n",
-        state = q(&dir.join(state)),
-        port = server.tls_port(),
-        ca = q(&server.ca_file()),
-        pw = q(&dir.join("password")),
+    let yaml = server.config_yaml(
+        "alice",
+        USER,
+        &dir.join(state),
+        &format!(
+            "{{ file: {} }}",
+            backsweep::testserver::yaml_path(&dir.join("password"))
+        ),
+        true,
+        &format!("    unknown: {unknown}\n    timeout: 20\n"),
     );
     let config = Config::from_yaml(&yaml, &dir.join("config.yaml"))
         .unwrap_or_else(|e| panic!("test config: {e}\n{yaml}"));

@@ -112,13 +112,13 @@ pub fn corpus_mailbox(options: TestServerOptions) -> CorpusMailbox {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
-    let q = |p: &std::path::Path| serde_json::Value::String(p.display().to_string()).to_string();
-    let yaml = format!(
-        "state_dir: {}\naccounts:\n  - name: carol\n    host: 127.0.0.1\n    port: {}\n    tls: implicit\n    ca_file: {}\n    username: {USER}\n    password: {{ file: {} }}\n    sent: [Sent]\n    timeout: 20\n",
-        q(&dir.path().join("state")),
-        server.tls_port(),
-        q(&server.ca_file()),
-        q(&pw),
+    let yaml = server.config_yaml(
+        "carol",
+        USER,
+        &dir.path().join("state"),
+        &format!("{{ file: {} }}", backsweep::testserver::yaml_path(&pw)),
+        true,
+        "    sent: [Sent]\n    timeout: 20\n",
     );
     let config_path = dir.path().join("config.yaml");
     std::fs::write(&config_path, &yaml).expect("config file");
