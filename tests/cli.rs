@@ -218,7 +218,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        let server = TestServer::start(&[(USER, PASS)], TestServerOptions::default())
+        Server::start_with(TestServerOptions::default())
+    }
+
+    fn start_with(options: TestServerOptions) -> Server {
+        let server = TestServer::start(&[(USER, PASS)], options)
             .unwrap_or_else(|e| panic!("cannot start the private Dovecot: {e}"));
         Server {
             server,
@@ -452,6 +456,86 @@ fn sweep_dry_run_prints_what_it_would_do_and_sweep_then_does_it() {
         problems.is_empty(),
         "`sweep --dry-run` on a fresh state did not announce what `sweep` then did:\n{}",
         problems.join("\n")
+    );
+}
+
+#[test]
+fn release_by_uid_works_on_a_server_without_move() {
+    let s = Server::start_with(TestServerOptions {
+        hide_move: true,
+        ..TestServerOptions::default()
+    });
+    s.deliver(
+        "Sent",
+        format!(
+            "From: {USER}\r\nTo: bob@example.net\r\nSubject: old\r\nDate: Mon, 08 Jan 2001 09:00:00 +0000\r\n\
+             Message-ID: <cli-old@example.com>\r\n\r\nhello\r\n"
+        )
+        .as_bytes(),
+    );
+    let backscatter = "sisimai/maildir/bsd/lhost-exim-60.eml";
+    for f in ["ham/rspamd/newsletter.eml", backscatter] {
+        s.deliver("INBOX", &std::fs::read(corpus(f)).expect("corpus"));
+    }
+    let config = s.config("no-move", true);
+    let cli = |args: &[&str]| {
+        run(backsweep()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env(PASSWORD_VAR, PASS))
+    };
+    let o = cli(&["sweep", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).expect("JSON");
+    assert_eq!(v["quarantined"], 1, "{v}");
+    assert_eq!(v["move_method"], "copy+expunge", "{v}");
+
+    // The copy in Quarantine has UID 1 there; an unknown UID is an error.
+    let o = cli(&["release", "7"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(
+        text(&o.stderr).contains("no message with UID 7"),
+        "{}",
+        describe(&o)
+    );
+    let o = cli(&["release", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    assert!(
+        text(&o.stdout).contains("released 1 message"),
+        "{}",
+        describe(&o)
+    );
+
+    // Back in the inbox once, quarantine empty, and a new sweep keeps it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let counts = rt.block_on(async {
+        let cfg = backsweep::config::Config::load(&config).expect("config");
+        let settings = backsweep::imap::ConnectSettings::from(&cfg.accounts[0]);
+        let mut session = backsweep::imap::ImapSession::connect(
+            &settings,
+            &backsweep::secrets::Secret::new(PASS),
+        )
+        .await
+        .expect("login");
+        let inbox = session.examine("INBOX").await.expect("INBOX");
+        let inbox_live = session
+            .uid_search("NOT DELETED")
+            .await
+            .expect("search")
+            .len();
+        let quarantine = session.examine("Quarantine").await.expect("Quarantine");
+        (inbox.exists, inbox_live, quarantine.exists)
+    });
+    assert_eq!(counts, (2, 2, 0), "(INBOX, INBOX not deleted, Quarantine)");
+    let o = cli(&["sweep", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).expect("JSON");
+    assert_eq!(
+        v["quarantined"], 0,
+        "the released message was moved again: {v}"
     );
 }
 
