@@ -245,6 +245,22 @@ impl Server {
         path
     }
 
+    /// Delivers corpus files (paths under tests/corpus) to INBOX, in order.
+    fn deliver_corpus(&self, files: &[&str]) {
+        for f in files {
+            self.deliver("INBOX", &std::fs::read(corpus(f)).expect("corpus"));
+        }
+    }
+
+    /// Runs backsweep with `config` and the server's password in the environment.
+    fn cli(&self, config: &std::path::Path, args: &[&str]) -> Output {
+        run(backsweep()
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env(PASSWORD_VAR, PASS))
+    }
+
     fn deliver(&self, folder: &str, bytes: &[u8]) {
         self.server
             .deliver(USER, folder, bytes, "")
@@ -295,11 +311,7 @@ fn a_wrong_password_exits_1_with_a_clear_message_without_the_password() {
 fn an_untrusted_certificate_exits_1_and_points_to_ca_file() {
     let s = Server::start();
     let config = s.config("untrusted", false);
-    let o = run(backsweep()
-        .arg("--config")
-        .arg(&config)
-        .arg("sweep")
-        .env(PASSWORD_VAR, PASS));
+    let o = s.cli(&config, &["sweep"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     let err = text(&o.stderr);
     assert!(err.contains("certificate"), "{}", describe(&o));
@@ -336,17 +348,9 @@ fn sweep_dry_run_prints_what_it_would_do_and_sweep_then_does_it() {
     );
     let genuine = "ham/postal-mime/bounce.eml";
     let backscatter = "sisimai/maildir/bsd/lhost-exim-60.eml";
-    for f in ["ham/rspamd/newsletter.eml", genuine, backscatter] {
-        s.deliver("INBOX", &std::fs::read(corpus(f)).expect("corpus"));
-    }
+    s.deliver_corpus(&["ham/rspamd/newsletter.eml", genuine, backscatter]);
     let config = s.config("dry-run", true);
-    let cli = |args: &[&str]| {
-        run(backsweep()
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env(PASSWORD_VAR, PASS))
-    };
+    let cli = |args: &[&str]| s.cli(&config, args);
 
     let o = cli(&["sweep", "--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
@@ -474,17 +478,9 @@ fn release_by_uid_works_on_a_server_without_move() {
         .as_bytes(),
     );
     let backscatter = "sisimai/maildir/bsd/lhost-exim-60.eml";
-    for f in ["ham/rspamd/newsletter.eml", backscatter] {
-        s.deliver("INBOX", &std::fs::read(corpus(f)).expect("corpus"));
-    }
+    s.deliver_corpus(&["ham/rspamd/newsletter.eml", backscatter]);
     let config = s.config("no-move", true);
-    let cli = |args: &[&str]| {
-        run(backsweep()
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env(PASSWORD_VAR, PASS))
-    };
+    let cli = |args: &[&str]| s.cli(&config, args);
     let o = cli(&["sweep", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).expect("JSON");

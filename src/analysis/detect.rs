@@ -143,12 +143,11 @@ pub fn detect(
     apply(&Target::Sender, &sender, Place::Sender, &mut ev);
     apply(&Target::Body, body, Place::Body, &mut ev);
     for name in analyzer.header_targets.iter() {
-        for (n, v) in pieces
+        for (_, v) in pieces
             .headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
         {
-            let _ = n;
             apply(&Target::Header(name.clone()), v, Place::Header, &mut ev);
         }
     }
