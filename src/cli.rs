@@ -722,14 +722,18 @@ fn inspect(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = false;
+    // Analysis is pure and the analyzer is shared, so files are analysed on
+    // every core; judging reads the state store, whose connection is not
+    // shared between threads, so it stays on this one.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for chunk in files.chunks(256) {
-        // One thread: the rule sets' lazy DFA caches are warm there, and the
-        // state store (for judging) is not shared between threads.
-        let judge = judge_with.as_ref().map(|(a, s)| (*a, s));
-        let rendered: Vec<(String, bool)> = chunk
-            .iter()
-            .map(|p| render_file(p, json, &analyzer, judge))
-            .collect();
+        let rendered: Vec<(String, bool)> = match &judge_with {
+            Some((account, store)) => chunk
+                .iter()
+                .map(|p| render_file(p, json, &analyzer, Some((account, store))))
+                .collect(),
+            None => map_in_parallel(chunk, threads, |p| render_file(p, json, &analyzer, None)),
+        };
         for (line, error) in rendered {
             failed |= error;
             if let Err(e) = out.write_all(line.as_bytes()) {
@@ -752,6 +756,35 @@ fn inspect(
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `f` applied to every item on up to `threads` threads (this one
+/// included), results in the order of `items`.
+fn map_in_parallel<T: Sync, R: Send + Sync + Default>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if threads <= 1 || items.len() < 2 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::OnceLock<R>> = items.iter().map(|_| Default::default()).collect();
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(item) = items.get(i) else { break };
+        let _ = slots[i].set(f(item));
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads.min(items.len()) {
+            scope.spawn(work);
+        }
+        work();
+    });
+    slots
+        .into_iter()
+        .map(|slot| slot.into_inner().unwrap_or_default())
+        .collect()
 }
 
 /// Analyses one file for `inspect` (and judges it when a store is given):
@@ -818,28 +851,28 @@ fn json_line(
     analysis: &Analysis,
     judgement: Option<&crate::verdict::Judgement>,
 ) -> String {
-    let mut value = serde_json::to_value(analysis).unwrap_or_default();
-    if let (Some(map), Some(j)) = (value.as_object_mut(), judgement) {
-        map.insert(
-            "verdict".into(),
-            serde_json::Value::String(j.verdict.as_str().into()),
-        );
-        map.insert(
-            "reasons".into(),
-            serde_json::to_value(&j.reasons).unwrap_or_default(),
-        );
+    /// One `inspect --json` line: the file, the analysis, and the verdict
+    /// when there is one. Serialized directly (no intermediate JSON tree):
+    /// printing was a tenth of a whole `inspect` run over a corpus.
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        file: &'a str,
+        #[serde(flatten)]
+        analysis: &'a Analysis,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        verdict: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reasons: Option<&'a [crate::verdict::Reason]>,
     }
-    // Keep `file` first for people reading the lines.
-    let mut ordered = serde_json::Map::new();
-    ordered.insert("file".into(), serde_json::Value::String(file.to_string()));
-    if let Some(map) = value.as_object() {
-        for (k, v) in map {
-            if k != "file" {
-                ordered.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    serde_json::Value::Object(ordered).to_string() + "\n"
+    let line = Line {
+        file,
+        analysis,
+        verdict: judgement.map(|j| j.verdict.as_str()),
+        reasons: judgement.map(|j| j.reasons.as_slice()),
+    };
+    let mut out = serde_json::to_string(&line).unwrap_or_default();
+    out.push('\n');
+    out
 }
 
 fn human_report(file: &str, a: &Analysis, judgement: Option<&crate::verdict::Judgement>) -> String {

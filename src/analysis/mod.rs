@@ -7,12 +7,14 @@
 //! (Message-IDs, failed recipients, the original's headers). Whether the user
 //! really sent that original is for the verdict, which needs the sent index.
 //!
-//! Steps: [`parse`] takes MIME apart (bounded, panic-contained), [`dsn`]
+//! Steps: [`parse`] takes MIME apart with the [`mime`] walker (bounded,
+//! panic-contained), [`dsn`]
 //! reads delivery-status fields, [`detect`] weighs structural evidence and
 //! the YAML [`rules`], [`original`] finds the original and the recipients.
 
 pub mod detect;
 pub mod dsn;
+pub mod mime;
 pub mod original;
 pub mod parse;
 pub mod rules;
@@ -281,11 +283,9 @@ impl Analyzer {
         if structural {
             return true;
         }
-        let subject = match get("subject") {
-            Some(s) if s.contains("=?") => decode_subject(s),
-            Some(s) => s.to_string(),
-            None => String::new(),
-        };
+        let subject = get("subject")
+            .map(mime::decode_encoded_words)
+            .unwrap_or_default();
         let sender = format!(
             "From: {}\nReturn-Path: {}",
             get("from").unwrap_or_default(),
@@ -332,16 +332,6 @@ pub const TRIAGE_FIELDS: &[&str] = &[
     "Precedence",
     "X-Delivery-Agent",
 ];
-
-/// Decodes RFC 2047 encoded words in a Subject (for triage, which does not
-/// run the MIME parser on the whole header).
-fn decode_subject(raw: &str) -> String {
-    let header = format!("Subject: {raw}\r\n\r\n");
-    mail_parser::MessageParser::default()
-        .parse_headers(header.as_bytes())
-        .and_then(|m| m.subject().map(str::to_string))
-        .unwrap_or_else(|| raw.to_string())
-}
 
 fn dsn_fields_in_text() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();

@@ -109,16 +109,14 @@ pub fn find_original(
         match enclosed {
             Enclosed::Message(bytes) => {
                 let block = header_block_of(bytes);
-                if depth < MAX_NESTING {
+                // Only an enclosed message whose header looks like a notice
+                // is analysed as one (the same header triage a sweep uses):
+                // the usual enclosure is the user's own message, and a full
+                // analysis of it would double the cost of every bounce.
+                let header_end = memchr::memmem::find(bytes, b"\n\n").unwrap_or(bytes.len());
+                if depth < MAX_NESTING && analyzer.is_candidate(&bytes[..header_end]) {
                     let inner = analyzer.analyze_nested(bytes, depth + 1);
-                    let looks_like_notice = inner.kind != super::Kind::None || {
-                        let end = bytes
-                            .windows(2)
-                            .position(|w| w == b"\n\n")
-                            .unwrap_or(bytes.len());
-                        analyzer.is_candidate(&bytes[..end])
-                    };
-                    if looks_like_notice && inner.original_message_ids.is_empty() {
+                    if inner.original_message_ids.is_empty() {
                         found.sources.push(FROM_ENCLOSED_NOTICE);
                     }
                     if matches!(inner.kind, super::Kind::Bounce)

@@ -2,14 +2,14 @@
 //! the explanatory text, the delivery-status / disposition / feedback field
 //! blocks and the enclosed original, whatever MIME shape they arrive in.
 //!
-//! MIME decoding (transfer encodings, charsets, RFC 2047 words, nesting) is
-//! done by `mail-parser`. Its output is taken apart here into owned, bounded
+//! The [`mime`](super::mime) walker finds the parts; only the parts analysis
+//! reads are decoded (transfer encoding, charset), into owned, bounded
 //! strings so that the later steps are simple text scans. When the parser
 //! gives up, or MIME is broken, the whole message is treated as text and the
 //! text-level detectors (DSN fields and headers quoted in the body) still work.
 
+use super::mime;
 use super::text::{html_to_text, normalize_newlines};
-use mail_parser::{MessageParser, MimeHeaders, PartType};
 
 /// How much explanatory text is kept per message. A bounce's explanation is
 /// short; the cap keeps a huge text attachment from costing time.
@@ -97,103 +97,86 @@ pub fn parse(raw: &[u8]) -> Pieces {
 }
 
 fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
-    let message = MessageParser::default().parse(bytes)?;
-    let mut pieces = Pieces {
-        headers: message
-            .headers_raw()
-            .map(|(n, v)| (n.to_string(), unfold(v)))
-            .collect(),
-        subject: message.subject().unwrap_or_default().to_string(),
-        ..Pieces::default()
-    };
-    if pieces.headers.is_empty() {
+    let parts = mime::parts(bytes);
+    let root = parts.first()?;
+    if root.fields.is_empty() {
         return None;
     }
-    let mut html = String::new();
-    for (index, part) in message.parts.iter().enumerate() {
-        let is_root = index == 0;
-        let (ctype, subtype) = match part.content_type() {
-            Some(ct) => (
-                ct.ctype().to_ascii_lowercase(),
-                ct.subtype().unwrap_or_default().to_ascii_lowercase(),
-            ),
-            None => ("text".to_string(), "plain".to_string()),
-        };
-        if ctype == "multipart" && subtype == "report" {
-            if let Some(rt) = part
-                .content_type()
-                .and_then(|ct| ct.attribute("report-type"))
-            {
-                pieces.report_types.push(rt.to_ascii_lowercase());
-            }
-        }
-        let text_of = || -> String {
-            match &part.body {
-                PartType::Text(t) | PartType::Html(t) => t.to_string(),
-                PartType::Binary(b) | PartType::InlineBinary(b) => {
-                    String::from_utf8_lossy(b).into_owned()
+    let headers: Vec<(String, String)> = root
+        .fields
+        .iter()
+        .map(|f| (f.name.clone(), f.value.clone()))
+        .collect();
+    let subject = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("subject"))
+        .map(|(_, v)| mime::decode_encoded_words(v))
+        .unwrap_or_default();
+    let mut pieces = Pieces {
+        headers,
+        subject,
+        ..Pieces::default()
+    };
+    // HTML is flattened only when the plain text says too little (below).
+    let mut html_parts: Vec<String> = Vec::new();
+    let mut html_len = 0;
+    for part in &parts {
+        let ct = &part.content_type;
+        match (ct.kind.as_str(), ct.subtype.as_str()) {
+            ("multipart", "report") => {
+                if let Some(rt) = ct.param("report-type") {
+                    pieces.report_types.push(rt.to_ascii_lowercase());
                 }
-                PartType::Message(m) => String::from_utf8_lossy(m.raw_message()).into_owned(),
-                PartType::Multipart(_) => String::new(),
             }
-        };
-        match (ctype.as_str(), subtype.as_str()) {
             ("multipart", _) => {}
             ("message", "delivery-status" | "global-delivery-status") => {
-                pieces.dsn_texts.push(normalize_text(&text_of()))
+                pieces.dsn_texts.push(normalize_text(&part.text()))
             }
             ("message", "disposition-notification" | "global-disposition-notification") => {
-                pieces.mdn_texts.push(normalize_text(&text_of()))
+                pieces.mdn_texts.push(normalize_text(&part.text()))
             }
             ("message", "feedback-report") => {
-                pieces.feedback_texts.push(normalize_text(&text_of()))
+                pieces.feedback_texts.push(normalize_text(&part.text()))
             }
             ("message", "rfc822" | "global" | "partial" | "rfc822-headers" | "global-headers")
             | ("text", "rfc822-headers" | "rfc822-header" | "global-headers")
                 if pieces.enclosed.len() < MAX_ENCLOSED =>
             {
-                let enclosed = match &part.body {
-                    PartType::Message(m) => Enclosed::Message(m.raw_message().to_vec()),
-                    _ if subtype.contains("headers") || subtype == "rfc822-header" => {
-                        Enclosed::Headers(normalize_text(&text_of()))
-                    }
-                    PartType::Binary(b) | PartType::InlineBinary(b) => {
-                        Enclosed::Message(b.to_vec())
-                    }
-                    PartType::Text(t) | PartType::Html(t) => {
-                        Enclosed::Message(t.as_bytes().to_vec())
-                    }
-                    PartType::Multipart(_) => continue,
+                let enclosed = if ct.subtype.contains("header") {
+                    Enclosed::Headers(normalize_text(&part.text()))
+                } else {
+                    Enclosed::Message(part.decoded().into_owned())
                 };
                 pieces.enclosed.push(enclosed);
             }
-            ("text", "html") if html.len() < MAX_BODY_TEXT => {
-                html.push_str(&html_to_text(&text_of()));
-                html.push('\n');
+            ("text", "html") if html_len < MAX_BODY_TEXT => {
+                let html = part.text();
+                html_len += html.len();
+                html_parts.push(html);
             }
             ("text", "html") => {}
             ("text", _) | ("application", "json") => {
-                if !is_root
+                if !part.is_root
                     && pieces.enclosed.len() < MAX_ENCLOSED
-                    && part_header_is_a_message_header(part)
+                    && part.has_field("message-id")
+                    && (part.has_field("from") || part.has_field("date"))
                 {
                     // A returned original pasted as a part without MIME
                     // headers of its own: its header became the part header.
-                    let raw = bytes
-                        .get(part.offset_header as usize..part.offset_body as usize)
-                        .unwrap_or_default();
-                    pieces
-                        .enclosed
-                        .push(Enclosed::Headers(String::from_utf8_lossy(raw).into_owned()));
+                    pieces.enclosed.push(Enclosed::Headers(
+                        String::from_utf8_lossy(part.header).into_owned(),
+                    ));
                 }
-                let text = normalize_text(&text_of());
-                pieces.push_body(&text);
+                if pieces.body.len() < MAX_BODY_TEXT {
+                    pieces.push_body(&normalize_text(&part.text()));
+                }
             }
             _ => {}
         }
     }
-    if pieces.body.trim().is_empty() || !html.is_empty() && pieces.body.len() < 64 {
-        pieces.push_body(&html);
+    if pieces.body.trim().is_empty() || !html_parts.is_empty() && pieces.body.len() < 64 {
+        let html: String = html_parts.iter().map(|h| html_to_text(h) + "\n").collect();
+        pieces.push_body(&normalize_text(&html));
     }
     let nothing_found = pieces.body.trim().is_empty()
         && pieces.dsn_texts.is_empty()
@@ -203,11 +186,7 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
     if nothing_found {
         // Broken MIME (a boundary parameter that lost its folding, a missing
         // boundary) can hide every part: read the raw body as text instead.
-        let raw_body = bytes
-            .windows(2)
-            .position(|w| w == b"\n\n")
-            .map_or(&bytes[..0], |i| &bytes[i + 2..]);
-        pieces.push_body(&String::from_utf8_lossy(raw_body));
+        pieces.push_body(&String::from_utf8_lossy(root.body));
     }
     Some(pieces)
 }
@@ -220,18 +199,10 @@ const MAX_ENCLOSED_MESSAGES: usize = 32;
 /// (counted on `content-type: message/` occurrences, case-insensitively).
 fn too_deeply_nested(bytes: &[u8]) -> bool {
     const NEEDLE: &[u8] = b"message/";
-    let mut count = 0;
-    let mut rest = bytes;
-    while let Some(i) = rest.iter().position(|&b| b == b'/') {
-        if i >= 7 && rest[i - 7..=i].eq_ignore_ascii_case(NEEDLE) {
-            count += 1;
-            if count > MAX_ENCLOSED_MESSAGES {
-                return true;
-            }
-        }
-        rest = &rest[i + 1..];
-    }
-    false
+    memchr::memchr_iter(b'/', bytes)
+        .filter(|&i| i >= 7 && bytes[i - 7..=i].eq_ignore_ascii_case(NEEDLE))
+        .nth(MAX_ENCLOSED_MESSAGES)
+        .is_some()
 }
 
 /// The fallback when MIME parsing fails: our own header split, the rest as
@@ -262,32 +233,6 @@ fn parse_as_text(bytes: &[u8]) -> Pieces {
     };
     pieces.push_body(body);
     pieces
-}
-
-/// True if a MIME part's own header carries the fields of a message header
-/// (a Message-ID and a From or Date), not only Content-* fields.
-fn part_header_is_a_message_header(part: &mail_parser::MessagePart<'_>) -> bool {
-    let has = |name: &str| {
-        part.headers
-            .iter()
-            .any(|h| h.name().eq_ignore_ascii_case(name))
-    };
-    has("message-id") && (has("from") || has("date"))
-}
-
-/// Joins folded header lines.
-fn unfold(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for (i, line) in value.split('\n').enumerate() {
-        let line = line.trim_end_matches('\r');
-        if i == 0 {
-            out.push_str(line.trim());
-        } else if !line.trim().is_empty() {
-            out.push(' ');
-            out.push_str(line.trim());
-        }
-    }
-    out
 }
 
 /// Decoded text parts may still carry CR line ends (e.g. a base64 part

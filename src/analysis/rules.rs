@@ -14,6 +14,7 @@
 
 use aho_corasick::AhoCorasick;
 use regex_automata::meta::Regex as MetaRegex;
+use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind};
 use regex_syntax::hir::{Class, Hir, HirKind};
@@ -181,6 +182,11 @@ struct TargetSet {
     literal_patterns: Vec<Vec<usize>>,
     /// The patterns without a usable literal: always run.
     always: Vec<usize>,
+    /// For each pattern, the longest text (bytes) it can match, if bounded.
+    /// A match must contain one of the pattern's literals, so a bounded
+    /// pattern is searched for only in windows this wide around the
+    /// literals' occurrences, not through the whole text.
+    max_len: Vec<Option<usize>>,
 }
 
 impl TargetSet {
@@ -189,13 +195,19 @@ impl TargetSet {
     fn new(patterns: Vec<String>, owners: Vec<usize>) -> Result<TargetSet, (usize, String)> {
         let mut by_literal: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
         let mut always = Vec::new();
+        let mut max_len = Vec::with_capacity(patterns.len());
         for (index, pattern) in patterns.iter().enumerate() {
-            let hir = syntax::parse_with(pattern, &syntax_config())
+            let hir = syntax::parse_with(pattern, &literal_syntax_config())
                 .map_err(|e| (index, e.to_string()))?;
+            max_len.push(hir.properties().maximum_len());
             match required_literals(&hir) {
                 Some(literals) => {
-                    for literal in literals {
-                        by_literal.entry(literal).or_default().push(index);
+                    for mut literal in literals {
+                        literal.truncate(MAX_PREFILTER_LITERAL);
+                        let owners = by_literal.entry(literal).or_default();
+                        if owners.last() != Some(&index) {
+                            owners.push(index);
+                        }
                     }
                 }
                 None => always.push(index),
@@ -209,6 +221,7 @@ impl TargetSet {
             let ac = AhoCorasick::builder()
                 .ascii_case_insensitive(true)
                 .match_kind(aho_corasick::MatchKind::Standard)
+                .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
                 .build(literals.iter().map(|(l, _)| l))
                 .map_err(|e| (0, format!("the literal prefilter cannot be built: {e}")))?;
             Some(ac)
@@ -220,6 +233,7 @@ impl TargetSet {
             prefilter,
             literal_patterns: literals.into_iter().map(|(_, p)| p).collect(),
             always,
+            max_len,
         })
     }
 
@@ -235,34 +249,73 @@ impl TargetSet {
     /// `text`, but only the first such pattern of each rule: callers want
     /// the rules, or (for not_examples) a rule's first matching pattern.
     fn which(&self, text: &str) -> Vec<usize> {
-        let mut candidate = vec![false; self.patterns.len()];
-        for &i in &self.always {
-            candidate[i] = true;
-        }
+        let haystack = text.as_bytes();
+        // Every occurrence of a literal, as (pattern, start, end).
+        let mut hits: Vec<(usize, usize, usize)> = Vec::new();
         if let Some(ac) = &self.prefilter {
-            for m in ac.find_overlapping_iter(text.as_bytes()) {
+            for m in ac.find_overlapping_iter(haystack) {
                 for &i in &self.literal_patterns[m.pattern().as_usize()] {
-                    candidate[i] = true;
+                    hits.push((i, m.start(), m.end()));
                 }
             }
         }
+        hits.extend(self.always.iter().map(|&i| (i, 0, haystack.len())));
+        hits.sort_unstable();
         let mut found: Vec<usize> = Vec::new();
-        for (i, _) in candidate.iter().enumerate().filter(|(_, c)| **c) {
+        for group in hits.chunk_by(|a, b| a.0 == b.0) {
+            let i = group[0].0;
             let owner = self.owners[i];
             if found.last().is_some_and(|f| self.owners[*f] == owner) {
                 continue;
             }
             // A pattern that does not compile never matches; check_examples
             // reports it for rule files from a config.
-            if self
-                .regex(i)
-                .is_ok_and(|re| re.is_match(Input::new(text.as_bytes())))
-            {
+            let Ok(re) = self.regex(i) else { continue };
+            let matched = match self.max_len[i] {
+                // Any match lies within `len` bytes of a literal it contains.
+                Some(len) if !self.always.contains(&i) => windows(group, len, haystack.len())
+                    .any(|(start, end)| re.is_match(Input::new(haystack).range(start..end))),
+                _ => re.is_match(Input::new(haystack)),
+            };
+            if matched {
                 found.push(i);
             }
         }
         found
     }
+}
+
+/// The merged ranges of `text_len` bytes that can hold a match of at most
+/// `len` bytes containing one of `hits` (sorted `(pattern, start, end)`
+/// occurrences of the pattern's literals). Each range keeps its true
+/// position in the text, so `\b` at its edges still sees the neighbours.
+fn windows(
+    hits: &[(usize, usize, usize)],
+    len: usize,
+    text_len: usize,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut ranges = hits.iter().map(move |&(_, start, end)| {
+        (
+            end.saturating_sub(len),
+            start.saturating_add(len).min(text_len),
+        )
+    });
+    let mut current = ranges.next();
+    std::iter::from_fn(move || {
+        let (mut start, mut end) = current?;
+        loop {
+            match ranges.next() {
+                Some((s, e)) if s <= end => {
+                    start = start.min(s);
+                    end = end.max(e);
+                }
+                next => {
+                    current = next;
+                    return Some((start, end));
+                }
+            }
+        }
+    })
 }
 
 impl RuleSet {
@@ -500,6 +553,15 @@ fn syntax_config() -> syntax::Config {
         .utf8(false)
 }
 
+/// The syntax for extracting a pattern's required literals: as
+/// [`syntax_config`] but case-sensitive. The prefilter compares literals
+/// ASCII case-insensitively anyway, and case-insensitive parsing would turn
+/// every letter into a two-letter class, which makes parsing and literal
+/// extraction several times slower (they dominated start-up).
+fn literal_syntax_config() -> syntax::Config {
+    syntax_config().case_insensitive(false)
+}
+
 /// Compiles patterns into one regex that reports every pattern that
 /// matches. Analysis compiles each pattern alone and asks only whether it
 /// matches (after the literal prefilter of [`TargetSet`]); the tests compile
@@ -517,6 +579,9 @@ fn compile_set(patterns: &[String]) -> Result<MetaRegex, String> {
         .configure(
             MetaRegex::config()
                 .match_kind(MatchKind::All)
+                // Analysis only asks whether a pattern matches: no capture
+                // states makes a smaller NFA that compiles faster.
+                .which_captures(WhichCaptures::None)
                 .auto_prefilter(false)
                 .onepass(false)
                 .backtrack(false)
@@ -538,6 +603,12 @@ fn compile_set(patterns: &[String]) -> Result<MetaRegex, String> {
 /// Literals shorter than this make no useful prefilter (they occur in most
 /// texts): such a pattern is always run.
 const MIN_LITERAL_LEN: usize = 3;
+
+/// Prefilter literals are cut to this many bytes. A prefix of a required
+/// literal is required too, and eight bytes ("undelive", "mail sys") are
+/// rare enough in ordinary text; longer ones only make the automaton bigger
+/// (building it for ~1,000 full-length literals was a quarter of start-up).
+const MAX_PREFILTER_LITERAL: usize = 12;
 
 /// Upper bound on the literals of one set while extracting (cross products
 /// of alternations and classes grow fast).
@@ -929,7 +1000,8 @@ mod tests {
     #[test]
     fn required_literals_survive_case_folding() {
         let lits = |p: &str| {
-            let hir = syntax::parse_with(&fold_non_ascii_case(p), &syntax_config()).unwrap();
+            let hir =
+                syntax::parse_with(&fold_non_ascii_case(p), &literal_syntax_config()).unwrap();
             required_literals(&hir).map(|set| {
                 set.into_iter()
                     .map(|l| String::from_utf8(l).unwrap())

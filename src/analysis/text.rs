@@ -22,9 +22,9 @@ const MAX_MESSAGE_ID: usize = 250;
 /// only); normalising once lets every later step assume LF.
 pub fn normalize_newlines(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
-    // Copy whole runs between CRs (memchr-fast); most mail has none.
+    // Copy whole runs between CRs; most mail has none.
     let mut rest = raw;
-    while let Some(cr) = rest.iter().position(|&b| b == b'\r') {
+    while let Some(cr) = memchr::memchr(b'\r', rest) {
         out.extend_from_slice(&rest[..cr]);
         out.push(b'\n');
         let skip = if rest.get(cr + 1) == Some(&b'\n') {
@@ -35,9 +35,14 @@ pub fn normalize_newlines(raw: &[u8]) -> Vec<u8> {
         rest = &rest[cr + skip..];
     }
     out.extend_from_slice(rest);
-    // Leading blank lines (seen in files cut out of mailboxes) and an mbox
-    // "From " line are not part of the RFC 5322 message.
-    let mut start = 0;
+    // Leading blank lines (seen in files cut out of mailboxes), an mbox
+    // "From " line and a UTF-8 byte order mark (written by some Windows
+    // tools) are not part of the RFC 5322 message.
+    let mut start = if out.starts_with(b"\xef\xbb\xbf") {
+        3
+    } else {
+        0
+    };
     loop {
         let rest = &out[start..];
         if rest.first() == Some(&b'\n') {
@@ -430,12 +435,11 @@ pub fn html_to_text(html: &str) -> String {
             let Some(end) = end else {
                 break;
             };
-            let tag = html[i + 1..end]
+            let name: String = html[i + 1..end]
                 .trim_start_matches('/')
-                .to_ascii_lowercase();
-            let name: String = tag
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric())
+                .map(|c| c.to_ascii_lowercase())
                 .collect();
             if matches!(
                 name.as_str(),
@@ -453,7 +457,8 @@ pub fn html_to_text(html: &str) -> String {
                 out.push('\n');
             }
             if name == "style" || name == "script" {
-                if let Some(close) = html[end..].to_ascii_lowercase().find(&format!("</{name}")) {
+                if let Some(close) = find_ascii_case_insensitive(&html[end..], &format!("</{name}"))
+                {
                     let skip_to = end + close;
                     while chars.peek().is_some_and(|(j, _)| *j < skip_to) {
                         chars.next();
@@ -497,6 +502,17 @@ pub fn html_to_text(html: &str) -> String {
         }
     }
     out
+}
+
+/// The byte offset of the first ASCII case-insensitive occurrence of
+/// `needle` (which starts with a byte that has no case, such as `<`).
+fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
+    let (first, bytes) = (needle.as_bytes()[0], haystack.as_bytes());
+    memchr::memchr_iter(first, bytes).find(|&i| {
+        bytes
+            .get(i..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    })
 }
 
 /// True if the local part of `addr` names an automated mail system

@@ -1,0 +1,624 @@
+//! A zero-copy MIME walker: the parts of a message as slices of its bytes,
+//! decoded only when analysis asks for a part's content.
+//!
+//! Why not a full MIME parser: analysis reads a handful of parts — the
+//! explanation, the delivery-status fields, the returned original — and a
+//! bounce often carries a returned attachment or a big HTML newsletter that
+//! nobody needs decoded. A general parser decodes every part (base64 images
+//! included) and builds owned trees; this walker only finds boundaries and
+//! parses the two fields that shape the tree (`Content-Type`,
+//! `Content-Transfer-Encoding`). It is deliberately lenient: a missing
+//! closing boundary ends the part at the end of the message, bad base64 or
+//! quoted-printable bytes are skipped or kept, and every count and depth is
+//! bounded, so hostile input costs time linear in its size and nothing else.
+//!
+//! Input must already have LF line ends ([`super::text::normalize_newlines`]).
+
+use std::borrow::Cow;
+
+use memchr::memmem;
+
+use super::text::Field;
+
+/// At most this many parts are walked; the rest of a message with more
+/// (no real notice has a hundred) is ignored.
+pub const MAX_PARTS: usize = 256;
+
+/// At most this many levels of multipart inside multipart are walked.
+pub const MAX_DEPTH: usize = 16;
+
+/// A parsed `Content-Type`: lower-case type and subtype, and parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentType {
+    /// The top-level type, lower case (`text`, `multipart`, `message`, ...).
+    pub kind: String,
+    /// The subtype, lower case (`plain`, `report`, `delivery-status`, ...).
+    pub subtype: String,
+    /// Parameters in order, names lower case, values unquoted (RFC 2231
+    /// continuations joined and percent-decoded).
+    pub params: Vec<(String, String)>,
+}
+
+impl ContentType {
+    /// The default of a part without a `Content-Type` (RFC 2045 §5.2).
+    fn text_plain() -> ContentType {
+        ContentType {
+            kind: "text".into(),
+            subtype: "plain".into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// The default of a part inside a `multipart/digest` (RFC 2046 §5.1.5).
+    fn message_rfc822() -> ContentType {
+        ContentType {
+            kind: "message".into(),
+            subtype: "rfc822".into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Parses a field value such as `text/plain; charset="utf-8"`.
+    pub fn parse(value: &str) -> ContentType {
+        let (mime, rest) = value.split_once(';').unwrap_or((value, ""));
+        let mime = strip_comment(mime).trim().to_ascii_lowercase();
+        let (kind, subtype) = match mime.split_once('/') {
+            Some((k, s)) => (k.trim().to_string(), s.trim().to_string()),
+            None if mime.is_empty() => ("text".to_string(), "plain".to_string()),
+            None => (mime, String::new()),
+        };
+        ContentType {
+            kind,
+            subtype,
+            params: parse_params(rest),
+        }
+    }
+
+    /// The value of parameter `name` (lower case).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a part's body is encoded for transport (RFC 2045 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferEncoding {
+    /// 7bit, 8bit, binary or anything unknown: the bytes as they are.
+    Identity,
+    /// `base64`.
+    Base64,
+    /// `quoted-printable`.
+    QuotedPrintable,
+}
+
+impl TransferEncoding {
+    fn parse(value: &str) -> TransferEncoding {
+        let value = strip_comment(value).trim();
+        if value.eq_ignore_ascii_case("base64") {
+            TransferEncoding::Base64
+        } else if value.eq_ignore_ascii_case("quoted-printable") {
+            TransferEncoding::QuotedPrintable
+        } else {
+            TransferEncoding::Identity
+        }
+    }
+}
+
+/// One leaf or container of the MIME tree, borrowed from the message.
+#[derive(Debug, Clone)]
+pub struct Part<'a> {
+    /// The part's header fields, folded lines joined.
+    pub fields: Vec<Field>,
+    /// The raw header block (for a part whose header is really an
+    /// original's message header).
+    pub header: &'a [u8],
+    /// The body as it stands in the message (still transfer-encoded).
+    pub body: &'a [u8],
+    /// The declared or default content type.
+    pub content_type: ContentType,
+    /// The declared transfer encoding.
+    pub encoding: TransferEncoding,
+    /// True for the message itself (the top of the tree).
+    pub is_root: bool,
+}
+
+impl<'a> Part<'a> {
+    /// True if the part's type is `kind/subtype` (lower case).
+    pub fn is(&self, kind: &str, subtype: &str) -> bool {
+        self.content_type.kind == kind && self.content_type.subtype == subtype
+    }
+
+    /// True if the part's header has a field named `name`.
+    pub fn has_field(&self, name: &str) -> bool {
+        self.fields.iter().any(|f| f.is(name))
+    }
+
+    /// The body with its transfer encoding undone.
+    pub fn decoded(&self) -> Cow<'a, [u8]> {
+        match self.encoding {
+            TransferEncoding::Identity => Cow::Borrowed(self.body),
+            TransferEncoding::Base64 => Cow::Owned(decode_base64(self.body)),
+            TransferEncoding::QuotedPrintable => Cow::Owned(decode_quoted_printable(self.body)),
+        }
+    }
+
+    /// The body decoded to text: transfer encoding undone, then the declared
+    /// charset (UTF-8, with invalid bytes replaced, when none is declared or
+    /// it is unknown).
+    pub fn text(&self) -> String {
+        decode_charset(&self.decoded(), self.content_type.param("charset"))
+    }
+}
+
+/// Splits a message (or part) into its header block and body at the first
+/// empty line. Content that does not start with a header field (a part
+/// whose header was lost) is all body.
+pub fn split_header(bytes: &[u8]) -> (&[u8], &[u8]) {
+    if bytes.first() == Some(&b'\n') {
+        return (&bytes[..0], &bytes[1..]);
+    }
+    let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    if field_name(first_line).is_none() {
+        return (&bytes[..0], bytes);
+    }
+    match memmem::find(bytes, b"\n\n") {
+        Some(end) => (&bytes[..end + 1], &bytes[end + 2..]),
+        None => (bytes, &bytes[bytes.len()..]),
+    }
+}
+
+/// The header fields of a header block, in order, folded lines joined;
+/// lines that are neither a field nor a continuation are skipped.
+pub fn header_fields(header: &[u8]) -> Vec<Field> {
+    let mut fields: Vec<Field> = Vec::new();
+    for line in header.split(|&b| b == b'\n') {
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            if let Some(last) = fields.last_mut() {
+                last.append(&String::from_utf8_lossy(line));
+            }
+        } else if let Some(colon) = field_name(line) {
+            fields.push(Field {
+                name: String::from_utf8_lossy(&line[..colon])
+                    .trim_end()
+                    .to_string(),
+                value: String::from_utf8_lossy(&line[colon + 1..])
+                    .trim()
+                    .to_string(),
+            });
+        }
+    }
+    fields
+}
+
+/// If `line` starts a header field, the position of its colon. The name is
+/// printable ASCII without spaces; white space before the colon is allowed
+/// (RFC 5322's obsolete syntax, still seen).
+fn field_name(line: &[u8]) -> Option<usize> {
+    let colon = memchr::memchr(b':', line)?;
+    let name = line[..colon].trim_ascii_end();
+    let valid =
+        !name.is_empty() && name.len() <= 128 && name.iter().all(|b| (33..=126).contains(b));
+    valid.then_some(colon)
+}
+
+/// Every part of `message` in depth-first order, the message itself first;
+/// multipart containers are included (their `report-type` matters), the
+/// parts of an enclosed `message/rfc822` are not (analysis reads that
+/// message on its own). At most [`MAX_PARTS`].
+pub fn parts(message: &[u8]) -> Vec<Part<'_>> {
+    let mut out = Vec::new();
+    walk(message, ContentType::text_plain(), 0, true, &mut out);
+    out
+}
+
+fn walk<'a>(
+    bytes: &'a [u8],
+    default_type: ContentType,
+    depth: usize,
+    is_root: bool,
+    out: &mut Vec<Part<'a>>,
+) {
+    if out.len() >= MAX_PARTS {
+        return;
+    }
+    let (header, body) = split_header(bytes);
+    let fields = header_fields(header);
+    let field = |name: &str| fields.iter().find(|f| f.is(name)).map(|f| f.value.as_str());
+    let content_type = field("content-type").map_or(default_type, ContentType::parse);
+    let encoding = field("content-transfer-encoding")
+        .map_or(TransferEncoding::Identity, TransferEncoding::parse);
+    let boundary = (content_type.kind == "multipart" && depth < MAX_DEPTH)
+        .then(|| content_type.param("boundary"))
+        .flatten()
+        .filter(|b| !b.is_empty())
+        .map(str::to_string);
+    let child_type = if content_type.subtype == "digest" {
+        ContentType::message_rfc822
+    } else {
+        ContentType::text_plain
+    };
+    out.push(Part {
+        fields,
+        header,
+        body,
+        content_type,
+        encoding,
+        is_root,
+    });
+    if let Some(boundary) = boundary {
+        for child in split_multipart(body, boundary.as_bytes()) {
+            walk(child, child_type(), depth + 1, false, out);
+        }
+    }
+}
+
+/// The bodies between the `--boundary` lines of a multipart body; the
+/// preamble and epilogue are dropped, a missing closing line ends the last
+/// part at the end.
+fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<&'a [u8]> {
+    let mut delimiter = Vec::with_capacity(boundary.len() + 2);
+    delimiter.extend_from_slice(b"--");
+    delimiter.extend_from_slice(boundary);
+    let finder = memmem::Finder::new(&delimiter);
+    let mut parts = Vec::new();
+    // Start of the current part's content, once a delimiter was seen.
+    let mut open: Option<usize> = None;
+    let mut from = 0;
+    while let Some(found) = finder.find(&body[from..]) {
+        let at = from + found;
+        from = at + delimiter.len();
+        // The delimiter starts a line; some MTAs indent it.
+        let indent = body[..at]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b' ' || **b == b'\t')
+            .count();
+        let line_start = at - indent;
+        if line_start > 0 && body[line_start - 1] != b'\n' {
+            continue;
+        }
+        // Only white space may follow the boundary (RFC 2046 §5.1.1), so
+        // boundary "b1" does not end at a line "--b10".
+        let after = &body[from..];
+        let line = &after[..memchr::memchr(b'\n', after).unwrap_or(after.len())];
+        let closing = line.starts_with(b"--");
+        if !closing && !line.iter().all(|b| *b == b' ' || *b == b'\t') {
+            continue;
+        }
+        if let Some(start) = open.take() {
+            // The line break before the delimiter belongs to it.
+            let end = line_start.saturating_sub(1).max(start);
+            parts.push(&body[start..end]);
+            if parts.len() >= MAX_PARTS {
+                return parts;
+            }
+        }
+        if closing {
+            return parts;
+        }
+        // Skip the rest of the delimiter line (transport padding).
+        let line_end = (from + line.len() + 1).min(body.len());
+        open = Some(line_end);
+        from = line_end;
+    }
+    if let Some(start) = open {
+        parts.push(&body[start..]);
+    }
+    parts
+}
+
+/// Removes a trailing RFC 822 comment, e.g. `7bit (ignored)`.
+fn strip_comment(value: &str) -> &str {
+    value.split_once('(').map_or(value, |(v, _)| v)
+}
+
+/// Parses `; name=value; name="quoted value"` parameters, joining RFC 2231
+/// continuations (`name*0=`, `name*1=`) and decoding `name*=charset''%xx`.
+fn parse_params(text: &str) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        // The name runs to '='; a stray ';' or junk without '=' is skipped.
+        let Some(eq) = text[i..].find(['=', ';']).map(|e| i + e) else {
+            break;
+        };
+        if bytes[eq] == b';' {
+            i = eq + 1;
+            continue;
+        }
+        let name = text[i..eq].trim().to_ascii_lowercase();
+        let mut j = eq + 1;
+        while j < bytes.len() && (bytes[j] == b' ' || bytes[j] == b'\t') {
+            j += 1;
+        }
+        let value = if bytes.get(j) == Some(&b'"') {
+            let mut value = String::new();
+            let mut k = j + 1;
+            let mut chars = text[k..].char_indices();
+            let mut closed = false;
+            while let Some((off, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            value.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        k += off + 1;
+                        closed = true;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                k = bytes.len();
+            }
+            i = text[k..].find(';').map_or(bytes.len(), |s| k + s + 1);
+            value
+        } else {
+            let end = text[j..].find(';').map_or(bytes.len(), |s| j + s);
+            i = end + 1;
+            text[j..end].trim().to_string()
+        };
+        if name.is_empty() {
+            continue;
+        }
+        add_param(&mut params, name, value);
+    }
+    params
+}
+
+/// Adds one parameter, folding RFC 2231 sections into their base name.
+fn add_param(params: &mut Vec<(String, String)>, name: String, value: String) {
+    let (base, section, extended) = match name.split_once('*') {
+        None => (name.as_str(), None, false),
+        Some((base, rest)) => {
+            let extended = rest.ends_with('*') || rest.is_empty();
+            let section = rest.trim_end_matches('*');
+            (base, (!section.is_empty()).then_some(section), extended)
+        }
+    };
+    let value = if extended {
+        // The first section may carry `charset'language'`; later ones not.
+        let encoded = match section {
+            None | Some("0") => value.splitn(3, '\'').nth(2).unwrap_or(&value).to_string(),
+            Some(_) => value,
+        };
+        percent_decode(&encoded)
+    } else {
+        value
+    };
+    match params.iter_mut().find(|(n, _)| n == base) {
+        Some((_, existing)) if section.is_some_and(|s| s != "0") => existing.push_str(&value),
+        Some(_) => {}
+        None => params.push((base.to_string(), value)),
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes base64, skipping line breaks and any byte outside the alphabet;
+/// `=` ends a group (some encoders concatenate padded chunks).
+pub fn decode_base64(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 3);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for &b in input {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => {
+                acc = 0;
+                bits = 0;
+                continue;
+            }
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Decodes quoted-printable: `=XX` escapes and `=` soft line breaks; a
+/// malformed escape is kept as it stands.
+pub fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        if b != b'=' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        if let (Some(&h), Some(&l)) = (input.get(i + 1), input.get(i + 2)) {
+            if let (Some(h), Some(l)) = (hex_value(h), hex_value(l)) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        // A soft line break: '=' then optional white space, then LF.
+        let rest = &input[i + 1..];
+        let blanks = rest
+            .iter()
+            .take_while(|c| **c == b' ' || **c == b'\t')
+            .count();
+        if rest.get(blanks) == Some(&b'\n') {
+            i += 1 + blanks + 1;
+            continue;
+        }
+        if i + 1 + blanks == input.len() {
+            break;
+        }
+        out.push(b'=');
+        i += 1;
+    }
+    out
+}
+
+/// Decodes `bytes` from `charset` to text; UTF-8 (lossy) when the charset is
+/// absent, UTF-8 itself, or unknown.
+pub fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
+    let charset = charset.map(str::trim).filter(|c| {
+        !c.is_empty()
+            && !c.eq_ignore_ascii_case("utf-8")
+            && !c.eq_ignore_ascii_case("utf8")
+            && !c.eq_ignore_ascii_case("us-ascii")
+    });
+    // Pure ASCII reads the same in every charset analysis meets.
+    if let Some(decoder) = charset
+        .filter(|_| !bytes.is_ascii() || bytes.contains(&0x1b))
+        .and_then(|c| mail_parser::decoders::charsets::map::charset_decoder(c.as_bytes()))
+    {
+        return decoder(bytes);
+    }
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Decodes RFC 2047 encoded words (`=?charset?B?...?=`) in a header value
+/// such as a Subject; the value itself when it has none or they are broken.
+pub fn decode_encoded_words(raw: &str) -> String {
+    if !raw.contains("=?") {
+        return raw.to_string();
+    }
+    let header = format!("Subject: {raw}\n\n");
+    mail_parser::MessageParser::default()
+        .parse_headers(header.as_bytes())
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_else(|| raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_parameters() {
+        let ct = ContentType::parse(
+            "Multipart/Report; report-type=\"delivery-status\";\tboundary=\"a;b\\\"c\"; x=1",
+        );
+        assert_eq!(
+            (ct.kind.as_str(), ct.subtype.as_str()),
+            ("multipart", "report")
+        );
+        assert_eq!(ct.param("report-type"), Some("delivery-status"));
+        assert_eq!(ct.param("boundary"), Some("a;b\"c"));
+        assert_eq!(ct.param("x"), Some("1"));
+        let ct = ContentType::parse("text/plain; charset*=utf-8''%E2%82%AC; name*0=a; name*1=b");
+        assert_eq!(ct.param("charset"), Some("€"));
+        assert_eq!(ct.param("name"), Some("ab"));
+        assert_eq!(ContentType::parse("").kind, "text");
+        assert_eq!(ContentType::parse("text").subtype, "");
+        let _ = ContentType::parse("a/b; =; ;; \"; x=\"unclosed");
+    }
+
+    #[test]
+    fn multipart_is_walked_with_defaults_and_missing_close() {
+        let raw = b"Content-Type: multipart/mixed; boundary=\"b\"\n\npreamble\n--b\n\nfirst\n--b\nContent-Type: multipart/digest; boundary=d\n\n--d\n\nFrom: x\n\nhi\n--d--\n--b\nContent-Type: text/html\nContent-Transfer-Encoding: base64\n\nPGI+aGk8L2I+\n";
+        let parts = parts(raw);
+        let types: Vec<String> = parts
+            .iter()
+            .map(|p| format!("{}/{}", p.content_type.kind, p.content_type.subtype))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "multipart/mixed",
+                "text/plain",
+                "multipart/digest",
+                "message/rfc822",
+                "text/html"
+            ]
+        );
+        assert_eq!(parts[1].text(), "first");
+        assert_eq!(parts[4].text(), "<b>hi</b>");
+        assert!(parts[0].is_root && !parts[1].is_root);
+    }
+
+    #[test]
+    fn boundary_must_start_a_line() {
+        let raw = b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\nsee x--b here\n--b--\n";
+        let parts = parts(raw);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].body, b"see x--b here");
+    }
+
+    #[test]
+    fn part_without_header_is_all_body() {
+        let raw = b"Content-Type: multipart/mixed; boundary=b\n\n--b\nno header here\n--b--\n";
+        assert_eq!(parts(raw)[1].body, b"no header here");
+    }
+
+    #[test]
+    fn transfer_decoding_is_lenient() {
+        assert_eq!(decode_base64(b"aGVs\nbG8=\n!!"), b"hello");
+        assert_eq!(decode_base64(b"aGk=aGk="), b"hihi");
+        assert_eq!(
+            decode_quoted_printable(b"a=3Db=\nc =\t\nd=ZZ="),
+            b"a=bc d=ZZ"
+        );
+    }
+
+    #[test]
+    fn charsets_are_decoded() {
+        assert_eq!(decode_charset(b"\xe9t\xe9", Some("iso-8859-1")), "été");
+        assert_eq!(decode_charset(b"\xe9", Some("no-such-charset")), "\u{fffd}");
+        assert_eq!(decode_encoded_words("=?utf-8?q?caf=C3=A9?="), "café");
+    }
+
+    #[test]
+    fn hostile_shapes_are_bounded() {
+        let mut m = String::from("Content-Type: multipart/mixed; boundary=b\n\n");
+        for _ in 0..10_000 {
+            m.push_str("--b\n\nx\n");
+        }
+        assert!(parts(m.as_bytes()).len() <= MAX_PARTS);
+        let mut nested = String::new();
+        for i in 0..1000 {
+            nested.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n"
+            ));
+        }
+        assert!(parts(nested.as_bytes()).len() <= MAX_DEPTH + 2);
+    }
+}
