@@ -13,6 +13,11 @@
 
 use crate::analysis::text::addresses_in;
 use crate::analysis::{Analysis, Kind};
+use crate::evidence::batv::{self, BatvCheck};
+use crate::evidence::fingerprint::Mismatch;
+use crate::evidence::tags::{self, TagCheck};
+use crate::evidence::window::{self, SentTo, WindowCheck};
+use crate::evidence::Evidence;
 use serde::Serialize;
 
 /// How long after the original a bounce or auto-reply may arrive. MTAs give
@@ -80,6 +85,16 @@ pub trait SentEvidence {
     /// Whether `address` is one of the user's own (configured, or seen as a
     /// From of their sent mail).
     fn is_own_address(&self, address: &str) -> bool;
+    /// Evidence beyond the sent index (tag and BATV keys, the learned
+    /// fingerprint, the window), if the caller has it.
+    fn evidence(&self) -> Option<&Evidence> {
+        None
+    }
+    /// The user's sent mail to `recipient` dated within `from..=to` (Unix
+    /// seconds); `None` when the caller cannot look it up.
+    fn sent_to(&self, _recipient: &str, _from: i64, _to: i64) -> Option<Vec<SentTo>> {
+        None
+    }
 }
 
 /// Judges one analysed message. `received_at` is when the notice arrived
@@ -111,7 +126,17 @@ pub fn judge(analysis: &Analysis, sent: &dyn SentEvidence, received_at: Option<i
         };
     }
 
-    // 2. The original is known, not in the index, and the index covers the
+    // 2. A signature only the user's systems can make: a backsweep tag in the
+    //    original's Message-ID, a BATV signature on the address the notice
+    //    was delivered to. Valid → genuine; present but wrong → forged.
+    if let Some(judgement) = sent
+        .evidence()
+        .and_then(|ev| judge_signatures(analysis, ev, received_at))
+    {
+        return judgement;
+    }
+
+    // 3. The original is known, not in the index, and the index covers the
     //    time it was sent: the user did not send it.
     if let Some(id) = analysis.original_message_ids.first() {
         let original_date = analysis.original.date.as_deref().and_then(parse_date);
@@ -140,7 +165,7 @@ pub fn judge(analysis: &Analysis, sent: &dyn SentEvidence, received_at: Option<i
         }
     }
 
-    // 3. The original's sender is not the user.
+    // 4. The original's sender is not the user.
     if let Some(from) = analysis.original.from.as_deref() {
         let addresses = addresses_in(from);
         if let Some(first) = addresses.first() {
@@ -160,15 +185,206 @@ pub fn judge(analysis: &Analysis, sent: &dyn SentEvidence, received_at: Option<i
         }
     }
 
+    // 5. The original does not look like the user's mail (learned fingerprints).
+    if let Some(reason) = sent
+        .evidence()
+        .and_then(|ev| fingerprint_mismatch(analysis, ev))
+    {
+        reasons.insert(0, reason);
+        return Judgement {
+            verdict: Verdict::Backscatter,
+            reasons,
+        };
+    }
+
     if analysis.original_message_ids.is_empty() {
         reasons.push(Reason {
             rule: "verdict.no-original-id",
             detail: "the message does not say which original it is about".into(),
         });
+        // 6. No original named: did the user write to the failed recipient
+        //    shortly before?
+        if let Some((verdict, reason)) = judge_window(analysis, sent, received_at) {
+            reasons.insert(0, reason);
+            return Judgement { verdict, reasons };
+        }
     }
     Judgement {
         verdict: Verdict::Unknown,
         reasons,
+    }
+}
+
+/// Tags and BATV signatures: a valid one anywhere makes the notice genuine;
+/// otherwise a present but invalid or expired one makes it backscatter.
+fn judge_signatures(
+    analysis: &Analysis,
+    ev: &Evidence,
+    received_at: Option<i64>,
+) -> Option<Judgement> {
+    let at = received_at.unwrap_or_else(crate::store::now_unix);
+    let mut bad: Option<Reason> = None;
+    if let Some(keys) = &ev.tags {
+        for id in &analysis.original_message_ids {
+            match tags::verify(id, keys, at) {
+                TagCheck::Valid { key_id, age_days } => {
+                    return Some(decided(
+                        Verdict::Genuine,
+                        "verdict.valid-tag",
+                        format!("the original <{id}> carries your valid tag (key {key_id}, {age_days} days old)"),
+                    ))
+                }
+                TagCheck::Expired { age_days } => {
+                    bad.get_or_insert(Reason {
+                        rule: "verdict.expired-tag",
+                        detail: format!(
+                            "the original <{id}> carries a tag {age_days} days old, older than the {} days allowed",
+                            keys.max_age_days
+                        ),
+                    });
+                }
+                TagCheck::Invalid { why } => {
+                    bad.get_or_insert(Reason {
+                        rule: "verdict.invalid-tag",
+                        detail: format!("the original <{id}> carries a tag you did not make: {why}"),
+                    });
+                }
+                TagCheck::NotATag => {}
+            }
+        }
+    }
+    if let Some(key) = &ev.batv_key {
+        for address in &analysis.delivered_to {
+            match batv::verify(address, &key.0, at) {
+                BatvCheck::Valid { address: signed } => {
+                    return Some(decided(
+                        Verdict::Genuine,
+                        "verdict.valid-batv",
+                        format!("it was sent to {address}, a valid BATV signature of {signed} by your mail server"),
+                    ))
+                }
+                BatvCheck::Expired { .. } => {
+                    bad.get_or_insert(Reason {
+                        rule: "verdict.expired-batv",
+                        detail: format!("it was sent to {address}, whose BATV signature had expired when it arrived"),
+                    });
+                }
+                BatvCheck::Invalid { .. } => {
+                    bad.get_or_insert(Reason {
+                        rule: "verdict.invalid-batv",
+                        detail: format!("it was sent to {address}, whose BATV signature your mail server did not make"),
+                    });
+                }
+                BatvCheck::NotSigned => {}
+            }
+        }
+    }
+    bad.map(|reason| Judgement {
+        verdict: Verdict::Backscatter,
+        reasons: vec![reason],
+    })
+}
+
+fn decided(verdict: Verdict, rule: &'static str, detail: String) -> Judgement {
+    Judgement {
+        verdict,
+        reasons: vec![Reason { rule, detail }],
+    }
+}
+
+/// The learned fingerprints: an original whose Message-ID or relays the
+/// user's mail never has.
+fn fingerprint_mismatch(analysis: &Analysis, ev: &Evidence) -> Option<Reason> {
+    let fp = &ev.fingerprint;
+    let by_id = analysis
+        .original_message_ids
+        .first()
+        .and_then(|id| fp.check_id(id).map(|m| (id, m)));
+    let mismatch = match by_id {
+        Some((_, m)) => m,
+        None => fp.check_relays(&analysis.original.received)?,
+    };
+    let id = analysis
+        .original_message_ids
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
+    Some(match mismatch {
+        Mismatch::IdDomain(domain) => Reason {
+            rule: "verdict.foreign-id-domain",
+            detail: format!(
+                "the original <{id}> has a Message-ID domain ({domain}) that none of your {} sent messages has",
+                fp.sent_messages
+            ),
+        },
+        Mismatch::IdShape(shape) => Reason {
+            rule: "verdict.foreign-id-shape",
+            detail: format!(
+                "the original <{id}> has a Message-ID shaped `{shape}`, unlike every one your mail program makes for that domain"
+            ),
+        },
+        Mismatch::Relays(domains) => Reason {
+            rule: "verdict.foreign-relays",
+            detail: format!(
+                "the original passed through {}, none of the relays your mail leaves through",
+                domains.join(", ")
+            ),
+        },
+    })
+}
+
+/// The recipient window, for a notice that names no original.
+fn judge_window(
+    analysis: &Analysis,
+    sent: &dyn SentEvidence,
+    received_at: Option<i64>,
+) -> Option<(Verdict, Reason)> {
+    if analysis.kind == Kind::Feedback {
+        return None;
+    }
+    let arrived = received_at?;
+    let days = sent
+        .evidence()
+        .map_or(window::DEFAULT_WINDOW_DAYS, |ev| ev.window_days);
+    let (from, to) = window::lookup_span(arrived, days);
+    let mut looked_up = Vec::new();
+    // Bounded: a notice listing hundreds of recipients is judged on the first few.
+    for r in analysis
+        .recipients
+        .iter()
+        .filter(|r| !sent.is_own_address(r))
+        .take(16)
+    {
+        looked_up.push((r.clone(), sent.sent_to(r, from, to)?));
+    }
+    let subject = analysis.original.subject.as_deref();
+    match window::check(&looked_up, Some(arrived), days, subject, sent.covered_since()) {
+        WindowCheck::Sent {
+            recipient,
+            message,
+            subject_match,
+        } => Some((
+            Verdict::Genuine,
+            Reason {
+                rule: "verdict.window-sent",
+                detail: format!(
+                    "you wrote to {recipient} shortly before (<{}>{})",
+                    message.message_id,
+                    if subject_match { ", same subject" } else { "" }
+                ),
+            },
+        )),
+        WindowCheck::NothingSent { recipients } => Some((
+            Verdict::Backscatter,
+            Reason {
+                rule: "verdict.window-nothing-sent",
+                detail: format!(
+                    "you sent nothing to {} in the {days} days before, and your sent mail is indexed for that time",
+                    recipients.join(", ")
+                ),
+            },
+        )),
+        WindowCheck::Unknown => None,
     }
 }
 
@@ -214,6 +430,7 @@ mod tests {
             message_id: None,
             truncated: false,
             unparsed: false,
+            delivered_to: vec![],
         }
     }
 
