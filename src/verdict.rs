@@ -402,6 +402,9 @@ mod tests {
         ids: Vec<&'static str>,
         since: Option<i64>,
         own: Vec<&'static str>,
+        evidence: Option<Evidence>,
+        /// (recipient, date, subject) of sent mail, for the window.
+        sent_to: Vec<(&'static str, i64, &'static str)>,
     }
 
     impl SentEvidence for Index {
@@ -413,6 +416,22 @@ mod tests {
         }
         fn is_own_address(&self, a: &str) -> bool {
             self.own.contains(&a)
+        }
+        fn evidence(&self) -> Option<&Evidence> {
+            self.evidence.as_ref()
+        }
+        fn sent_to(&self, recipient: &str, from: i64, to: i64) -> Option<Vec<SentTo>> {
+            Some(
+                self.sent_to
+                    .iter()
+                    .filter(|(r, d, _)| *r == recipient && (from..=to).contains(d))
+                    .map(|(_, d, s)| SentTo {
+                        message_id: format!("{d}@example.org"),
+                        date: *d,
+                        subject: s.to_string(),
+                    })
+                    .collect(),
+            )
         }
     }
 
@@ -442,7 +461,55 @@ mod tests {
             ids: vec!["mine@example.org"],
             since: Some(NOV_2026 - 30 * DAY),
             own: vec!["alice@example.org"],
+            evidence: None,
+            sent_to: vec![],
         }
+    }
+
+    const TAG_SECRET: &str = "tag secret";
+    const BATV_SECRET: &[u8] = b"batv secret";
+
+    /// An index with tag and BATV keys and a learned fingerprint: 60 sent
+    /// messages with UUID-shaped ids at example.org, relays via provider.example.
+    fn index_with_evidence() -> Index {
+        let mut fingerprint = crate::evidence::fingerprint::Fingerprint::default();
+        let ids: Vec<String> = (0..60)
+            .map(|i| format!("{i:08x}-1111-2222-3333-444455556666@example.org"))
+            .collect();
+        fingerprint.learn_ids(ids.iter().map(String::as_str));
+        for _ in 0..3 {
+            fingerprint.learn_relays(&["from [10.0.0.2] by smtp.provider.example".into()]);
+        }
+        Index {
+            evidence: Some(Evidence {
+                tags: Some(tags::TagKeys {
+                    keys: vec![tags::TagKey {
+                        id: "k1".into(),
+                        secret: TAG_SECRET.as_bytes().to_vec(),
+                    }],
+                    max_age_days: 30,
+                }),
+                batv_key: Some(crate::evidence::BatvKey(zeroize::Zeroizing::new(
+                    BATV_SECRET.to_vec(),
+                ))),
+                fingerprint,
+                window_days: 7,
+            }),
+            ..index()
+        }
+    }
+
+    fn tag(secret: &str, minted: i64) -> String {
+        let key = tags::TagKey {
+            id: "k1".into(),
+            secret: secret.as_bytes().to_vec(),
+        };
+        tags::mint(&key, "shop.example.org", minted, "abcdefgh12")
+    }
+
+    fn judged(a: &Analysis, idx: &Index, at: Option<i64>) -> (Verdict, &'static str) {
+        let j = judge(a, idx, at);
+        (j.verdict, j.reasons.first().map_or("", |r| r.rule))
     }
 
     #[test]
@@ -522,6 +589,215 @@ mod tests {
         let j = judge(&a, &index(), None);
         assert_eq!(j.verdict, Verdict::Unknown);
         assert!(j.reasons.iter().any(|r| r.rule == "verdict.no-original-id"));
+    }
+
+    // -- signed tags and BATV (rows 2 and 3 of the table) ------------------------------
+
+    #[test]
+    fn a_valid_tag_is_genuine_even_when_missing_from_a_covering_index() {
+        let id = tag(TAG_SECRET, NOV_2026 - DAY);
+        let a = bounce(
+            &[&id],
+            Some("shop@elsewhere.example"),
+            Some("Mon, 2 Nov 2026 10:00:00 +0000"),
+        );
+        assert_eq!(
+            judged(&a, &index_with_evidence(), Some(NOV_2026)),
+            (Verdict::Genuine, "verdict.valid-tag")
+        );
+    }
+
+    #[test]
+    fn an_invalid_or_expired_tag_is_backscatter() {
+        let forged = tag("guessed", NOV_2026);
+        let a = bounce(&[&forged], None, None);
+        assert_eq!(
+            judged(&a, &index_with_evidence(), Some(NOV_2026)),
+            (Verdict::Backscatter, "verdict.invalid-tag")
+        );
+        let old = tag(TAG_SECRET, NOV_2026 - 40 * DAY);
+        let a = bounce(&[&old], None, None);
+        assert_eq!(
+            judged(&a, &index_with_evidence(), Some(NOV_2026)),
+            (Verdict::Backscatter, "verdict.expired-tag")
+        );
+        // Judged as of the notice's arrival, not of the sweep.
+        assert_eq!(
+            judged(&a, &index_with_evidence(), Some(NOV_2026 - 35 * DAY)).0,
+            Verdict::Genuine
+        );
+    }
+
+    #[test]
+    fn a_sent_index_hit_beats_an_invalid_tag() {
+        let mut idx = index_with_evidence();
+        let forged: &'static str = Box::leak(tag("guessed", NOV_2026).into_boxed_str());
+        idx.ids.push(forged);
+        let a = bounce(&[forged], None, None);
+        assert_eq!(
+            judged(&a, &idx, Some(NOV_2026)),
+            (Verdict::Genuine, "verdict.sent-index-hit")
+        );
+    }
+
+    #[test]
+    fn batv_signatures_on_the_delivery_address() {
+        let signed = batv::sign(BATV_SECRET, 0, "alice@example.org", NOV_2026 - DAY);
+        let mut a = bounce(&[], None, None);
+        a.delivered_to = vec!["alice@example.org".into(), signed.clone()];
+        assert_eq!(
+            judged(&a, &index_with_evidence(), Some(NOV_2026)),
+            (Verdict::Genuine, "verdict.valid-batv")
+        );
+        a.delivered_to = vec![batv::sign(b"forged", 0, "alice@example.org", NOV_2026)];
+        assert_eq!(
+            judged(&a, &index_with_evidence(), Some(NOV_2026)),
+            (Verdict::Backscatter, "verdict.invalid-batv")
+        );
+        a.delivered_to = vec![signed];
+        assert_eq!(
+            judged(&a, &index_with_evidence(), Some(NOV_2026 + 20 * DAY)),
+            (Verdict::Backscatter, "verdict.expired-batv")
+        );
+        // Without a configured key a signature means nothing.
+        assert_eq!(
+            judged(&a, &index(), Some(NOV_2026 + 20 * DAY)).0,
+            Verdict::Unknown
+        );
+    }
+
+    // -- learned fingerprints (row 6) ---------------------------------------------------
+
+    #[test]
+    fn a_foreign_message_id_domain_or_shape_is_backscatter_when_the_index_cannot_say() {
+        // Original older than the index: the index alone says unknown.
+        let old = Some("Mon, 2 Nov 2020 10:00:00 +0000");
+        let a = bounce(&["spam.123@bulk.example"], Some("alice@example.org"), old);
+        assert_eq!(judged(&a, &index(), None).0, Verdict::Unknown);
+        assert_eq!(
+            judged(&a, &index_with_evidence(), None),
+            (Verdict::Backscatter, "verdict.foreign-id-domain")
+        );
+        let a = bounce(&["spam.123@example.org"], Some("alice@example.org"), old);
+        assert_eq!(
+            judged(&a, &index_with_evidence(), None),
+            (Verdict::Backscatter, "verdict.foreign-id-shape")
+        );
+        let a = bounce(
+            &["0000beef-1111-2222-3333-444455556666@example.org"],
+            Some("alice@example.org"),
+            old,
+        );
+        assert_eq!(judged(&a, &index_with_evidence(), None).0, Verdict::Unknown);
+    }
+
+    #[test]
+    fn foreign_relays_are_backscatter() {
+        let mut a = bounce(&[], Some("alice@example.org"), None);
+        a.original.received = vec!["from bot (192.0.2.7) by mx.victim.example".into()];
+        assert_eq!(
+            judged(&a, &index_with_evidence(), None),
+            (Verdict::Backscatter, "verdict.foreign-relays")
+        );
+        a.original
+            .received
+            .push("from [10.0.0.2] by smtp2.provider.example".into());
+        assert_eq!(judged(&a, &index_with_evidence(), None).0, Verdict::Unknown);
+    }
+
+    #[test]
+    fn fingerprints_never_override_a_hit_or_a_valid_tag() {
+        let idx = index_with_evidence();
+        let a = bounce(&["mine@example.org"], None, None);
+        assert_eq!(judged(&a, &idx, None).0, Verdict::Genuine, "hit");
+        let id = tag(TAG_SECRET, NOV_2026);
+        let mut a = bounce(&[&id], None, None);
+        a.original.received = vec!["from bot by mx.victim.example".into()];
+        assert_eq!(
+            judged(&a, &idx, Some(NOV_2026)),
+            (Verdict::Genuine, "verdict.valid-tag")
+        );
+    }
+
+    // -- the recipient window (row 7) ---------------------------------------------------
+
+    fn no_id_bounce(recipient: &str) -> Analysis {
+        let mut a = bounce(&[], None, None);
+        a.recipients = vec![recipient.to_string()];
+        a
+    }
+
+    #[test]
+    fn mail_to_the_failed_recipient_in_the_window_is_genuine() {
+        let mut idx = index_with_evidence();
+        idx.sent_to = vec![("bob@example.net", NOV_2026 - 2 * DAY, "Lunch")];
+        let a = no_id_bounce("bob@example.net");
+        assert_eq!(
+            judged(&a, &idx, Some(NOV_2026)),
+            (Verdict::Genuine, "verdict.window-sent")
+        );
+        // Outside the window, a matching subject still counts.
+        idx.sent_to = vec![("bob@example.net", NOV_2026 - 12 * DAY, "Quarterly report")];
+        let mut a = no_id_bounce("bob@example.net");
+        assert_eq!(
+            judged(&a, &idx, Some(NOV_2026)),
+            (Verdict::Backscatter, "verdict.window-nothing-sent")
+        );
+        a.original.subject = Some("Re: Quarterly report".into());
+        assert_eq!(
+            judged(&a, &idx, Some(NOV_2026)),
+            (Verdict::Genuine, "verdict.window-sent")
+        );
+    }
+
+    #[test]
+    fn nothing_sent_to_the_recipient_is_backscatter_only_where_the_index_covers() {
+        let idx = index_with_evidence();
+        let a = no_id_bounce("stranger@example.net");
+        assert_eq!(
+            judged(&a, &idx, Some(NOV_2026)),
+            (Verdict::Backscatter, "verdict.window-nothing-sent")
+        );
+        // The index starts within the window: it may have missed the mail.
+        assert_eq!(
+            judged(&a, &idx, Some(NOV_2026 - 25 * DAY)).0,
+            Verdict::Unknown
+        );
+        // No arrival time, or no recipients: unknown.
+        assert_eq!(judged(&a, &idx, None).0, Verdict::Unknown);
+        assert_eq!(
+            judged(&bounce(&[], None, None), &idx, Some(NOV_2026)).0,
+            Verdict::Unknown
+        );
+        // The user's own address as "recipient" is no evidence.
+        assert_eq!(
+            judged(&no_id_bounce("alice@example.org"), &idx, Some(NOV_2026)).0,
+            Verdict::Unknown
+        );
+    }
+
+    #[test]
+    fn the_window_is_not_used_when_the_original_is_named() {
+        let mut idx = index_with_evidence();
+        idx.since = None;
+        idx.sent_to = vec![("bob@example.net", NOV_2026 - DAY, "x")];
+        let mut a = bounce(
+            &["0000beef-1111-2222-3333-444455556666@example.org"],
+            None,
+            None,
+        );
+        a.recipients = vec!["bob@example.net".into()];
+        assert_eq!(judged(&a, &idx, Some(NOV_2026)).0, Verdict::Unknown);
+    }
+
+    #[test]
+    fn feedback_reports_never_use_the_window() {
+        let mut a = no_id_bounce("stranger@example.net");
+        a.kind = Kind::Feedback;
+        assert_eq!(
+            judged(&a, &index_with_evidence(), Some(NOV_2026)).0,
+            Verdict::Unknown
+        );
     }
 
     #[test]
