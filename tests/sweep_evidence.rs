@@ -408,4 +408,35 @@ async fn bounces_without_an_original_id_and_tagged_mail_are_judged_right() {
         count(Role::BackscatterWithId),
         "backscatter with a known original was kept"
     );
+
+    // `status` counts the verdicts by their deciding rule.
+    drop(store);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_backsweep"))
+        .env_remove("BACKSWEEP_CONFIG")
+        .arg("--config")
+        .arg(&config_path)
+        .args(["status", "--json"])
+        .output()
+        .expect("run backsweep status");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    let count_of = |verdict: &str, rule: &str| {
+        status["verdicts_by_rule"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["verdict"] == verdict && r["rule"] == rule)
+            .and_then(|r| r["count"].as_u64())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count_of("genuine", "verdict.valid-tag"),
+        count(Role::Tagged) as u64,
+        "{status}"
+    );
+    assert_eq!(
+        count_of("backscatter", "verdict.window-nothing-sent"),
+        moved_of(Role::BackscatterNoId) as u64,
+        "{status}"
+    );
 }
