@@ -6,6 +6,10 @@
 //! Every verdict carries the reasons (rule ids plus a sentence) that decided
 //! it, for the audit log, `inspect --config` and the demo table.
 //!
+//! Beyond the sent index, [`SentEvidence::evidence`] may supply signed tags,
+//! BATV keys and learned fingerprints, and [`SentEvidence::sent_to`] the
+//! sent mail per recipient for the recipient window (see [`crate::evidence`]).
+//!
 //! The table is deliberately asymmetric: one sign that the user sent the
 //! original makes a bounce genuine; calling it backscatter needs positive
 //! evidence that they did not. Without either, the verdict is `unknown` and
