@@ -806,19 +806,19 @@ fn inspect(
             };
             match (chosen, open_store(&ctx.config)) {
                 (Some(a), Ok(store)) => {
-                    let evidence = match crate::evidence::Evidence::resolve(a) {
-                        Ok(mut ev) => match ev.learn(&store, &a.name) {
-                            Ok(()) => ev,
-                            Err(e) => {
-                                eprintln!("backsweep: {e}");
-                                return ExitCode::from(EXIT_FAILURE);
-                            }
-                        },
-                        Err(e) => {
-                            eprintln!("backsweep: {e}");
-                            return ExitCode::from(EXIT_FAILURE);
+                    // Offline analysis goes on without keys that cannot be
+                    // resolved here: tags and BATV are then not checked.
+                    let mut evidence = crate::evidence::Evidence::resolve(a).unwrap_or_else(|e| {
+                        eprintln!("backsweep: warning: {e}; tags and BATV are not checked");
+                        crate::evidence::Evidence {
+                            window_days: a.evidence.window_days,
+                            ..crate::evidence::Evidence::default()
                         }
-                    };
+                    });
+                    if let Err(e) = evidence.learn(&store, &a.name) {
+                        eprintln!("backsweep: {e}");
+                        return ExitCode::from(EXIT_FAILURE);
+                    }
                     Some((a, store, evidence))
                 }
                 (_, Err(code)) => return code,

@@ -1300,4 +1300,76 @@ accounts:
         assert_eq!(Date::parse("2024-02-30"), None);
         assert_eq!(Date::parse("2024-2-3"), None);
     }
+
+    #[test]
+    fn evidence_keys() {
+        let c = load(MINIMAL).expect("minimal");
+        assert_eq!(c.accounts[0].evidence, EvidenceSettings::default());
+        assert_eq!(c.accounts[0].evidence.window_days, 7);
+        let c = load(&format!(
+            "{MINIMAL}    tag_key: {{ env: TAG }}\n    tag_key_id: k2\n    tag_old_keys:\n      \
+             - {{ id: k1, key: {{ file: old.key }} }}\n      - {{ id: k0, key: {{ keyring: true }} }}\n    \
+             tag_max_age_days: 60\n    batv_key: {{ command: \"pass batv\" }}\n    window_days: 3\n"
+        ))
+        .expect("evidence keys");
+        let e = &c.accounts[0].evidence;
+        assert_eq!(
+            e.tag_keys,
+            vec![
+                ("k2".to_string(), PasswordSource::Env("TAG".into())),
+                (
+                    "k1".to_string(),
+                    PasswordSource::File("/etc/bs/old.key".into())
+                ),
+                (
+                    "k0".to_string(),
+                    PasswordSource::Keyring {
+                        entry: "work.tag-key.k0".into()
+                    }
+                ),
+            ]
+        );
+        assert_eq!(e.tag_max_age_days, 60);
+        assert_eq!(
+            e.batv_key,
+            Some(PasswordSource::Command("pass batv".into()))
+        );
+        assert_eq!(e.window_days, 3);
+        let default_id = load(&format!("{MINIMAL}    tag_key: {{ keyring: true }}\n")).expect("k1");
+        assert_eq!(
+            default_id.accounts[0].evidence.tag_keys,
+            vec![(
+                "k1".to_string(),
+                PasswordSource::Keyring {
+                    entry: "work.tag-key".into()
+                }
+            )]
+        );
+        for (extra, says) in [
+            ("    tag_key_id: k2\n", "without `tag_key`"),
+            ("    tag_key: { env: T }\n    tag_key_id: Big\n", "`Big`"),
+            (
+                "    tag_key: { env: T }\n    tag_old_keys: [ { id: k1, key: { env: U } } ]\n",
+                "used twice",
+            ),
+            (
+                "    tag_key: { command: \" \" }\n",
+                "tag_key `command` must not be empty",
+            ),
+            ("    tag_key: { keyring: false }\n", "not a tag_key source"),
+            ("    window_days: 0\n", "window_days"),
+            (
+                "    tag_key: { env: T }\n    tag_max_age_days: 0\n",
+                "tag_max_age_days",
+            ),
+            (
+                "    batv_key: { env: \"\" }\n",
+                "not a valid environment variable",
+            ),
+            ("    tag_keys: { env: T }\n", "tag_keys"),
+        ] {
+            let e = err(&format!("{MINIMAL}{extra}"));
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+    }
 }

@@ -605,13 +605,22 @@ impl Store {
 
     /// How many audit records the account has per (verdict, action), for `status`.
     pub fn audit_counts(&self, account: &str) -> Result<Vec<(String, String, u64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT verdict, action, COUNT(*) FROM audit WHERE account = ?1
-                 GROUP BY verdict, action ORDER BY verdict, action",
-            )
-            .ctx("preparing audit counts")?;
+        self.grouped_counts(
+            account,
+            "SELECT verdict, action, COUNT(*) FROM audit WHERE account = ?1
+             GROUP BY verdict, action ORDER BY verdict, action",
+            "counting audit records",
+        )
+    }
+
+    /// Runs a `SELECT text, text, COUNT(*) ... WHERE account = ?1 GROUP BY ...` query.
+    fn grouped_counts(
+        &self,
+        account: &str,
+        sql: &str,
+        context: &'static str,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).ctx(context)?;
         let rows = stmt
             .query_map(params![account], |r| {
                 Ok((
@@ -620,10 +629,10 @@ impl Store {
                     r.get::<_, i64>(2)?,
                 ))
             })
-            .ctx("counting audit records")?;
-        rows.map(|r| r.map(|(v, a, n)| (v, a, u64::try_from(n).unwrap_or(0))))
+            .ctx(context)?;
+        rows.map(|r| r.map(|(a, b, n)| (a, b, u64::try_from(n).unwrap_or(0))))
             .collect::<Result<Vec<_>, _>>()
-            .ctx("reading audit counts")
+            .ctx(context)
     }
 
     // -- batches -------------------------------------------------------------------------
@@ -792,25 +801,12 @@ impl Store {
         &self,
         account: &str,
     ) -> Result<Vec<(String, String, u64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT verdict, substr(rules, 1, instr(rules || ',', ',') - 1) AS rule, COUNT(*)
-                 FROM audit WHERE account = ?1 GROUP BY verdict, rule ORDER BY verdict, rule",
-            )
-            .ctx("preparing audit rule counts")?;
-        let rows = stmt
-            .query_map(params![account], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .ctx("counting audit records by rule")?;
-        rows.map(|r| r.map(|(v, rule, n)| (v, rule, u64::try_from(n).unwrap_or(0))))
-            .collect::<Result<Vec<_>, _>>()
-            .ctx("reading audit rule counts")
+        self.grouped_counts(
+            account,
+            "SELECT verdict, substr(rules, 1, instr(rules || ',', ',') - 1) AS rule, COUNT(*)
+             FROM audit WHERE account = ?1 GROUP BY verdict, rule ORDER BY verdict, rule",
+            "counting audit records by rule",
+        )
     }
 
     // -- sweeps ------------------------------------------------------------------------

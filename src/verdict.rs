@@ -135,7 +135,7 @@ pub fn judge(analysis: &Analysis, sent: &dyn SentEvidence, received_at: Option<i
     //    was delivered to. Valid → genuine; present but wrong → forged.
     if let Some(judgement) = sent
         .evidence()
-        .and_then(|ev| judge_signatures(analysis, ev, received_at))
+        .and_then(|ev| judge_signatures(analysis, ev, sent, received_at))
     {
         return judgement;
     }
@@ -224,6 +224,7 @@ pub fn judge(analysis: &Analysis, sent: &dyn SentEvidence, received_at: Option<i
 fn judge_signatures(
     analysis: &Analysis,
     ev: &Evidence,
+    sent: &dyn SentEvidence,
     received_at: Option<i64>,
 ) -> Option<Judgement> {
     let at = received_at.unwrap_or_else(crate::store::now_unix);
@@ -258,7 +259,12 @@ fn judge_signatures(
         }
     }
     if let Some(key) = &ev.batv_key {
-        for address in &analysis.delivered_to {
+        // Only signatures of the user's own addresses are the user's server's
+        // (a notice may name other people's signed addresses too).
+        let own = analysis.delivered_to.iter().filter(|a| {
+            batv::parse(a).is_some_and(|s| sent.is_own_address(&s.address.to_ascii_lowercase()))
+        });
+        for address in own {
             match batv::verify(address, &key.0, at) {
                 BatvCheck::Valid { address: signed } => {
                     return Some(decided(
@@ -663,6 +669,18 @@ mod tests {
             judged(&a, &index_with_evidence(), Some(NOV_2026 + 20 * DAY)),
             (Verdict::Backscatter, "verdict.expired-batv")
         );
+        // Someone else's signed address is not the user's server's signature.
+        a.delivered_to = vec![batv::sign(b"forged", 0, "bob@example.net", NOV_2026)];
+        assert_eq!(
+            judged(&a, &index_with_evidence(), Some(NOV_2026)).0,
+            Verdict::Unknown
+        );
+        a.delivered_to = vec![batv::sign(
+            BATV_SECRET,
+            0,
+            "alice@example.org",
+            NOV_2026 - DAY,
+        )];
         // Without a configured key a signature means nothing.
         assert_eq!(
             judged(&a, &index(), Some(NOV_2026 + 20 * DAY)).0,

@@ -20,7 +20,7 @@ use tags::{TagKey, TagKeys};
 use zeroize::Zeroizing;
 
 /// Everything the verdict needs beyond the sent index, for one account.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Evidence {
     /// Tag keys (current first), if the account has a `tag_key`.
     pub tags: Option<TagKeys>,
@@ -30,6 +30,18 @@ pub struct Evidence {
     pub fingerprint: Fingerprint,
     /// The recipient window in days.
     pub window_days: u32,
+}
+
+impl Default for Evidence {
+    /// No keys, nothing learned, the default window.
+    fn default() -> Evidence {
+        Evidence {
+            tags: None,
+            batv_key: None,
+            fingerprint: Fingerprint::default(),
+            window_days: window::DEFAULT_WINDOW_DAYS,
+        }
+    }
 }
 
 /// A BATV secret (never printed).
