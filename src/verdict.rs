@@ -384,6 +384,10 @@ fn judge_window(
                 ),
             },
         )),
+        // An auto-reply may answer mail the user sent to a list, from a
+        // member they never wrote to: silence proves nothing there. A bounce
+        // or a challenge names the address the original went to.
+        WindowCheck::NothingSent { .. } if analysis.kind == Kind::Autoreply => None,
         WindowCheck::NothingSent { recipients } => Some((
             Verdict::Backscatter,
             Reason {
@@ -810,6 +814,25 @@ mod tests {
         );
         a.recipients = vec!["bob@example.net".into()];
         assert_eq!(judged(&a, &idx, Some(NOV_2026)).0, Verdict::Unknown);
+    }
+
+    #[test]
+    fn an_auto_reply_from_someone_never_written_to_is_no_evidence() {
+        let mut idx = index_with_evidence();
+        let mut a = no_id_bounce("member@list.example");
+        a.kind = Kind::Autoreply;
+        assert_eq!(judged(&a, &idx, Some(NOV_2026)).0, Verdict::Unknown);
+        idx.sent_to = vec![("member@list.example", NOV_2026 - DAY, "x")];
+        assert_eq!(
+            judged(&a, &idx, Some(NOV_2026)),
+            (Verdict::Genuine, "verdict.window-sent")
+        );
+        a.kind = Kind::Challenge;
+        idx.sent_to.clear();
+        assert_eq!(
+            judged(&a, &idx, Some(NOV_2026)),
+            (Verdict::Backscatter, "verdict.window-nothing-sent")
+        );
     }
 
     #[test]
