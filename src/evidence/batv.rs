@@ -234,4 +234,20 @@ mod tests {
             BatvCheck::NotSigned
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn verify_never_panics_and_signing_round_trips(
+            s in "\\PC{0,60}",
+            local in "[a-zA-Z0-9.+_-]{1,20}",
+            k in 0u8..10,
+            now in 0i64..4_000_000_000,
+        ) {
+            let _ = verify(&s, b"k", now);
+            let address = format!("{local}@example.org");
+            let signed = sign(b"key", k, &address, now);
+            let is_valid = matches!(verify(&signed, b"key", now), BatvCheck::Valid { .. });
+            proptest::prop_assert!(is_valid, "{}", signed);
+        }
+    }
 }
