@@ -671,25 +671,19 @@ fn tag_message_id_mints_tags_that_the_verdict_accepts() {
         "{out}"
     );
 
-    // Without a tag key: a usage error that says what to add.
+    // Without a tag key, or with a tag key id that is not lower-case letters
+    // and digits: a usage error that says what to fix.
     let bare = dir.path().join("bare.yaml");
-    std::fs::write(&bare, account("")).expect("config");
-    let o = run(backsweep()
-        .arg("--config")
-        .arg(&bare)
-        .args(["tag", "message-id"]));
-    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
-    assert!(text(&o.stderr).contains("tag_key"), "{}", describe(&o));
-    // A tag key id that is not lower-case letters and digits is a config error.
-    std::fs::write(
-        &bare,
-        account("    tag_key: { env: X }\n    tag_key_id: Key_1\n"),
-    )
-    .expect("config");
-    let o = run(backsweep()
-        .arg("--config")
-        .arg(&bare)
-        .args(["tag", "message-id"]));
-    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
-    assert!(text(&o.stderr).contains("Key_1"), "{}", describe(&o));
+    for (extra, says) in [
+        ("", "tag_key"),
+        ("    tag_key: { env: X }\n    tag_key_id: Key_1\n", "Key_1"),
+    ] {
+        std::fs::write(&bare, account(extra)).expect("config");
+        let o = run(backsweep()
+            .arg("--config")
+            .arg(&bare)
+            .args(["tag", "message-id"]));
+        assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+        assert!(text(&o.stderr).contains(says), "{}", describe(&o));
+    }
 }
