@@ -107,6 +107,14 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Mint signed values for mail that never reaches your Sent folder (web
+    /// shops, CRMs, scripts): a bounce quoting one proves you sent the
+    /// original. Needs `tag_key` in the account's config.
+    Tag {
+        /// What to mint.
+        #[command(subcommand)]
+        what: TagWhat,
+    },
     /// Run the built-in demo: a private IMAP server on 127.0.0.1 seeded with
     /// sample mail (ordinary mail, sent mail, genuine bounces, backscatter),
     /// one sweep, and a before/after table. Needs Dovecot (Debian:
@@ -116,6 +124,22 @@ pub enum Command {
         /// mail client (Ctrl-C stops it).
         #[arg(long)]
         keep: bool,
+    },
+}
+
+/// `tag` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TagWhat {
+    /// Print a new signed Message-ID, with angle brackets, for the program's
+    /// `Message-ID:` header. One per message: each call gives a new one.
+    MessageId {
+        /// The account whose tag key signs (needed when the config has several).
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// The domain after the `@` [default: the domain of the account's
+        /// first address].
+        #[arg(long, value_name = "DOMAIN")]
+        domain: Option<String>,
     },
 }
 
@@ -174,6 +198,11 @@ pub fn main() -> ExitCode {
         Command::Password { action } => {
             with_config(config_path.as_deref(), |ctx| password(ctx, action))
         }
+        Command::Tag {
+            what: TagWhat::MessageId { account, domain },
+        } => with_config(config_path.as_deref(), |ctx| {
+            tag_message_id(ctx, account.as_deref(), domain.as_deref())
+        }),
         Command::Demo { keep } => match runtime() {
             Ok(rt) => match rt.block_on(crate::demo::run(&crate::demo::DemoOptions { keep })) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -431,6 +460,57 @@ async fn release_async(
     Ok(found.len())
 }
 
+/// `backsweep tag message-id`: mint a signed Message-ID.
+fn tag_message_id(ctx: &Context, account: Option<&str>, domain: Option<&str>) -> ExitCode {
+    let account = match select_accounts(&ctx.config, account) {
+        Ok(list) if list.len() == 1 => list[0],
+        Ok(_) => {
+            eprintln!("backsweep: the config has several accounts: choose one with --account NAME");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(code) => return code,
+    };
+    if account.evidence.tag_keys.is_empty() {
+        eprintln!(
+            "backsweep: account `{}` has no tag key: add `tag_key: {{ env: VAR }}` (or keyring, \
+             command, file) to its config",
+            account.name
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let domain = match domain {
+        Some(d) if crate::config::looks_like_address(&format!("x@{d}")) => d.to_string(),
+        Some(d) => {
+            eprintln!("backsweep: `{d}` is not a domain name");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        None => account
+            .addresses
+            .first()
+            .and_then(|a| a.rsplit_once('@'))
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default(),
+    };
+    let evidence = match crate::evidence::Evidence::resolve(account) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("backsweep: tag key: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match evidence.mint_tag(&domain, crate::store::now_unix()) {
+        Some(Ok(id)) => {
+            println!("<{id}>");
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            eprintln!("backsweep: no randomness for the tag: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        None => ExitCode::from(EXIT_USAGE),
+    }
+}
+
 /// `backsweep status`.
 fn status(ctx: &Context, json: bool) -> ExitCode {
     let store = match open_store(&ctx.config) {
@@ -443,6 +523,7 @@ fn status(ctx: &Context, json: bool) -> ExitCode {
         let info = (|| -> Result<serde_json::Value, crate::store::StoreError> {
             let last = store.last_sweep(name)?;
             let counts = store.audit_counts(name)?;
+            let by_rule = store.audit_rule_counts(name)?;
             let inbox = store.watermark(name, &account.inbox)?;
             Ok(serde_json::json!({
                 "account": name,
@@ -454,6 +535,7 @@ fn status(ctx: &Context, json: bool) -> ExitCode {
                 "sent_index": { "messages": store.sent_count(name)?, "covers_since": store.sent_coverage(name)? },
                 "inbox_last_uid": inbox.map(|w| w.last_uid),
                 "verdicts": counts.iter().map(|(v, a, n)| serde_json::json!({"verdict": v, "action": a, "count": n})).collect::<Vec<_>>(),
+                "verdicts_by_rule": by_rule.iter().map(|(v, r, n)| serde_json::json!({"verdict": v, "rule": r, "count": n})).collect::<Vec<_>>(),
             }))
         })();
         match info {
@@ -498,6 +580,17 @@ fn human_status(v: &serde_json::Value) -> String {
                 "  {:<12} {:<10} {}\n",
                 r["verdict"].as_str().unwrap_or(""),
                 r["action"].as_str().unwrap_or(""),
+                r["count"]
+            ));
+        }
+    }
+    if let Some(rows) = v["verdicts_by_rule"].as_array().filter(|r| !r.is_empty()) {
+        s.push_str("  by deciding rule:\n");
+        for r in rows {
+            s.push_str(&format!(
+                "  {:<12} {:<32} {}\n",
+                r["verdict"].as_str().unwrap_or(""),
+                r["rule"].as_str().filter(|r| !r.is_empty()).unwrap_or("-"),
                 r["count"]
             ));
         }
@@ -712,7 +805,22 @@ fn inspect(
                 None => ctx.config.accounts.first(),
             };
             match (chosen, open_store(&ctx.config)) {
-                (Some(a), Ok(store)) => Some((a, store)),
+                (Some(a), Ok(store)) => {
+                    // Offline analysis goes on without keys that cannot be
+                    // resolved here: tags and BATV are then not checked.
+                    let mut evidence = crate::evidence::Evidence::resolve(a).unwrap_or_else(|e| {
+                        eprintln!("backsweep: warning: {e}; tags and BATV are not checked");
+                        crate::evidence::Evidence {
+                            window_days: a.evidence.window_days,
+                            ..crate::evidence::Evidence::default()
+                        }
+                    });
+                    if let Err(e) = evidence.learn(&store, &a.name) {
+                        eprintln!("backsweep: {e}");
+                        return ExitCode::from(EXIT_FAILURE);
+                    }
+                    Some((a, store, evidence))
+                }
                 (_, Err(code)) => return code,
                 (None, _) => None,
             }
@@ -728,9 +836,9 @@ fn inspect(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for chunk in files.chunks(256) {
         let rendered: Vec<(String, bool)> = match &judge_with {
-            Some((account, store)) => chunk
+            Some((account, store, evidence)) => chunk
                 .iter()
-                .map(|p| render_file(p, json, &analyzer, Some((account, store))))
+                .map(|p| render_file(p, json, &analyzer, Some((account, store, evidence))))
                 .collect(),
             None => map_in_parallel(chunk, threads, |p| render_file(p, json, &analyzer, None)),
         };
@@ -793,15 +901,18 @@ fn render_file(
     path: &Path,
     json: bool,
     analyzer: &Analyzer,
-    judge: Option<(&Account, &Store)>,
+    judge: Option<(&Account, &Store, &crate::evidence::Evidence)>,
 ) -> (String, bool) {
     let name = path.display().to_string();
     match read_bounded(path) {
         Ok(bytes) => {
             let analysis = analyzer.analyze(&bytes);
-            let judgement = judge.and_then(|(account, store)| {
-                let evidence = sweeper::StoreEvidence::new(store, account).ok()?;
-                Some(crate::verdict::judge(&analysis, &evidence, None))
+            let judgement = judge.and_then(|(account, store, extra)| {
+                let evidence = sweeper::StoreEvidence::new(store, account)
+                    .ok()?
+                    .with_evidence(extra);
+                let arrived = sweeper::header_date(&bytes);
+                Some(crate::verdict::judge(&analysis, &evidence, arrived))
             });
             let line = if json {
                 json_line(&name, &analysis, judgement.as_ref())

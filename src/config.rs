@@ -274,7 +274,39 @@ pub struct Account {
     pub since: Option<Date>,
     /// Timeout for each network wait.
     pub timeout: Duration,
+    /// Keys and limits for the evidence beyond the sent index (tags, BATV, window).
+    pub evidence: EvidenceSettings,
 }
+
+/// An account's settings for evidence beyond the sent index (see
+/// [`crate::evidence`]). All optional: without keys, tags and BATV are
+/// simply not checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceSettings {
+    /// Tag keys as (key id, secret source), the current key (`tag_key`,
+    /// used to mint) first, then `tag_old_keys` still accepted.
+    pub tag_keys: Vec<(String, PasswordSource)>,
+    /// A tag older than this (days, when the notice arrived) is expired.
+    pub tag_max_age_days: u32,
+    /// The BATV `prvs=` secret of the user's outgoing mail server.
+    pub batv_key: Option<PasswordSource>,
+    /// The recipient window in days (see [`crate::evidence::window`]).
+    pub window_days: u32,
+}
+
+impl Default for EvidenceSettings {
+    fn default() -> EvidenceSettings {
+        EvidenceSettings {
+            tag_keys: Vec::new(),
+            tag_max_age_days: crate::evidence::tags::DEFAULT_MAX_AGE_DAYS,
+            batv_key: None,
+            window_days: crate::evidence::window::DEFAULT_WINDOW_DAYS,
+        }
+    }
+}
+
+/// The key id `tag_key` gets when `tag_key_id` is not set.
+pub const DEFAULT_TAG_KEY_ID: &str = "k1";
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,6 +350,19 @@ struct RawAccount {
     unknown: UnknownAction,
     since: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
+    tag_key: Option<Spanned<RawPassword>>,
+    tag_key_id: Option<Spanned<String>>,
+    tag_old_keys: Option<Vec<RawOldTagKey>>,
+    tag_max_age_days: Option<Spanned<u32>>,
+    batv_key: Option<Spanned<RawPassword>>,
+    window_days: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOldTagKey {
+    id: Spanned<String>,
+    key: Spanned<RawPassword>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -526,6 +571,64 @@ impl Validator<'_> {
         Ok(s.to_string())
     }
 
+    /// A secret source (`password`, `tag_key`, ...): `{ keyring: true | ENTRY }`,
+    /// `{ env: VAR }`, `{ command: CMD }` or `{ file: PATH }`. `default_entry`
+    /// is the keyring entry for `keyring: true`.
+    fn secret_source(
+        &self,
+        raw: &Spanned<RawPassword>,
+        what: &str,
+        default_entry: &str,
+        ctx: &dyn Fn(String) -> String,
+    ) -> Result<PasswordSource, ConfigError> {
+        Ok(match &raw.value {
+            RawPassword::Keyring(KeyringSpec::Flag(true)) => PasswordSource::Keyring {
+                entry: default_entry.to_string(),
+            },
+            RawPassword::Keyring(KeyringSpec::Flag(false)) => {
+                return Err(self.err_at(
+                    raw,
+                    ctx(format!(
+                        "`keyring: false` is not a {what} source: use `keyring: true`, \
+                         `env: VAR`, `command: \"...\"` or `file: PATH`"
+                    )),
+                ))
+            }
+            RawPassword::Keyring(KeyringSpec::Entry(e)) if e.trim().is_empty() => {
+                return Err(self.err_at(raw, ctx("keyring entry name must not be empty".into())))
+            }
+            RawPassword::Keyring(KeyringSpec::Entry(e)) => PasswordSource::Keyring {
+                entry: e.trim().to_string(),
+            },
+            RawPassword::Env(v) => {
+                let v = v.trim();
+                if v.is_empty() || v.contains('=') || v.contains('\0') {
+                    return Err(self.err_at(
+                        raw,
+                        ctx(format!(
+                            "`env: {v}` is not a valid environment variable name"
+                        )),
+                    ));
+                }
+                PasswordSource::Env(v.to_string())
+            }
+            RawPassword::Command(c) => {
+                if c.trim().is_empty() {
+                    return Err(
+                        self.err_at(raw, ctx(format!("{what} `command` must not be empty")))
+                    );
+                }
+                PasswordSource::Command(c.clone())
+            }
+            RawPassword::File(f) => {
+                if f.trim().is_empty() {
+                    return Err(self.err_at(raw, ctx(format!("{what} `file` must not be empty"))));
+                }
+                PasswordSource::File(self.resolve_path(f.trim()))
+            }
+        })
+    }
+
     fn account(&self, ra: &RawAccount) -> Result<Account, ConfigError> {
         let name = self.nonempty(&ra.name, "account `name`")?;
         if name
@@ -574,60 +677,7 @@ impl Validator<'_> {
         };
         let username = self.nonempty(&ra.username, &ctx("`username`".into()))?;
 
-        let password = match &ra.password.value {
-            RawPassword::Keyring(KeyringSpec::Flag(true)) => PasswordSource::Keyring {
-                entry: name.clone(),
-            },
-            RawPassword::Keyring(KeyringSpec::Flag(false)) => {
-                return Err(self.err_at(
-                    &ra.password,
-                    ctx(
-                        "`keyring: false` is not a password source: use `keyring: true`, \
-                         `env: VAR`, `command: \"...\"` or `file: PATH`"
-                            .into(),
-                    ),
-                ))
-            }
-            RawPassword::Keyring(KeyringSpec::Entry(e)) if e.trim().is_empty() => {
-                return Err(self.err_at(
-                    &ra.password,
-                    ctx("keyring entry name must not be empty".into()),
-                ))
-            }
-            RawPassword::Keyring(KeyringSpec::Entry(e)) => PasswordSource::Keyring {
-                entry: e.trim().to_string(),
-            },
-            RawPassword::Env(v) => {
-                let v = v.trim();
-                if v.is_empty() || v.contains('=') || v.contains('\0') {
-                    return Err(self.err_at(
-                        &ra.password,
-                        ctx(format!(
-                            "`env: {v}` is not a valid environment variable name"
-                        )),
-                    ));
-                }
-                PasswordSource::Env(v.to_string())
-            }
-            RawPassword::Command(c) => {
-                if c.trim().is_empty() {
-                    return Err(self.err_at(
-                        &ra.password,
-                        ctx("password `command` must not be empty".into()),
-                    ));
-                }
-                PasswordSource::Command(c.clone())
-            }
-            RawPassword::File(f) => {
-                if f.trim().is_empty() {
-                    return Err(self.err_at(
-                        &ra.password,
-                        ctx("password `file` must not be empty".into()),
-                    ));
-                }
-                PasswordSource::File(self.resolve_path(f.trim()))
-            }
-        };
+        let password = self.secret_source(&ra.password, "password", &name, &ctx)?;
 
         let addresses = match &ra.addresses {
             Some(list) => {
@@ -738,6 +788,7 @@ impl Validator<'_> {
             None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         };
 
+        let evidence = self.evidence_settings(ra, &name, &ctx)?;
         Ok(Account {
             name,
             host,
@@ -753,7 +804,88 @@ impl Validator<'_> {
             unknown: ra.unknown,
             since,
             timeout,
+            evidence,
         })
+    }
+
+    /// The evidence keys of an account: `tag_key` (+ `tag_key_id`,
+    /// `tag_old_keys`, `tag_max_age_days`), `batv_key`, `window_days`.
+    fn evidence_settings(
+        &self,
+        ra: &RawAccount,
+        name: &str,
+        ctx: &dyn Fn(String) -> String,
+    ) -> Result<EvidenceSettings, ConfigError> {
+        let mut settings = EvidenceSettings::default();
+        let key_id = |v: &Spanned<String>| {
+            let id = v.value.trim().to_string();
+            if crate::evidence::tags::is_valid_key_id(&id) {
+                Ok(id)
+            } else {
+                Err(self.err_at(
+                    v,
+                    ctx(format!(
+                        "tag key id `{id}` must be 1 to 16 lower-case letters or digits"
+                    )),
+                ))
+            }
+        };
+        if let Some(raw) = &ra.tag_key {
+            let id = match &ra.tag_key_id {
+                Some(v) => key_id(v)?,
+                None => DEFAULT_TAG_KEY_ID.to_string(),
+            };
+            let source = self.secret_source(raw, "tag_key", &format!("{name}.tag-key"), ctx)?;
+            settings.tag_keys.push((id, source));
+        } else if let Some(v) = ra.tag_key_id.as_ref().or(ra
+            .tag_old_keys
+            .as_ref()
+            .and_then(|o| o.first())
+            .map(|k| &k.id))
+        {
+            return Err(self.err_at(
+                v,
+                ctx("tag key settings without `tag_key`: add `tag_key: { env: VAR }` (or keyring, command, file)".into()),
+            ));
+        }
+        for old in ra.tag_old_keys.iter().flatten() {
+            let id = key_id(&old.id)?;
+            if settings.tag_keys.iter().any(|(k, _)| *k == id) {
+                return Err(self.err_at(
+                    &old.id,
+                    ctx(format!(
+                        "tag key id `{id}` is used twice: every key needs its own id"
+                    )),
+                ));
+            }
+            let source = self.secret_source(
+                &old.key,
+                "tag_old_keys key",
+                &format!("{name}.tag-key.{id}"),
+                ctx,
+            )?;
+            settings.tag_keys.push((id, source));
+        }
+        if let Some(v) = &ra.tag_max_age_days {
+            if v.value == 0 || v.value > 3660 {
+                return Err(self.err_at(
+                    v,
+                    ctx("`tag_max_age_days` must be between 1 and 3660".into()),
+                ));
+            }
+            settings.tag_max_age_days = v.value;
+        }
+        if let Some(raw) = &ra.batv_key {
+            settings.batv_key =
+                Some(self.secret_source(raw, "batv_key", &format!("{name}.batv-key"), ctx)?);
+        }
+        if let Some(v) = &ra.window_days {
+            if v.value == 0 || v.value > 90 {
+                return Err(self.err_at(v, ctx("`window_days` must be between 1 and 90".into())));
+            }
+            settings.window_days = v.value;
+        }
+        Ok(settings)
     }
 }
 
@@ -1167,5 +1299,77 @@ accounts:
         );
         assert_eq!(Date::parse("2024-02-30"), None);
         assert_eq!(Date::parse("2024-2-3"), None);
+    }
+
+    #[test]
+    fn evidence_keys() {
+        let c = load(MINIMAL).expect("minimal");
+        assert_eq!(c.accounts[0].evidence, EvidenceSettings::default());
+        assert_eq!(c.accounts[0].evidence.window_days, 7);
+        let c = load(&format!(
+            "{MINIMAL}    tag_key: {{ env: TAG }}\n    tag_key_id: k2\n    tag_old_keys:\n      \
+             - {{ id: k1, key: {{ file: old.key }} }}\n      - {{ id: k0, key: {{ keyring: true }} }}\n    \
+             tag_max_age_days: 60\n    batv_key: {{ command: \"pass batv\" }}\n    window_days: 3\n"
+        ))
+        .expect("evidence keys");
+        let e = &c.accounts[0].evidence;
+        assert_eq!(
+            e.tag_keys,
+            vec![
+                ("k2".to_string(), PasswordSource::Env("TAG".into())),
+                (
+                    "k1".to_string(),
+                    PasswordSource::File("/etc/bs/old.key".into())
+                ),
+                (
+                    "k0".to_string(),
+                    PasswordSource::Keyring {
+                        entry: "work.tag-key.k0".into()
+                    }
+                ),
+            ]
+        );
+        assert_eq!(e.tag_max_age_days, 60);
+        assert_eq!(
+            e.batv_key,
+            Some(PasswordSource::Command("pass batv".into()))
+        );
+        assert_eq!(e.window_days, 3);
+        let default_id = load(&format!("{MINIMAL}    tag_key: {{ keyring: true }}\n")).expect("k1");
+        assert_eq!(
+            default_id.accounts[0].evidence.tag_keys,
+            vec![(
+                "k1".to_string(),
+                PasswordSource::Keyring {
+                    entry: "work.tag-key".into()
+                }
+            )]
+        );
+        for (extra, says) in [
+            ("    tag_key_id: k2\n", "without `tag_key`"),
+            ("    tag_key: { env: T }\n    tag_key_id: Big\n", "`Big`"),
+            (
+                "    tag_key: { env: T }\n    tag_old_keys: [ { id: k1, key: { env: U } } ]\n",
+                "used twice",
+            ),
+            (
+                "    tag_key: { command: \" \" }\n",
+                "tag_key `command` must not be empty",
+            ),
+            ("    tag_key: { keyring: false }\n", "not a tag_key source"),
+            ("    window_days: 0\n", "window_days"),
+            (
+                "    tag_key: { env: T }\n    tag_max_age_days: 0\n",
+                "tag_max_age_days",
+            ),
+            (
+                "    batv_key: { env: \"\" }\n",
+                "not a valid environment variable",
+            ),
+            ("    tag_keys: { env: T }\n", "tag_keys"),
+        ] {
+            let e = err(&format!("{MINIMAL}{extra}"));
+            assert!(e.contains(says), "{extra}: {e}");
+        }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`imap`] — one authenticated IMAP session: TLS, timeouts, fetch and safe moves.
 //! - [`store`] — the SQLite state: watermarks, the sent index, the audit log.
 //! - [`verdict`] — analysis + sent index → genuine / backscatter / unknown, with reasons.
+//! - [`evidence`] — signed tags, BATV, learned fingerprints, the recipient window.
 //! - [`sweeper`] — one pass over one account: index Sent, judge new inbox mail, move.
 //! - [`testserver`] — a private Dovecot on loopback for the demo and the tests.
 //! - [`demo`] — the built-in demo: a private Dovecot seeded with sample mail, one sweep.
@@ -23,6 +24,7 @@ pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod evidence;
 pub mod imap;
 pub mod secrets;
 pub mod store;

@@ -14,6 +14,8 @@
 //! - `audit`: verdict or action taken on a message.
 //! - `released`: message the user took back out of quarantine; it is never moved again.
 //! - `sweeps`: sweep of an account — start, end, counts (JSON).
+//! - `relays`: relay domain seen in the Received chain of a genuine bounce's original
+//!   (the learned relay fingerprint, see [`crate::evidence::fingerprint`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,7 +26,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 pub const DB_FILE: &str = "state.sqlite3";
 
 /// Current schema version (see `MIGRATIONS`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Errors from the state store.
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +229,15 @@ const MIGRATIONS: &[&str] = &[
         account TEXT NOT NULL,
         address TEXT NOT NULL,
         PRIMARY KEY (account, address)
+    );",
+    // version 3: the relays the user's mail leaves through, learned from the
+    // originals of genuine bounces (one row per original and relay domain, so
+    // judging a bounce again never counts it twice).
+    "CREATE TABLE relays (
+        account     TEXT NOT NULL,
+        original_id TEXT NOT NULL,
+        domain      TEXT NOT NULL,
+        PRIMARY KEY (account, original_id, domain)
     );",
 ];
 
@@ -594,13 +605,22 @@ impl Store {
 
     /// How many audit records the account has per (verdict, action), for `status`.
     pub fn audit_counts(&self, account: &str) -> Result<Vec<(String, String, u64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT verdict, action, COUNT(*) FROM audit WHERE account = ?1
-                 GROUP BY verdict, action ORDER BY verdict, action",
-            )
-            .ctx("preparing audit counts")?;
+        self.grouped_counts(
+            account,
+            "SELECT verdict, action, COUNT(*) FROM audit WHERE account = ?1
+             GROUP BY verdict, action ORDER BY verdict, action",
+            "counting audit records",
+        )
+    }
+
+    /// Runs a `SELECT text, text, COUNT(*) ... WHERE account = ?1 GROUP BY ...` query.
+    fn grouped_counts(
+        &self,
+        account: &str,
+        sql: &str,
+        context: &'static str,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).ctx(context)?;
         let rows = stmt
             .query_map(params![account], |r| {
                 Ok((
@@ -609,10 +629,10 @@ impl Store {
                     r.get::<_, i64>(2)?,
                 ))
             })
-            .ctx("counting audit records")?;
-        rows.map(|r| r.map(|(v, a, n)| (v, a, u64::try_from(n).unwrap_or(0))))
+            .ctx(context)?;
+        rows.map(|r| r.map(|(a, b, n)| (a, b, u64::try_from(n).unwrap_or(0))))
             .collect::<Result<Vec<_>, _>>()
-            .ctx("reading audit counts")
+            .ctx(context)
     }
 
     // -- batches -------------------------------------------------------------------------
@@ -726,6 +746,67 @@ impl Store {
             .optional()
             .map(|o| o.is_some())
             .ctx("looking up a sender address")
+    }
+
+    // -- learned fingerprints ------------------------------------------------------------
+
+    /// Every Message-ID in the account's sent index (for the Message-ID fingerprint).
+    pub fn sent_message_ids(&self, account: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT message_id FROM sent WHERE account = ?1")
+            .ctx("preparing a Message-ID listing")?;
+        let rows = stmt
+            .query_map(params![account], |r| r.get::<_, String>(0))
+            .ctx("listing sent Message-IDs")?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .ctx("reading sent Message-IDs")
+    }
+
+    /// Remembers the relay domains of a genuine bounce's original (idempotent).
+    pub fn add_relays(
+        &self,
+        account: &str,
+        original_id: &str,
+        domains: &[String],
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO relays (account, original_id, domain) VALUES (?1, ?2, ?3)",
+            )
+            .ctx("preparing a relay insert")?;
+        for d in domains {
+            stmt.execute(params![account, original_id, d])
+                .ctx("recording a relay")?;
+        }
+        Ok(())
+    }
+
+    /// The learned relays as (original Message-ID, relay domain) pairs.
+    pub fn relays(&self, account: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT original_id, domain FROM relays WHERE account = ?1")
+            .ctx("preparing a relay listing")?;
+        let rows = stmt
+            .query_map(params![account], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx("listing relays")?;
+        rows.collect::<Result<Vec<_>, _>>().ctx("reading relays")
+    }
+
+    /// How many audit records the account has per (verdict, deciding rule): the
+    /// first rule of a record is the reason that decided its verdict. For `status`.
+    pub fn audit_rule_counts(
+        &self,
+        account: &str,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.grouped_counts(
+            account,
+            "SELECT verdict, substr(rules, 1, instr(rules || ',', ',') - 1) AS rule, COUNT(*)
+             FROM audit WHERE account = ?1 GROUP BY verdict, rule ORDER BY verdict, rule",
+            "counting audit records by rule",
+        )
     }
 
     // -- sweeps ------------------------------------------------------------------------
@@ -1068,6 +1149,48 @@ mod tests {
             .expect("q"));
         assert!(!store.is_released("b", Some("m@x"), Some("h1")).expect("q"));
         assert!(!store.is_released("a", None, None).expect("q"));
+    }
+
+    #[test]
+    fn fingerprints_and_rule_counts() {
+        let (_d, mut store) = open();
+        store
+            .insert_sent("a", &[entry("m1@x", Some(1), &["b@y"], "Sent", 1)], None)
+            .expect("insert");
+        assert_eq!(store.sent_message_ids("a").expect("ids"), vec!["m1@x"]);
+        let relays = vec!["provider.example".to_string()];
+        store.add_relays("a", "m1@x", &relays).expect("relays");
+        store.add_relays("a", "m1@x", &relays).expect("again");
+        assert_eq!(
+            store.relays("a").expect("relays"),
+            vec![("m1@x".to_string(), "provider.example".to_string())]
+        );
+        assert!(store.relays("b").expect("relays").is_empty());
+        for rules in [
+            vec!["verdict.window-nothing-sent".to_string(), "x".to_string()],
+            vec!["verdict.window-nothing-sent".to_string()],
+            vec![],
+        ] {
+            store
+                .audit_append(&AuditEntry {
+                    account: "a".into(),
+                    verdict: "backscatter".into(),
+                    rules,
+                    ..AuditEntry::default()
+                })
+                .expect("audit");
+        }
+        assert_eq!(
+            store.audit_rule_counts("a").expect("counts"),
+            vec![
+                ("backscatter".to_string(), String::new(), 1),
+                (
+                    "backscatter".to_string(),
+                    "verdict.window-nothing-sent".to_string(),
+                    2
+                )
+            ]
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@
 
 use crate::analysis::{Analysis, Analyzer, Kind};
 use crate::config::{Account, UnknownAction};
+use crate::evidence::window::SentTo;
+use crate::evidence::Evidence;
 use crate::imap::{ConnectSettings, ImapError, ImapSession, MoveOutcome};
 use crate::secrets::{self, Secret, SecretError};
 use crate::store::{AuditEntry, SentEntry, Store, StoreError, Watermark};
@@ -162,11 +164,16 @@ pub async fn sweep_account(
             source,
         }
     })?;
+    let evidence = Evidence::resolve(account).map_err(|source| SweepError::Secret {
+        account: account.name.clone(),
+        source,
+    })?;
     let mut sweep = Sweep {
         account,
         store,
         analyzer,
         options,
+        evidence,
         report: SweepReport {
             account: account.name.clone(),
             dry_run: options.dry_run,
@@ -198,6 +205,7 @@ pub struct StoreEvidence<'a> {
     store: &'a Store,
     account: &'a Account,
     covered_since: Option<i64>,
+    evidence: Option<&'a Evidence>,
 }
 
 impl<'a> StoreEvidence<'a> {
@@ -208,7 +216,14 @@ impl<'a> StoreEvidence<'a> {
             store,
             account,
             covered_since,
+            evidence: None,
         })
+    }
+
+    /// Adds the evidence beyond the sent index (keys, fingerprint, window).
+    pub fn with_evidence(mut self, evidence: &'a Evidence) -> StoreEvidence<'a> {
+        self.evidence = Some(evidence);
+        self
     }
 }
 
@@ -231,6 +246,29 @@ impl SentEvidence for StoreEvidence<'_> {
                 .is_sent_sender(&self.account.name, &address)
                 .unwrap_or(false)
     }
+
+    fn evidence(&self) -> Option<&Evidence> {
+        self.evidence
+    }
+
+    fn sent_to(&self, recipient: &str, from: i64, to: i64) -> Option<Vec<SentTo>> {
+        let entries = self
+            .store
+            .sent_to_recipient_between(&self.account.name, recipient, from, to)
+            .ok()?;
+        Some(
+            entries
+                .into_iter()
+                .filter_map(|e| {
+                    Some(SentTo {
+                        date: e.date?,
+                        message_id: e.message_id,
+                        subject: e.subject,
+                    })
+                })
+                .collect(),
+        )
+    }
 }
 
 struct Sweep<'a> {
@@ -238,6 +276,8 @@ struct Sweep<'a> {
     store: &'a mut Store,
     analyzer: &'a Analyzer,
     options: SweepOptions,
+    /// Keys and fingerprints beyond the sent index, learned after indexing Sent.
+    evidence: Evidence,
     report: SweepReport,
 }
 
@@ -271,6 +311,9 @@ impl Sweep<'_> {
         };
         let result = async {
             self.index_sent(&mut session).await?;
+            self.evidence
+                .learn(self.store, &self.account.name)
+                .map_err(|e| self.store_err(e))?;
             self.sweep_inbox(&mut session).await
         }
         .await;
@@ -521,8 +564,9 @@ impl Sweep<'_> {
             self.report.bytes_downloaded += prefix.data.len() as u64;
             let data = prefix.data.clone();
             let analysis = self.analyzer.analyze(&data);
-            let evidence =
-                StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
+            let evidence = StoreEvidence::new(self.store, self.account)
+                .map_err(|e| self.store_err(e))?
+                .with_evidence(&self.evidence);
             let judgement = verdict::judge(&analysis, &evidence, header_date(&data));
             let cut_short = size.is_some_and(|s| s > PREFIX_BYTES);
             let needs_more = analysis.kind == Kind::None
@@ -550,9 +594,11 @@ impl Sweep<'_> {
         let mut to_move: Vec<(u32, String, usize)> = Vec::new();
         for (uid, flags, data, analysis) in &looked {
             let received_at = header_date(data);
-            let evidence =
-                StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
+            let evidence = StoreEvidence::new(self.store, self.account)
+                .map_err(|e| self.store_err(e))?
+                .with_evidence(&self.evidence);
             let mut judgement = verdict::judge(analysis, &evidence, received_at);
+            self.learn_relays(analysis, &judgement)?;
             let hash = content_hash(data);
             let taken_back = flags
                 .iter()
@@ -601,6 +647,28 @@ impl Sweep<'_> {
             self.report.messages.push(report);
         }
         self.quarantine(session, &to_move).await
+    }
+
+    /// Remembers the relays of a bounce whose original is in the sent index
+    /// (the relay fingerprint; used from the next sweep on).
+    fn learn_relays(&self, analysis: &Analysis, judgement: &Judgement) -> Result<(), SweepError> {
+        let hit = judgement
+            .reasons
+            .first()
+            .is_some_and(|r| r.rule == "verdict.sent-index-hit");
+        let Some(original) = analysis.original_message_ids.first() else {
+            return Ok(());
+        };
+        if !hit || analysis.kind != Kind::Bounce {
+            return Ok(());
+        }
+        let domains = crate::evidence::fingerprint::relay_domains(&analysis.original.received);
+        if domains.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .add_relays(&self.account.name, original, &domains)
+            .map_err(|e| self.store_err(e))
     }
 
     /// Whether a judged message goes to quarantine: backscatter, and unknown
@@ -796,7 +864,9 @@ pub fn content_hash(data: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn header_date(data: &[u8]) -> Option<i64> {
+/// The Date of a message (Unix seconds): when a notice arrived, for the
+/// verdict's time-dependent evidence.
+pub fn header_date(data: &[u8]) -> Option<i64> {
     let message = mail_parser::MessageParser::default().parse_headers(data)?;
     message.date().map(|d| d.to_timestamp())
 }

@@ -141,3 +141,17 @@ fn base64_encode(data: &[u8]) -> String {
     }
     out
 }
+
+#[test]
+fn a_notice_records_the_addresses_it_was_delivered_to_as_written() {
+    let m = "Delivered-To: alice@example.org\nX-Original-To: prvs=0123abcdef=Alice@Example.org\nTo: <prvs=0123abcdef=Alice@Example.org>, alice@example.org\nFrom: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail Returned to Sender\nMessage-ID: <n1@mx.example.net>\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\nFinal-Recipient: rfc822; bob@example.com\nAction: failed\nStatus: 5.1.1\n\n--b--\n";
+    let a = analyze(m.as_bytes());
+    assert_eq!(a.kind, Kind::Bounce);
+    assert_eq!(
+        a.delivered_to,
+        vec!["alice@example.org", "prvs=0123abcdef=Alice@Example.org"]
+    );
+    // Ordinary mail carries none (nothing to verify there).
+    let ordinary = "Delivered-To: alice@example.org\nFrom: bob@example.com\nTo: alice@example.org\nSubject: hi\n\nhello\n";
+    assert!(analyze(ordinary.as_bytes()).delivered_to.is_empty());
+}

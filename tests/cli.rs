@@ -552,3 +552,138 @@ fn the_demo_runs_and_explains_every_move() {
         assert!(out.contains(needle), "demo output lacks {needle:?}:\n{out}");
     }
 }
+
+/// A bounce (Postfix style) of an original with Message-ID `<id>`, sent from `from`.
+fn bounce_of(id: &str, from: &str) -> String {
+    format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n\
+         To: {from}\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+         Date: Mon, 02 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\
+         --b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n\
+         Final-Recipient: rfc822; nobody@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n\
+         --b\r\nContent-Type: message/rfc822\r\n\r\nFrom: {from}\r\nTo: nobody@example.org\r\n\
+         Subject: your order\r\nDate: Sun, 01 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{id}>\r\n\r\n\
+         Thank you for your order.\r\n--b--\r\n"
+    )
+}
+
+#[test]
+fn tag_message_id_mints_tags_that_the_verdict_accepts() {
+    use backsweep::evidence::tags;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("tag-key");
+    std::fs::write(&key_file, "cli tag secret\n").expect("key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let account = |extra: &str| {
+        format!(
+            "state_dir: {}\naccounts:\n  - name: shop\n    host: 127.0.0.1\n    tls: none\n    \
+             username: shop@example.com\n    password: {{ env: UNUSED }}\n{extra}",
+            backsweep::testserver::yaml_path(&dir.path().join("state"))
+        )
+    };
+    let config = dir.path().join("tags.yaml");
+    std::fs::write(
+        &config,
+        account(&format!(
+            "    tag_key: {{ file: {} }}\n    tag_key_id: k7\n",
+            backsweep::testserver::yaml_path(&key_file)
+        )),
+    )
+    .expect("config");
+
+    let mint = || {
+        run(backsweep()
+            .arg("--config")
+            .arg(&config)
+            .args(["tag", "message-id"]))
+    };
+    let (a, b) = (mint(), mint());
+    assert_eq!(a.status.code(), Some(0), "{}", describe(&a));
+    let first = text(&a.stdout).trim().to_string();
+    assert_ne!(first, text(&b.stdout).trim(), "two tags must differ");
+    assert!(
+        first.starts_with("<bst1.k7.") && first.ends_with("@example.com>"),
+        "{first}"
+    );
+    // The secret file's trailing newline is not part of the key (as for passwords).
+    let keys = tags::TagKeys {
+        keys: vec![tags::TagKey {
+            id: "k7".into(),
+            secret: b"cli tag secret".to_vec(),
+        }],
+        max_age_days: 30,
+    };
+    let now = backsweep::store::now_unix();
+    assert!(
+        matches!(
+            tags::verify(&first, &keys, now),
+            tags::TagCheck::Valid { .. }
+        ),
+        "{first}"
+    );
+
+    // inspect with the config: a bounce quoting a minted tag is genuine, one
+    // quoting a forged tag is backscatter, with the deciding rule first.
+    let id = tags::mint(&keys.keys[0], "example.com", 1_793_491_200, "cliverdict1");
+    let forged = tags::mint(
+        &tags::TagKey {
+            id: "k7".into(),
+            secret: b"guess".to_vec(),
+        },
+        "example.com",
+        1_793_491_200,
+        "cliverdict2",
+    );
+    let genuine = dir.path().join("genuine.eml");
+    let fake = dir.path().join("forged.eml");
+    std::fs::write(&genuine, bounce_of(&id, "shop@example.com")).expect("write");
+    std::fs::write(&fake, bounce_of(&forged, "shop@example.com")).expect("write");
+    let o = run(backsweep()
+        .arg("--config")
+        .arg(&config)
+        .args(["inspect", "--json"])
+        .arg(&genuine)
+        .arg(&fake));
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines[0]["verdict"], "genuine", "{}", describe(&o));
+    assert_eq!(lines[0]["reasons"][0]["rule"], "verdict.valid-tag");
+    assert_eq!(lines[1]["verdict"], "backscatter", "{}", describe(&o));
+    assert_eq!(lines[1]["reasons"][0]["rule"], "verdict.invalid-tag");
+    // The human form shows the verdict and every reason.
+    let o = run(backsweep()
+        .arg("--config")
+        .arg(&config)
+        .arg("inspect")
+        .arg(&genuine));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("verdict: genuine") && out.contains("(verdict.valid-tag)"),
+        "{out}"
+    );
+
+    // Without a tag key, or with a tag key id that is not lower-case letters
+    // and digits: a usage error that says what to fix.
+    let bare = dir.path().join("bare.yaml");
+    for (extra, says) in [
+        ("", "tag_key"),
+        ("    tag_key: { env: X }\n    tag_key_id: Key_1\n", "Key_1"),
+    ] {
+        std::fs::write(&bare, account(extra)).expect("config");
+        let o = run(backsweep()
+            .arg("--config")
+            .arg(&bare)
+            .args(["tag", "message-id"]));
+        assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+        assert!(text(&o.stderr).contains(says), "{}", describe(&o));
+    }
+}

@@ -319,9 +319,11 @@ fn fixture() -> (Vec<Msg>, Vec<Vec<u8>>) {
             "",
         ),
         (
-            "generated bounce without evidence",
+            // No original named, but the index covers the days before it
+            // and holds nothing to the failed recipient (the recipient window).
+            "generated bounce without an original, to someone never written to",
             bare_bounce(4),
-            Role::Unknown,
+            Role::Backscatter,
             "S",
         ),
         ("generated ordinary 1", ordinary(1), Role::Ordinary, ""),

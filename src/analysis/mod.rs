@@ -120,6 +120,11 @@ pub struct Analysis {
     /// True when MIME parsing failed and the message was read as text.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unparsed: bool,
+    /// For notices: the addresses the notice itself was delivered to
+    /// (Delivered-To, X-Original-To, To, in that order, without
+    /// duplicates), where a BATV `prvs=` signature of the user's server shows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delivered_to: Vec<String>,
 }
 
 /// Analyses messages with one compiled rule set.
@@ -177,6 +182,7 @@ impl Analyzer {
                 message_id: None,
                 truncated,
                 unparsed: true,
+                delivered_to: Vec::new(),
             },
         }
     }
@@ -235,6 +241,11 @@ impl Analyzer {
         if pieces.unparsed {
             rules.push("error.unparsed".to_string());
         }
+        let delivered_to = if detection.kind == Kind::None {
+            Vec::new()
+        } else {
+            delivery_addresses(&pieces)
+        };
         Analysis {
             kind: detection.kind,
             original_message_ids: found.message_ids,
@@ -244,6 +255,7 @@ impl Analyzer {
             message_id: own_id,
             truncated: false,
             unparsed: pieces.unparsed,
+            delivered_to,
         }
     }
 
@@ -332,6 +344,32 @@ pub const TRIAGE_FIELDS: &[&str] = &[
     "Precedence",
     "X-Delivery-Agent",
 ];
+
+/// The addresses a message was delivered to: every Delivered-To, then
+/// X-Original-To, then To (a notice goes to the original's envelope sender).
+fn delivery_addresses(pieces: &parse::Pieces) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for field in ["delivered-to", "x-original-to", "to"] {
+        for (_, value) in pieces
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(field))
+        {
+            // As written: a BATV signature covers the address's exact case.
+            let lower = value.to_ascii_lowercase();
+            for a in text::addresses_in(value) {
+                let written = lower
+                    .find(&a)
+                    .and_then(|at| value.get(at..at + a.len()))
+                    .unwrap_or(&a);
+                if !out.iter().any(|o| o.eq_ignore_ascii_case(&a)) && out.len() < 16 {
+                    out.push(written.to_string());
+                }
+            }
+        }
+    }
+    out
+}
 
 fn dsn_fields_in_text() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
