@@ -107,6 +107,24 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Sign an OAuth2 account (`auth: xoauth2` or `oauthbearer`) in to its
+    /// provider, once, and store the tokens like a password (OS keyring, or a
+    /// 0600 file in the state directory when there is no keyring). Later
+    /// sweeps refresh the access token by themselves. By default the
+    /// device-code flow is used where the provider allows it (a code to enter
+    /// on any device: works over SSH), else the browser flow (a browser on
+    /// this machine, redirected back to http://127.0.0.1:PORT/). Run it again
+    /// when backsweep says the sign-in was revoked or has expired.
+    Login {
+        /// The account name from the config.
+        account: String,
+        /// Use the device-code flow (RFC 8628).
+        #[arg(long, conflicts_with = "browser")]
+        device: bool,
+        /// Use a browser on this machine (authorization code with PKCE).
+        #[arg(long)]
+        browser: bool,
+    },
     /// Run the built-in demo: a private IMAP server on 127.0.0.1 seeded with
     /// sample mail (ordinary mail, sent mail, genuine bounces, backscatter),
     /// one sweep, and a before/after table. Needs Dovecot (Debian:
@@ -174,6 +192,18 @@ pub fn main() -> ExitCode {
         Command::Password { action } => {
             with_config(config_path.as_deref(), |ctx| password(ctx, action))
         }
+        Command::Login {
+            account,
+            device,
+            browser,
+        } => with_config(config_path.as_deref(), |ctx| {
+            let method = match (device, browser) {
+                (true, _) => Some(crate::oauth::flows::LoginMethod::Device),
+                (_, true) => Some(crate::oauth::flows::LoginMethod::Browser),
+                _ => None,
+            };
+            login(ctx, &account, method)
+        }),
         Command::Demo { keep } => match runtime() {
             Ok(rt) => match rt.block_on(crate::demo::run(&crate::demo::DemoOptions { keep })) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -637,6 +667,117 @@ fn password(ctx: &Context, action: PasswordAction) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// `backsweep login`: the interactive OAuth2 sign-in, then a test login to the IMAP server.
+fn login(
+    ctx: &Context,
+    name: &str,
+    method: Option<crate::oauth::flows::LoginMethod>,
+) -> ExitCode {
+    use crate::oauth::flows::{self, LoginMethod, Prompt};
+    let account = match select_accounts(&ctx.config, Some(name)) {
+        Ok(a) => a[0],
+        Err(code) => return code,
+    };
+    let PasswordSource::OAuth2(settings) = &account.password else {
+        eprintln!(
+            "backsweep: account {name} logs in with a password, not OAuth2: set `auth: xoauth2` \
+             and an `oauth:` section in {} first (see the README)",
+            ctx.config.path.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let method = method.unwrap_or_else(|| LoginMethod::default_for(settings));
+    let mut show = |prompt: &Prompt| {
+        match prompt {
+            Prompt::Device {
+                verification_uri,
+                user_code,
+                verification_uri_complete,
+                message: _,
+            } => {
+                println!(
+                    "To sign in account {name} ({}), open {verification_uri} in a browser on any \
+                     device and enter the code\n\n    {user_code}\n",
+                    account.username
+                );
+                if let Some(complete) = verification_uri_complete {
+                    println!("(or open {complete}, which has the code filled in)\n");
+                }
+                println!("Waiting for the sign-in to complete...");
+            }
+            Prompt::Browser { url } => {
+                println!(
+                    "To sign in account {name} ({}), open this address in a browser on this \
+                     machine:\n\n    {url}\n\nWaiting up to {} minutes for the browser to come back...",
+                    account.username,
+                    flows::BROWSER_WAIT.as_secs() / 60
+                );
+                open_in_browser(url);
+            }
+        }
+        let _ = std::io::stdout().flush();
+    };
+    let stored = match flows::login(
+        &account.name,
+        settings,
+        method,
+        Some(&account.username),
+        &mut show,
+    ) {
+        Ok(place) => place,
+        Err(e) => {
+            eprintln!("backsweep: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    println!("Signed in. Tokens stored in {stored}.");
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let checked = rt.block_on(async {
+        let session = sweeper::connect(account).await?;
+        let _ = session.logout().await;
+        anyhow::Ok(())
+    });
+    match checked {
+        Ok(()) => {
+            println!(
+                "IMAP login to {}:{} as {} works.",
+                account.host, account.port, account.username
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("backsweep: signed in, but the IMAP login failed: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Opens `url` in the desktop's browser when there is a desktop and a terminal (best effort;
+/// the address is printed anyway).
+fn open_in_browser(url: &str) {
+    use std::io::IsTerminal;
+    let desktop = std::env::var_os("DISPLAY").is_some()
+        || std::env::var_os("WAYLAND_DISPLAY").is_some()
+        || cfg!(target_os = "macos");
+    if !desktop || !std::io::stdout().is_terminal() {
+        return;
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let _ = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
 }
 
 fn read_password(account: &str) -> Result<Secret, String> {

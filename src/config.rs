@@ -21,6 +21,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::oauth::providers::{self, Provider};
+use crate::oauth::{OAuthSettings, SaslMechanism, TokenStore};
+
 /// Environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "BACKSWEEP_CONFIG";
 
@@ -145,6 +148,10 @@ pub enum PasswordSource {
     Command(String),
     /// A file that holds the password and is readable by its owner only.
     File(PathBuf),
+    /// OAuth2 (`auth: xoauth2` or `oauthbearer`): the secret is an access token, obtained
+    /// from the tokens `backsweep login` stored and refreshed when needed
+    /// ([`crate::oauth::tokens::access_token`]).
+    OAuth2(Box<OAuthSettings>),
 }
 
 /// A calendar date (proleptic Gregorian), used for `since:`.
@@ -274,6 +281,9 @@ pub struct Account {
     pub since: Option<Date>,
     /// Timeout for each network wait.
     pub timeout: Duration,
+    /// The provider preset the account uses (`provider:`), if any. On Gmail, folders are
+    /// labels: moving a message from INBOX to quarantine removes its `Inbox` label.
+    pub provider: Option<Provider>,
 }
 
 /// The validated configuration.
@@ -304,12 +314,12 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAccount {
     name: Spanned<String>,
-    host: Spanned<String>,
+    host: Option<Spanned<String>>,
     port: Option<Spanned<u16>>,
     tls: Option<Spanned<TlsMode>>,
     ca_file: Option<Spanned<String>>,
     username: Spanned<String>,
-    password: Spanned<RawPassword>,
+    password: Option<Spanned<RawPassword>>,
     addresses: Option<Vec<Spanned<String>>>,
     inbox: Option<Spanned<String>>,
     sent: Option<Spanned<Vec<Spanned<String>>>>,
@@ -318,6 +328,44 @@ struct RawAccount {
     unknown: UnknownAction,
     since: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
+    provider: Option<Spanned<Provider>>,
+    auth: Option<Spanned<RawAuth>>,
+    oauth: Option<Spanned<RawOAuth>>,
+}
+
+/// `auth:` — how the account logs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawAuth {
+    Password,
+    Xoauth2,
+    Oauthbearer,
+}
+
+/// `oauth:` — the OAuth2 client registration and, for a provider without a preset, its
+/// endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    client_id: Spanned<String>,
+    client_secret: Option<Spanned<String>>,
+    tenant: Option<Spanned<String>>,
+    token_url: Option<Spanned<String>>,
+    device_authorization_url: Option<Spanned<String>>,
+    authorization_url: Option<Spanned<String>>,
+    scopes: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    token_store: RawTokenStore,
+}
+
+/// `oauth.token_store:` — where the tokens from `backsweep login` are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawTokenStore {
+    #[default]
+    Auto,
+    Keyring,
+    File,
 }
 
 #[derive(Debug, Deserialize)]
@@ -498,7 +546,7 @@ impl Validator<'_> {
         }
         let mut accounts: Vec<Account> = Vec::with_capacity(raw.accounts.value.len());
         for ra in &raw.accounts.value {
-            let acc = self.account(ra)?;
+            let acc = self.account(ra, &state_dir)?;
             if accounts.iter().any(|a| a.name == acc.name) {
                 return Err(self.err_at(
                     &ra.name,
@@ -526,7 +574,7 @@ impl Validator<'_> {
         Ok(s.to_string())
     }
 
-    fn account(&self, ra: &RawAccount) -> Result<Account, ConfigError> {
+    fn account(&self, ra: &RawAccount, state_dir: &Path) -> Result<Account, ConfigError> {
         let name = self.nonempty(&ra.name, "account `name`")?;
         if name
             .chars()
@@ -539,7 +587,20 @@ impl Validator<'_> {
         }
         let ctx = |msg: String| format!("account `{name}`: {msg}");
 
-        let host = self.nonempty(&ra.host, &ctx("`host`".into()))?;
+        let provider = ra.provider.as_ref().map(|p| p.value);
+        let preset = provider.map(|p| providers::preset(p, providers::MICROSOFT_DEFAULT_TENANT));
+        let host = match (&ra.host, &preset) {
+            (Some(h), _) => self.nonempty(h, &ctx("`host`".into()))?,
+            (None, Some(p)) => p.host.to_string(),
+            (None, None) => {
+                return Err(self.err_at(
+                    &ra.name,
+                    ctx("`host` is missing: give the IMAP server's host name, or a \
+                         `provider:` preset (gmail, microsoft365)"
+                        .into()),
+                ))
+            }
+        };
         let tls = ra
             .tls
             .as_ref()
@@ -574,13 +635,37 @@ impl Validator<'_> {
         };
         let username = self.nonempty(&ra.username, &ctx("`username`".into()))?;
 
-        let password = match &ra.password.value {
+        let auth = self.auth_kind(ra, &ctx)?;
+        let raw_password = match (auth, &ra.password) {
+            (RawAuth::Password, None) => {
+                return Err(self.err_at(
+                    &ra.name,
+                    ctx("`password` is missing: give a password source (`password: { keyring: true }`, \
+                         `env: VAR`, `command: \"...\"` or `file: PATH`), or sign in with OAuth2 \
+                         (`auth: xoauth2` and an `oauth:` section)"
+                        .into()),
+                ))
+            }
+            (RawAuth::Password, Some(p)) => Some(p),
+            (_, Some(p)) => {
+                return Err(self.err_at(
+                    p,
+                    ctx("an OAuth2 account has no `password`: its tokens come from \
+                         `backsweep login`; remove `password:`"
+                        .into()),
+                ))
+            }
+            (_, None) => None,
+        };
+        let password = match &raw_password {
+            None => None,
+            Some(rp) => Some(match &rp.value {
             RawPassword::Keyring(KeyringSpec::Flag(true)) => PasswordSource::Keyring {
                 entry: name.clone(),
             },
             RawPassword::Keyring(KeyringSpec::Flag(false)) => {
                 return Err(self.err_at(
-                    &ra.password,
+                    rp,
                     ctx(
                         "`keyring: false` is not a password source: use `keyring: true`, \
                          `env: VAR`, `command: \"...\"` or `file: PATH`"
@@ -590,7 +675,7 @@ impl Validator<'_> {
             }
             RawPassword::Keyring(KeyringSpec::Entry(e)) if e.trim().is_empty() => {
                 return Err(self.err_at(
-                    &ra.password,
+                    rp,
                     ctx("keyring entry name must not be empty".into()),
                 ))
             }
@@ -601,7 +686,7 @@ impl Validator<'_> {
                 let v = v.trim();
                 if v.is_empty() || v.contains('=') || v.contains('\0') {
                     return Err(self.err_at(
-                        &ra.password,
+                        rp,
                         ctx(format!(
                             "`env: {v}` is not a valid environment variable name"
                         )),
@@ -612,7 +697,7 @@ impl Validator<'_> {
             RawPassword::Command(c) => {
                 if c.trim().is_empty() {
                     return Err(self.err_at(
-                        &ra.password,
+                        rp,
                         ctx("password `command` must not be empty".into()),
                     ));
                 }
@@ -621,12 +706,13 @@ impl Validator<'_> {
             RawPassword::File(f) => {
                 if f.trim().is_empty() {
                     return Err(self.err_at(
-                        &ra.password,
+                        rp,
                         ctx("password `file` must not be empty".into()),
                     ));
                 }
                 PasswordSource::File(self.resolve_path(f.trim()))
             }
+        }),
         };
 
         let addresses = match &ra.addresses {
@@ -676,7 +762,10 @@ impl Validator<'_> {
         };
         let quarantine = match &ra.quarantine {
             Some(v) => self.nonempty(v, &ctx("`quarantine`".into()))?,
-            None => "Quarantine".to_string(),
+            None => preset
+                .as_ref()
+                .map_or("Quarantine", |p| p.quarantine)
+                .to_string(),
         };
         if same_mailbox(&quarantine, &inbox) {
             let at = ra.quarantine.as_ref().unwrap_or(&ra.name);
@@ -686,7 +775,10 @@ impl Validator<'_> {
             ));
         }
         let sent = match &ra.sent {
-            None => None,
+            None => preset
+                .as_ref()
+                .and_then(|p| p.sent)
+                .map(|folders| folders.iter().map(|f| f.to_string()).collect()),
             Some(list) => {
                 if list.value.is_empty() {
                     return Err(self.err_at(
@@ -738,6 +830,13 @@ impl Validator<'_> {
             None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         };
 
+        let password = match password {
+            Some(p) => p,
+            None => PasswordSource::OAuth2(Box::new(self.oauth_settings(
+                ra, auth, provider, &name, state_dir, timeout,
+            )?)),
+        };
+
         Ok(Account {
             name,
             host,
@@ -752,6 +851,193 @@ impl Validator<'_> {
             quarantine,
             unknown: ra.unknown,
             since,
+            timeout,
+            provider,
+        })
+    }
+
+    /// `auth:`, defaulting to `password` when a password is given and to `xoauth2` for an
+    /// account with a `provider:` preset or an `oauth:` section but no password.
+    fn auth_kind(
+        &self,
+        ra: &RawAccount,
+        ctx: &dyn Fn(String) -> String,
+    ) -> Result<RawAuth, ConfigError> {
+        let auth = match &ra.auth {
+            Some(a) => a.value,
+            None if ra.password.is_none() && (ra.provider.is_some() || ra.oauth.is_some()) => {
+                RawAuth::Xoauth2
+            }
+            None => RawAuth::Password,
+        };
+        if let (RawAuth::Password, Some(o)) = (auth, &ra.oauth) {
+            return Err(self.err_at(
+                o,
+                ctx("an `oauth:` section needs `auth: xoauth2` (or `oauthbearer`)".into()),
+            ));
+        }
+        Ok(auth)
+    }
+
+    /// The OAuth2 settings of an account: the preset's values, overridden by `oauth:`.
+    fn oauth_settings(
+        &self,
+        ra: &RawAccount,
+        auth: RawAuth,
+        provider: Option<Provider>,
+        name: &str,
+        state_dir: &Path,
+        timeout: Duration,
+    ) -> Result<OAuthSettings, ConfigError> {
+        let ctx = |msg: String| format!("account `{name}`: {msg}");
+        let Some(ro) = &ra.oauth else {
+            let msg = ctx("OAuth2 needs an `oauth:` section with at least `client_id:`, the id \
+                           of the app you registered with the provider (see the README)"
+                .into());
+            return Err(match &ra.auth {
+                Some(a) => self.err_at(a, msg),
+                None => self.err_at(&ra.name, msg),
+            });
+        };
+        let o = &ro.value;
+        let client_id = self.nonempty(&o.client_id, &ctx("`oauth.client_id`".into()))?;
+        let tenant = match (&o.tenant, provider) {
+            (None, _) => providers::MICROSOFT_DEFAULT_TENANT.to_string(),
+            (Some(t), Some(Provider::Microsoft365)) => {
+                let v = t.value.trim();
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                {
+                    return Err(self.err_at(
+                        t,
+                        ctx(format!(
+                            "`oauth.tenant: {v}` is not a tenant id or domain \
+                             (e.g. contoso.onmicrosoft.com, a GUID, or `organizations`)"
+                        )),
+                    ));
+                }
+                v.to_string()
+            }
+            (Some(t), _) => {
+                return Err(self.err_at(
+                    t,
+                    ctx("`oauth.tenant` only applies to `provider: microsoft365`".into()),
+                ))
+            }
+        };
+        let preset = provider.map(|p| providers::preset(p, &tenant));
+        let endpoint = |v: &Option<Spanned<String>>,
+                        default: Option<String>,
+                        key: &str|
+         -> Result<Option<String>, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(u) => {
+                    let url = u.value.trim();
+                    providers::check_endpoint_url(url)
+                        .map_err(|m| self.err_at(u, ctx(format!("`oauth.{key}`: {m}"))))?;
+                    Ok(Some(url.to_string()))
+                }
+            }
+        };
+        let token_url = endpoint(
+            &o.token_url,
+            preset.as_ref().map(|p| p.token_url.clone()),
+            "token_url",
+        )?
+        .ok_or_else(|| {
+            self.err_at(
+                ro,
+                ctx("`oauth.token_url` is required without a `provider:` preset".into()),
+            )
+        })?;
+        let device_authorization_url = endpoint(
+            &o.device_authorization_url,
+            preset
+                .as_ref()
+                .and_then(|p| p.device_authorization_url.clone()),
+            "device_authorization_url",
+        )?;
+        let authorization_url = endpoint(
+            &o.authorization_url,
+            preset.as_ref().map(|p| p.authorization_url.clone()),
+            "authorization_url",
+        )?;
+        if device_authorization_url.is_none() && authorization_url.is_none() {
+            return Err(self.err_at(
+                ro,
+                ctx("`oauth:` needs `device_authorization_url` (device-code sign-in) or \
+                     `authorization_url` (browser sign-in), or both"
+                    .into()),
+            ));
+        }
+        let scopes: Vec<String> = match &o.scopes {
+            Some(list) => {
+                let mut out = Vec::new();
+                for sc in &list.value {
+                    let v = sc.value.trim();
+                    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                        return Err(self.err_at(
+                            sc,
+                            ctx(format!("`{}` is not a scope (one scope per list item)", sc.value)),
+                        ));
+                    }
+                    out.push(v.to_string());
+                }
+                if out.is_empty() {
+                    return Err(self.err_at(list, ctx("`oauth.scopes` is empty".into())));
+                }
+                out
+            }
+            None => match &preset {
+                Some(p) => p.scopes.iter().map(|s| s.to_string()).collect(),
+                None => {
+                    return Err(self.err_at(
+                        ro,
+                        ctx("`oauth.scopes` is required without a `provider:` preset".into()),
+                    ))
+                }
+            },
+        };
+        let client_secret = match &o.client_secret {
+            Some(c) if c.value.trim().is_empty() => {
+                return Err(self.err_at(c, ctx("`oauth.client_secret` is empty".into())))
+            }
+            Some(c) => Some(crate::secrets::Secret::new(c.value.trim())),
+            None => None,
+        };
+        let entry = format!("oauth2:{name}");
+        let file = state_dir.join("oauth").join(format!("{name}.json"));
+        let token_store = match o.token_store {
+            RawTokenStore::Auto => TokenStore::Auto { entry, file },
+            RawTokenStore::Keyring => TokenStore::Keyring { entry },
+            RawTokenStore::File => TokenStore::File(file),
+        };
+        Ok(OAuthSettings {
+            provider,
+            mechanism: if auth == RawAuth::Oauthbearer {
+                SaslMechanism::Oauthbearer
+            } else {
+                SaslMechanism::Xoauth2
+            },
+            client_id,
+            client_secret,
+            token_url,
+            device_authorization_url,
+            authorization_url,
+            scopes,
+            authorize_params: preset
+                .as_ref()
+                .map(|p| {
+                    p.authorize_params
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            token_store,
             timeout,
         })
     }

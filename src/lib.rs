@@ -11,6 +11,7 @@
 //! - [`config`] — the YAML configuration, validated into typed settings.
 //! - [`secrets`] — passwords and tokens from the keyring, env, a command or a file.
 //! - [`imap`] — one authenticated IMAP session: TLS, timeouts, fetch and safe moves.
+//! - [`oauth`] — OAuth2 sign-in (`backsweep login`), provider presets, token refresh.
 //! - [`store`] — the SQLite state: watermarks, the sent index, the audit log.
 //! - [`verdict`] — analysis + sent index → genuine / backscatter / unknown, with reasons.
 //! - [`sweeper`] — one pass over one account: index Sent, judge new inbox mail, move.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod imap;
+pub mod oauth;
 pub mod secrets;
 pub mod store;
 pub mod sweeper;
