@@ -670,11 +670,7 @@ fn password(ctx: &Context, action: PasswordAction) -> ExitCode {
 }
 
 /// `backsweep login`: the interactive OAuth2 sign-in, then a test login to the IMAP server.
-fn login(
-    ctx: &Context,
-    name: &str,
-    method: Option<crate::oauth::flows::LoginMethod>,
-) -> ExitCode {
+fn login(ctx: &Context, name: &str, method: Option<crate::oauth::flows::LoginMethod>) -> ExitCode {
     use crate::oauth::flows::{self, LoginMethod, Prompt};
     let account = match select_accounts(&ctx.config, Some(name)) {
         Ok(a) => a[0],

@@ -660,59 +660,54 @@ impl Validator<'_> {
         let password = match &raw_password {
             None => None,
             Some(rp) => Some(match &rp.value {
-            RawPassword::Keyring(KeyringSpec::Flag(true)) => PasswordSource::Keyring {
-                entry: name.clone(),
-            },
-            RawPassword::Keyring(KeyringSpec::Flag(false)) => {
-                return Err(self.err_at(
-                    rp,
-                    ctx(
-                        "`keyring: false` is not a password source: use `keyring: true`, \
+                RawPassword::Keyring(KeyringSpec::Flag(true)) => PasswordSource::Keyring {
+                    entry: name.clone(),
+                },
+                RawPassword::Keyring(KeyringSpec::Flag(false)) => {
+                    return Err(self.err_at(
+                        rp,
+                        ctx(
+                            "`keyring: false` is not a password source: use `keyring: true`, \
                          `env: VAR`, `command: \"...\"` or `file: PATH`"
-                            .into(),
-                    ),
-                ))
-            }
-            RawPassword::Keyring(KeyringSpec::Entry(e)) if e.trim().is_empty() => {
-                return Err(self.err_at(
-                    rp,
-                    ctx("keyring entry name must not be empty".into()),
-                ))
-            }
-            RawPassword::Keyring(KeyringSpec::Entry(e)) => PasswordSource::Keyring {
-                entry: e.trim().to_string(),
-            },
-            RawPassword::Env(v) => {
-                let v = v.trim();
-                if v.is_empty() || v.contains('=') || v.contains('\0') {
-                    return Err(self.err_at(
-                        rp,
-                        ctx(format!(
-                            "`env: {v}` is not a valid environment variable name"
-                        )),
-                    ));
+                                .into(),
+                        ),
+                    ))
                 }
-                PasswordSource::Env(v.to_string())
-            }
-            RawPassword::Command(c) => {
-                if c.trim().is_empty() {
-                    return Err(self.err_at(
-                        rp,
-                        ctx("password `command` must not be empty".into()),
-                    ));
+                RawPassword::Keyring(KeyringSpec::Entry(e)) if e.trim().is_empty() => {
+                    return Err(self.err_at(rp, ctx("keyring entry name must not be empty".into())))
                 }
-                PasswordSource::Command(c.clone())
-            }
-            RawPassword::File(f) => {
-                if f.trim().is_empty() {
-                    return Err(self.err_at(
-                        rp,
-                        ctx("password `file` must not be empty".into()),
-                    ));
+                RawPassword::Keyring(KeyringSpec::Entry(e)) => PasswordSource::Keyring {
+                    entry: e.trim().to_string(),
+                },
+                RawPassword::Env(v) => {
+                    let v = v.trim();
+                    if v.is_empty() || v.contains('=') || v.contains('\0') {
+                        return Err(self.err_at(
+                            rp,
+                            ctx(format!(
+                                "`env: {v}` is not a valid environment variable name"
+                            )),
+                        ));
+                    }
+                    PasswordSource::Env(v.to_string())
                 }
-                PasswordSource::File(self.resolve_path(f.trim()))
-            }
-        }),
+                RawPassword::Command(c) => {
+                    if c.trim().is_empty() {
+                        return Err(
+                            self.err_at(rp, ctx("password `command` must not be empty".into()))
+                        );
+                    }
+                    PasswordSource::Command(c.clone())
+                }
+                RawPassword::File(f) => {
+                    if f.trim().is_empty() {
+                        return Err(
+                            self.err_at(rp, ctx("password `file` must not be empty".into()))
+                        );
+                    }
+                    PasswordSource::File(self.resolve_path(f.trim()))
+                }
+            }),
         };
 
         let addresses = match &ra.addresses {
@@ -832,9 +827,9 @@ impl Validator<'_> {
 
         let password = match password {
             Some(p) => p,
-            None => PasswordSource::OAuth2(Box::new(self.oauth_settings(
-                ra, auth, provider, &name, state_dir, timeout,
-            )?)),
+            None => PasswordSource::OAuth2(Box::new(
+                self.oauth_settings(ra, auth, provider, &name, state_dir, timeout)?,
+            )),
         };
 
         Ok(Account {
@@ -891,9 +886,11 @@ impl Validator<'_> {
     ) -> Result<OAuthSettings, ConfigError> {
         let ctx = |msg: String| format!("account `{name}`: {msg}");
         let Some(ro) = &ra.oauth else {
-            let msg = ctx("OAuth2 needs an `oauth:` section with at least `client_id:`, the id \
+            let msg = ctx(
+                "OAuth2 needs an `oauth:` section with at least `client_id:`, the id \
                            of the app you registered with the provider (see the README)"
-                .into());
+                    .into(),
+            );
             return Err(match &ra.auth {
                 Some(a) => self.err_at(a, msg),
                 None => self.err_at(&ra.name, msg),
@@ -968,9 +965,11 @@ impl Validator<'_> {
         if device_authorization_url.is_none() && authorization_url.is_none() {
             return Err(self.err_at(
                 ro,
-                ctx("`oauth:` needs `device_authorization_url` (device-code sign-in) or \
+                ctx(
+                    "`oauth:` needs `device_authorization_url` (device-code sign-in) or \
                      `authorization_url` (browser sign-in), or both"
-                    .into()),
+                        .into(),
+                ),
             ));
         }
         let scopes: Vec<String> = match &o.scopes {
@@ -981,7 +980,10 @@ impl Validator<'_> {
                     if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
                         return Err(self.err_at(
                             sc,
-                            ctx(format!("`{}` is not a scope (one scope per list item)", sc.value)),
+                            ctx(format!(
+                                "`{}` is not a scope (one scope per list item)",
+                                sc.value
+                            )),
                         ));
                     }
                     out.push(v.to_string());

@@ -827,15 +827,14 @@ async fn bearer_login(
     secret: &Secret,
 ) -> Result<async_imap::Session<ImapStream>, ImapError> {
     let settings = pre.settings;
-    let mechanism = choose_mechanism(oauth.settings.mechanism, caps).ok_or_else(|| {
-        ImapError::AuthFailed {
+    let mechanism =
+        choose_mechanism(oauth.settings.mechanism, caps).ok_or_else(|| ImapError::AuthFailed {
             addr: pre.addr.clone(),
             user: settings.username.clone(),
             detail: "the server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER, so OAuth2 \
                      cannot be used with it"
                 .into(),
-        }
-    })?;
+        })?;
     let mut client = client;
     let mut token = secret.clone();
     let mut refreshed = false;

@@ -203,9 +203,9 @@ pub fn resolve(account: &str, source: &PasswordSource) -> Result<Secret, SecretE
         PasswordSource::Command(cmd) => from_command(account, cmd),
         PasswordSource::File(path) => from_file(account, path),
         PasswordSource::Keyring { entry } => get_keyring_password(account, entry),
-        PasswordSource::OAuth2(settings) => Ok(crate::oauth::tokens::access_token(
-            account, settings,
-        )?),
+        PasswordSource::OAuth2(settings) => {
+            Ok(crate::oauth::tokens::access_token(account, settings)?)
+        }
     }
 }
 

@@ -335,7 +335,9 @@ impl TestServer {
         server.fix_permissions()?;
         if let Some(url) = &server.options.oauth2_introspection_url {
             if url.contains(['\n', '\r']) {
-                return Err(TestServerError::Invalid(format!("bad introspection URL {url:?}")));
+                return Err(TestServerError::Invalid(format!(
+                    "bad introspection URL {url:?}"
+                )));
             }
             // Dovecot 2.3's oauth2 passdb (db-oauth2): POST token=... to the URL, the token is
             // valid when `active` is `true` and `username` is the user logging in.
@@ -677,17 +679,21 @@ impl TestServer {
         } else {
             ""
         };
-        let (mechanisms, oauth2_passdb) = if self.options.oauth2_introspection_url.is_some() {
-            (
-                "plain login xoauth2 oauthbearer",
-                format!(
-                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+        let (mechanisms, oauth2_passdb, no_penalty) =
+            if self.options.oauth2_introspection_url.is_some() {
+                (
+                    // No 2-second pause after a rejected token: the tests reject on purpose.
+                    "plain login xoauth2 oauthbearer\nauth_failure_delay = 0",
+                    format!(
+                        "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
                      args = {base}/dovecot-oauth2.conf.ext\n}}\n"
-                ),
-            )
-        } else {
-            ("plain login", String::new())
-        };
+                    ),
+                    // Nor the growing per-IP penalty (4 s, 8 s, ...) for the next attempt.
+                    "  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n",
+                )
+            } else {
+                ("plain login", String::new(), "")
+            };
         let ssl_dh = if Path::new("/usr/share/dovecot/dh.pem").is_file() {
             "ssl_dh = </usr/share/dovecot/dh.pem\n"
         } else {
@@ -740,7 +746,7 @@ service imap-login {{
   }}
 {chroot}}}
 service anvil {{
-{chroot}}}
+{chroot}{no_penalty}}}
 ",
             plain = self.plain_port,
             tls = self.tls_port,

@@ -100,13 +100,16 @@ fn device_flow(
     settings: &OAuthSettings,
     prompt: &mut dyn FnMut(&Prompt),
 ) -> Result<super::tokens::TokenAnswer, OAuthError> {
-    let url = settings.device_authorization_url.as_deref().ok_or_else(|| {
-        login_err(
-            account,
-            "this provider does not offer the device-code flow for mail access; use \
+    let url = settings
+        .device_authorization_url
+        .as_deref()
+        .ok_or_else(|| {
+            login_err(
+                account,
+                "this provider does not offer the device-code flow for mail access; use \
              `backsweep login --browser` on a machine with a browser",
-        )
-    })?;
+            )
+        })?;
     let scope = settings.scopes.join(" ");
     let http_err = |detail: String| OAuthError::Http {
         account: account.to_string(),
@@ -117,7 +120,10 @@ fn device_flow(
     let (status, body) = client
         .post_form(
             url,
-            &[("client_id", settings.client_id.as_str()), ("scope", &scope)],
+            &[
+                ("client_id", settings.client_id.as_str()),
+                ("scope", &scope),
+            ],
         )
         .map_err(http_err)?;
     let field = |name: &str| body.get(name).and_then(|v| v.as_str()).map(str::to_string);
@@ -165,12 +171,10 @@ fn device_flow(
             Err((Some(code), _)) if code == "access_denied" => {
                 return Err(login_err(account, "the sign-in was declined"))
             }
-            Err((Some(code), _)) if code == "expired_token" => {
-                return Err(login_err(
-                    account,
-                    "the code expired before the sign-in was completed; run `backsweep login` again",
-                ))
-            }
+            Err((Some(code), _)) if code == "expired_token" => return Err(login_err(
+                account,
+                "the code expired before the sign-in was completed; run `backsweep login` again",
+            )),
             Err((_, e)) => return Err(e),
         }
     }

@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn reads_a_form_post() {
-        let raw = b"POST /token?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 27\r\n\
+        let raw = b"POST /token?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 29\r\n\
                     Content-Type: application/x-www-form-urlencoded\r\n\r\n\
                     grant_type=a+b&code=%2F%3D%26";
         let r = read_request(&raw[..]).expect("request");

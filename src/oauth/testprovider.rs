@@ -249,7 +249,12 @@ impl Shared {
             || r.param("code_challenge_method") != Some("S256")
             || !redirect.starts_with("http://127.0.0.1:")
         {
-            return response("400 Bad Request", "text/plain", "", "bad authorization request");
+            return response(
+                "400 Bad Request",
+                "text/plain",
+                "",
+                "bad authorization request",
+            );
         }
         let challenge = r.param("code_challenge").unwrap_or_default().to_string();
         let code = self.new_token("code");

@@ -130,7 +130,9 @@ pub(crate) fn token_request(
         detail,
     };
     let client = Client::new(settings.timeout).map_err(|d| (None, http_err(d)))?;
-    let (status, body) = client.post_form(url, &form).map_err(|d| (None, http_err(d)))?;
+    let (status, body) = client
+        .post_form(url, &form)
+        .map_err(|d| (None, http_err(d)))?;
     if (200..300).contains(&status) && body.get("error").is_none() {
         return parse_token_answer(account, url, &body).map_err(|e| (None, e));
     }
@@ -161,10 +163,7 @@ pub fn access_token(account: &str, settings: &OAuthSettings) -> Result<Secret, O
 
 /// Refreshes the access token now, whatever its expiry (the server rejected it).
 /// Blocking (HTTP, keyring).
-pub fn refresh_access_token(
-    account: &str,
-    settings: &OAuthSettings,
-) -> Result<Secret, OAuthError> {
+pub fn refresh_access_token(account: &str, settings: &OAuthSettings) -> Result<Secret, OAuthError> {
     let _guard = REFRESH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let stored = load(account, &settings.token_store)?;
     refresh_locked(account, settings, &stored)
@@ -212,13 +211,16 @@ pub(crate) fn store_login(
     settings: &OAuthSettings,
     answer: &TokenAnswer,
 ) -> Result<String, OAuthError> {
-    let refresh = answer.refresh_token.as_ref().ok_or_else(|| OAuthError::Login {
-        account: account.to_string(),
-        detail: "the provider issued no refresh token, so backsweep could not sign in again \
+    let refresh = answer
+        .refresh_token
+        .as_ref()
+        .ok_or_else(|| OAuthError::Login {
+            account: account.to_string(),
+            detail: "the provider issued no refresh token, so backsweep could not sign in again \
                  unattended; check that the scopes allow offline access (Microsoft: \
                  `offline_access`; Google: access_type=offline)"
-            .into(),
-    })?;
+                .into(),
+        })?;
     let tokens = StoredTokens {
         refresh_token: refresh.expose().to_string(),
         access_token: answer.access_token.expose().to_string(),
@@ -426,7 +428,10 @@ mod tests {
         let a = parse_token_answer("w", "u", &v).expect("ok");
         assert_eq!(a.access_token.expose(), "a");
         assert!(a.expires_at >= now_secs() + 59 && a.expires_at <= now_secs() + 61);
-        assert_eq!(a.refresh_token.map(|r| r.expose().to_string()), Some("r".into()));
+        assert_eq!(
+            a.refresh_token.map(|r| r.expose().to_string()),
+            Some("r".into())
+        );
         let v = serde_json::json!({"token_type": "Bearer"});
         assert!(parse_token_answer("w", "u", &v).is_err());
         let v = serde_json::json!({"access_token": "a"});
