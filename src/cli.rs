@@ -124,6 +124,11 @@ pub enum Command {
         /// Use a browser on this machine (authorization code with PKCE).
         #[arg(long)]
         browser: bool,
+        /// With --browser: listen for the browser's redirect on this port
+        /// instead of a random free one, so that a browser on another machine
+        /// can reach it through `ssh -L PORT:127.0.0.1:PORT this-host`.
+        #[arg(long, value_name = "PORT", requires = "browser")]
+        port: Option<u16>,
     },
     /// Run the built-in demo: a private IMAP server on 127.0.0.1 seeded with
     /// sample mail (ordinary mail, sent mail, genuine bounces, backscatter),
@@ -196,13 +201,14 @@ pub fn main() -> ExitCode {
             account,
             device,
             browser,
+            port,
         } => with_config(config_path.as_deref(), |ctx| {
             let method = match (device, browser) {
                 (true, _) => Some(crate::oauth::flows::LoginMethod::Device),
                 (_, true) => Some(crate::oauth::flows::LoginMethod::Browser),
                 _ => None,
             };
-            login(ctx, &account, method)
+            login(ctx, &account, method, port.unwrap_or(0))
         }),
         Command::Demo { keep } => match runtime() {
             Ok(rt) => match rt.block_on(crate::demo::run(&crate::demo::DemoOptions { keep })) {
@@ -584,9 +590,23 @@ fn check_config(ctx: &Context, account: Option<&str>) -> ExitCode {
         match result {
             Ok((caps, folders, sent)) => {
                 println!(
-                    "{}: logged in to {}:{} as {}",
-                    account.name, account.host, account.port, account.username
+                    "{}: logged in to {}:{} as {}{}",
+                    account.name,
+                    account.host,
+                    account.port,
+                    account.username,
+                    match &account.password {
+                        PasswordSource::OAuth2(o) =>
+                            format!(" with OAuth2 ({})", o.mechanism.imap_name()),
+                        _ => String::new(),
+                    }
                 );
+                if account.provider == Some(crate::oauth::Provider::Gmail) {
+                    println!(
+                        "  note: on Gmail folders are labels: moving to {} removes the Inbox label; the message stays in All Mail and keeps its other labels",
+                        account.quarantine
+                    );
+                }
                 println!("  capabilities: {}", caps.join(" "));
                 let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
                 println!("  folders: {}", names.join(", "));
@@ -641,6 +661,12 @@ fn password(ctx: &Context, action: PasswordAction) -> ExitCode {
     };
     let entry = match &account.password {
         PasswordSource::Keyring { entry } => entry.clone(),
+        PasswordSource::OAuth2(_) => {
+            eprintln!(
+                "backsweep: account {name} signs in with OAuth2 and has no password; run `backsweep login {name}` instead"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
         _ => {
             eprintln!(
                 "backsweep: account {name} does not take its password from the keyring; set `password: {{ keyring: true }}` in {} first",
@@ -670,7 +696,12 @@ fn password(ctx: &Context, action: PasswordAction) -> ExitCode {
 }
 
 /// `backsweep login`: the interactive OAuth2 sign-in, then a test login to the IMAP server.
-fn login(ctx: &Context, name: &str, method: Option<crate::oauth::flows::LoginMethod>) -> ExitCode {
+fn login(
+    ctx: &Context,
+    name: &str,
+    method: Option<crate::oauth::flows::LoginMethod>,
+    redirect_port: u16,
+) -> ExitCode {
     use crate::oauth::flows::{self, LoginMethod, Prompt};
     let account = match select_accounts(&ctx.config, Some(name)) {
         Ok(a) => a[0],
@@ -715,13 +746,11 @@ fn login(ctx: &Context, name: &str, method: Option<crate::oauth::flows::LoginMet
         }
         let _ = std::io::stdout().flush();
     };
-    let stored = match flows::login(
-        &account.name,
-        settings,
-        method,
-        Some(&account.username),
-        &mut show,
-    ) {
+    let options = flows::LoginOptions {
+        login_hint: Some(account.username.clone()),
+        redirect_port,
+    };
+    let stored = match flows::login(&account.name, settings, method, &options, &mut show) {
         Ok(place) => place,
         Err(e) => {
             eprintln!("backsweep: {e}");
@@ -747,7 +776,7 @@ fn login(ctx: &Context, name: &str, method: Option<crate::oauth::flows::LoginMet
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("backsweep: signed in, but the IMAP login failed: {e:#}");
+            eprintln!("backsweep: signed in, but the IMAP login failed: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -797,6 +826,12 @@ fn read_password(account: &str) -> Result<Secret, String> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BACKSWEEP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // async-imap traces every command it sends, LOGIN passwords and AUTHENTICATE tokens
+    // included: never let that through, whatever $BACKSWEEP_LOG says.
+    let filter = match "async_imap::imap_stream=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

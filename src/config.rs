@@ -762,6 +762,16 @@ impl Validator<'_> {
                 .map_or("Quarantine", |p| p.quarantine)
                 .to_string(),
         };
+        if provider == Some(Provider::Gmail) && is_gmail_system_folder(&quarantine) {
+            let at = ra.quarantine.as_ref().unwrap_or(&ra.name);
+            return Err(self.err_at(
+                at,
+                ctx(format!(
+                    "`quarantine: {quarantine}` is one of Gmail's system folders; Gmail empties \
+                     Spam and Trash after 30 days. Use a plain label such as `Quarantine`"
+                )),
+            ));
+        }
         if same_mailbox(&quarantine, &inbox) {
             let at = ra.quarantine.as_ref().unwrap_or(&ra.name);
             return Err(self.err_at(
@@ -1043,6 +1053,13 @@ impl Validator<'_> {
             timeout,
         })
     }
+}
+
+/// Gmail's own folders (`[Gmail]/Spam`, `[Google Mail]/Trash`, ...), which are not labels a
+/// quarantine may use.
+fn is_gmail_system_folder(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("[gmail]/") || lower.starts_with("[google mail]/")
 }
 
 /// INBOX is case-insensitive in IMAP; other names are compared exactly.
@@ -1441,6 +1458,195 @@ accounts:
         assert_eq!(c.accounts[0].port, 993);
         assert_eq!(c.accounts[1].port, 143);
         assert_eq!(c.accounts[1].unknown, UnknownAction::Quarantine);
+    }
+
+    fn oauth_of(a: &Account) -> &OAuthSettings {
+        match &a.password {
+            PasswordSource::OAuth2(o) => o,
+            other => panic!("not OAuth2: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oauth_provider_presets() {
+        let c = load(
+            "\
+state_dir: /st
+accounts:
+  - name: g
+    provider: gmail
+    username: a@gmail.com
+    oauth: { client_id: 123.apps.googleusercontent.com, client_secret: GOCSPX-x }
+  - name: m
+    provider: microsoft365
+    username: b@contoso.com
+    auth: oauthbearer
+    oauth:
+      client_id: 0000-1111
+      tenant: contoso.onmicrosoft.com
+      token_store: file
+  - name: app-password
+    provider: gmail
+    username: c@gmail.com
+    password: { env: GMAIL_APP_PASSWORD }
+",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let g = &c.accounts[0];
+        assert_eq!(
+            (g.host.as_str(), g.port, g.tls),
+            ("imap.gmail.com", 993, TlsMode::Implicit)
+        );
+        assert_eq!(g.provider, Some(Provider::Gmail));
+        assert_eq!(g.sent, None, "Gmail's Sent name is localised: auto-detect");
+        let o = oauth_of(g);
+        assert_eq!(o.mechanism, SaslMechanism::Xoauth2);
+        assert_eq!(o.scopes, vec!["https://mail.google.com/"]);
+        assert_eq!(o.device_authorization_url, None);
+        assert!(o.client_secret.is_some());
+        assert!(o
+            .authorize_params
+            .contains(&("access_type".into(), "offline".into())));
+        assert_eq!(
+            o.token_store,
+            TokenStore::Auto {
+                entry: "oauth2:g".into(),
+                file: PathBuf::from("/st/oauth/g.json")
+            }
+        );
+        let m = &c.accounts[1];
+        assert_eq!(m.host, "outlook.office365.com");
+        assert_eq!(m.sent, Some(vec!["Sent Items".to_string()]));
+        let o = oauth_of(m);
+        assert_eq!(o.mechanism, SaslMechanism::Oauthbearer);
+        assert!(o
+            .token_url
+            .contains("/contoso.onmicrosoft.com/oauth2/v2.0/token"));
+        assert!(o
+            .device_authorization_url
+            .as_deref()
+            .is_some_and(|u| u.ends_with("/devicecode")));
+        assert_eq!(
+            o.token_store,
+            TokenStore::File(PathBuf::from("/st/oauth/m.json"))
+        );
+        assert!(
+            !format!("{c:?}").contains("GOCSPX"),
+            "client secret printed"
+        );
+        assert_eq!(
+            c.accounts[2].password,
+            PasswordSource::Env("GMAIL_APP_PASSWORD".into())
+        );
+    }
+
+    #[test]
+    fn oauth_generic_provider() {
+        let c = load(
+            "\
+accounts:
+  - name: x
+    host: imap.example.com
+    username: a@example.com
+    auth: xoauth2
+    oauth:
+      client_id: cid
+      token_url: https://id.example.com/token
+      authorization_url: https://id.example.com/authorize
+      scopes: [imap, offline_access]
+      token_store: keyring
+",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let o = oauth_of(&c.accounts[0]);
+        assert_eq!(o.provider, None);
+        assert_eq!(o.scopes, vec!["imap", "offline_access"]);
+        assert_eq!(
+            o.token_store,
+            TokenStore::Keyring {
+                entry: "oauth2:x".into()
+            }
+        );
+        assert!(o.authorize_params.is_empty());
+    }
+
+    #[test]
+    fn oauth_config_errors_name_the_place() {
+        let base =
+            "accounts:\n  - name: x\n    host: imap.example.com\n    username: a@example.com\n";
+        let cases: &[(&str, &str, &str)] = &[
+            // (account lines, expected location, expected text)
+            ("    auth: xoauth2\n", "config.yaml:5:11", "`oauth:` section"),
+            (
+                "    auth: xoauth2\n    oauth: { client_id: c, authorization_url: https://a/x, scopes: [s] }\n",
+                "config.yaml:6:12",
+                "token_url",
+            ),
+            (
+                "    auth: xoauth2\n    oauth: { client_id: c, token_url: https://a/t, authorization_url: https://a/x }\n",
+                "config.yaml:6:12",
+                "scopes",
+            ),
+            (
+                "    auth: xoauth2\n    oauth:\n      client_id: c\n      token_url: http://id.example.com/t\n      authorization_url: https://a/x\n      scopes: [s]\n",
+                "config.yaml:8:18",
+                "not loopback",
+            ),
+            (
+                "    auth: xoauth2\n    oauth: { client_id: c, token_url: https://a/t, scopes: [s] }\n",
+                "config.yaml:6:12",
+                "device_authorization_url",
+            ),
+            (
+                "    auth: xoauth2\n    password: { env: P }\n    oauth: { client_id: c }\n",
+                "config.yaml:6:15",
+                "no `password`",
+            ),
+            (
+                "    password: { env: P }\n    oauth: { client_id: c }\n",
+                "config.yaml:6:12",
+                "auth: xoauth2",
+            ),
+            (
+                "    provider: gmail\n    oauth: { client_id: c, tenant: t }\n",
+                "config.yaml:6:36",
+                "only applies",
+            ),
+            (
+                "    provider: outlook\n    oauth: { client_id: c }\n",
+                "config.yaml:5:15",
+                "outlook",
+            ),
+            (
+                "    provider: gmail\n    oauth: { client_id: c, scope: [x] }\n",
+                "config.yaml:6:",
+                "scope",
+            ),
+        ];
+        for (lines, at, text) in cases {
+            let e = err(&format!("{base}{lines}"));
+            assert!(e.contains(at), "{lines}: expected {at}: {e}");
+            assert!(e.contains(text), "{lines}: expected {text:?}: {e}");
+        }
+        let e = err(
+            "accounts:\n  - name: g\n    provider: gmail\n    username: a@gmail.com\n    \
+             quarantine: '[Gmail]/Spam'\n    oauth: { client_id: c }\n",
+        );
+        assert!(
+            e.contains("config.yaml:5:17") && e.contains("30 days"),
+            "{e}"
+        );
+        let e =
+            err("accounts:\n  - name: x\n    username: a@example.com\n    password: { env: P }\n");
+        assert!(
+            e.contains("config.yaml:2:11") && e.contains("`host` is missing"),
+            "{e}"
+        );
+        let e = err("accounts:\n  - name: x\n    host: h\n    username: a@example.com\n");
+        assert!(
+            e.contains("config.yaml:2:11") && e.contains("`password` is missing"),
+            "{e}"
+        );
     }
 
     #[test]

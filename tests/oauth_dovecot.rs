@@ -296,7 +296,10 @@ async fn xoauth2_and_oauthbearer_sessions() {
             "work",
             &settings_for_login,
             LoginMethod::Device,
-            Some(USER),
+            &flows::LoginOptions {
+                login_hint: Some(USER.into()),
+                redirect_port: 0,
+            },
             &mut |p: &Prompt| prompts.push(p.clone()),
         );
         (r, prompts)

@@ -72,18 +72,28 @@ pub enum Prompt {
     },
 }
 
+/// Options of [`login`] beyond the method.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginOptions {
+    /// Pre-fills the provider's sign-in form (the username).
+    pub login_hint: Option<String>,
+    /// Port of the browser flow's loopback listener; 0 = any free port. A fixed port lets a
+    /// browser on another machine reach it through `ssh -L PORT:127.0.0.1:PORT`.
+    pub redirect_port: u16,
+}
+
 /// Signs `account` in with `method` and stores the tokens; returns where they were stored.
-/// `login_hint` (the username) pre-fills the provider's sign-in form. Blocking.
+/// Blocking.
 pub fn login(
     account: &str,
     settings: &OAuthSettings,
     method: LoginMethod,
-    login_hint: Option<&str>,
+    options: &LoginOptions,
     prompt: &mut dyn FnMut(&Prompt),
 ) -> Result<String, OAuthError> {
     let answer = match method {
         LoginMethod::Device => device_flow(account, settings, prompt)?,
-        LoginMethod::Browser => browser_flow(account, settings, login_hint, prompt)?,
+        LoginMethod::Browser => browser_flow(account, settings, options, prompt)?,
     };
     store_login(account, settings, &answer)
 }
@@ -197,7 +207,7 @@ pub fn pkce_challenge(verifier: &str) -> String {
 fn browser_flow(
     account: &str,
     settings: &OAuthSettings,
-    login_hint: Option<&str>,
+    options: &LoginOptions,
     prompt: &mut dyn FnMut(&Prompt),
 ) -> Result<super::tokens::TokenAnswer, OAuthError> {
     let authorize = settings.authorization_url.as_deref().ok_or_else(|| {
@@ -207,13 +217,16 @@ fn browser_flow(
              not possible; use `backsweep login --device`",
         )
     })?;
-    let listener = TcpListener::bind("127.0.0.1:0")
+    let listen_err = |e: std::io::Error| {
+        login_err(
+            account,
+            format!("cannot listen on 127.0.0.1:{}: {e}", options.redirect_port),
+        )
+    };
+    let listener = TcpListener::bind(("127.0.0.1", options.redirect_port))
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| login_err(account, format!("cannot listen on 127.0.0.1: {e}")))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| login_err(account, format!("cannot listen on 127.0.0.1: {e}")))?
-        .port();
+        .map_err(listen_err)?;
+    let port = listener.local_addr().map_err(listen_err)?.port();
     let redirect_uri = format!("http://127.0.0.1:{port}/");
     let verifier = random_token(account, 32)?;
     let state = random_token(account, 16)?;
@@ -228,7 +241,7 @@ fn browser_flow(
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
     ];
-    if let Some(hint) = login_hint {
+    if let Some(hint) = &options.login_hint {
         params.push(("login_hint", hint));
     }
     for (k, v) in &settings.authorize_params {
