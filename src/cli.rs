@@ -639,7 +639,8 @@ fn check_config(ctx: &Context, account: Option<&str>) -> ExitCode {
             }
             Err(e) => {
                 failed = true;
-                eprintln!("backsweep: {}: {e:#}", account.name);
+                // `{e}`: every error here already includes its cause in its message.
+                eprintln!("backsweep: {}: {e}", account.name);
             }
         }
     }

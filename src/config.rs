@@ -1454,10 +1454,14 @@ accounts:
             Path::new("/home/alice/.config/backsweep/config.yaml"),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.accounts.len(), 2);
+        assert_eq!(c.accounts.len(), 3);
         assert_eq!(c.accounts[0].port, 993);
         assert_eq!(c.accounts[1].port, 143);
         assert_eq!(c.accounts[1].unknown, UnknownAction::Quarantine);
+        assert_eq!(c.accounts[2].provider, Some(Provider::Microsoft365));
+        assert!(oauth_of(&c.accounts[2])
+            .token_url
+            .contains("/contoso.onmicrosoft.com/"));
     }
 
     fn oauth_of(a: &Account) -> &OAuthSettings {
