@@ -1601,6 +1601,40 @@ mod tests {
     }
 
     #[test]
+    fn bearer_mechanism_choice_and_payloads() {
+        let caps = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let x = SaslMechanism::Xoauth2;
+        let o = SaslMechanism::Oauthbearer;
+        assert_eq!(choose_mechanism(x, &caps(&["AUTH=XOAUTH2"])), Some(x));
+        assert_eq!(choose_mechanism(x, &caps(&["AUTH=OAUTHBEARER"])), Some(o));
+        assert_eq!(
+            choose_mechanism(o, &caps(&["AUTH=XOAUTH2", "AUTH=OAUTHBEARER"])),
+            Some(o)
+        );
+        assert_eq!(choose_mechanism(o, &caps(&["IMAP4REV1"])), Some(o));
+        assert_eq!(choose_mechanism(x, &caps(&["AUTH=PLAIN"])), None);
+
+        let s = ConnectSettings::new("imap.example.com", 993, TlsMode::Implicit, "a,b=c@x");
+        let token = Secret::new("tok");
+        let mut a = BearerAuth::new(x, &s, &token);
+        let mut auth = &mut a;
+        use async_imap::Authenticator;
+        assert_eq!(
+            auth.process(b"").as_slice(),
+            b"user=a,b=c@x\x01auth=Bearer tok\x01\x01"
+        );
+        assert!(auth.process(b"{\"status\":\"401\"}").is_empty());
+        assert_eq!(a.server_error.as_deref(), Some("{\"status\":\"401\"}"));
+        let mut b = BearerAuth::new(o, &s, &token);
+        let mut auth = &mut b;
+        assert_eq!(
+            auth.process(b"").as_slice(),
+            b"n,a=a=2Cb=3Dc@x,\x01host=imap.example.com\x01port=993\x01auth=Bearer tok\x01\x01"
+        );
+        assert_eq!(auth.process(b"{}").as_slice(), b"\x01");
+    }
+
+    #[test]
     fn uid_set_validation() {
         assert!(validate_uid_set("1:*").is_ok());
         assert!(validate_uid_set("1,2:4").is_ok());

@@ -354,6 +354,66 @@ fn handle_redirect(
 mod tests {
     use super::*;
 
+    /// The browser flow against the test provider, the test acting as the browser: a forged
+    /// redirect with the wrong `state` is refused and ignored, the real one completes.
+    #[test]
+    fn browser_flow_checks_state_and_pkce() {
+        let provider = super::super::testprovider::TestProvider::start("cid", "u@example.com")
+            .expect("provider");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("t.json");
+        let settings = OAuthSettings {
+            provider: None,
+            mechanism: super::super::SaslMechanism::Xoauth2,
+            client_id: "cid".into(),
+            client_secret: None,
+            token_url: provider.token_url(),
+            device_authorization_url: None,
+            authorization_url: Some(provider.authorization_url()),
+            scopes: vec!["mail".into()],
+            authorize_params: vec![("access_type".into(), "offline".into())],
+            token_store: super::super::TokenStore::File(file.clone()),
+            timeout: Duration::from_secs(10),
+        };
+        let mut browser = None;
+        let place = login(
+            "t",
+            &settings,
+            LoginMethod::default_for(&settings),
+            &LoginOptions::default(),
+            &mut |p: &Prompt| {
+                let Prompt::Browser { url } = p else {
+                    panic!("expected the browser flow, got {p:?}")
+                };
+                assert!(url.contains("access_type=offline"), "{url}");
+                let redirect = super::super::http::parse_urlencoded(
+                    url.split_once('?').map(|(_, q)| q).unwrap_or_default(),
+                )
+                .into_iter()
+                .find(|(k, _)| k == "redirect_uri")
+                .map(|(_, v)| v)
+                .expect("redirect_uri");
+                let url = url.clone();
+                browser = Some(std::thread::spawn(move || {
+                    let forged = ureq::get(&format!("{redirect}?code=evil&state=wrong")).call();
+                    assert!(
+                        matches!(forged, Err(ureq::Error::StatusCode(404))),
+                        "{forged:?}"
+                    );
+                    let mut page = ureq::get(&url).call().expect("browser");
+                    page.body_mut().read_to_string().expect("page")
+                }));
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(place.contains("t.json"), "{place}");
+        let page = browser.expect("prompted").join().expect("browser thread");
+        assert!(page.contains("Signed in"), "{page}");
+        assert_eq!(provider.stats().code_exchanges, 1);
+        let stored = crate::oauth::tokens::load("t", &settings.token_store).expect("stored");
+        assert!(stored.refresh_token.starts_with("refresh-"));
+    }
+
     #[test]
     fn pkce_s256_matches_rfc7636_appendix_b() {
         assert_eq!(

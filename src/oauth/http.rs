@@ -4,8 +4,9 @@
 //! provider).
 //!
 //! Client rules: https verified against the system roots; plain http only to a loopback host;
-//! no redirects (a token request must not be sent on to another host); bounded answers; every
-//! request under the account's timeout.
+//! no redirects (a token request must not be sent on to another host); a proxy from the
+//! environment (`HTTPS_PROXY`, `NO_PROXY`) for remote hosts only, never for loopback; bounded
+//! answers; every request under the account's timeout.
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
@@ -20,7 +21,10 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// A client for the provider's endpoints.
 pub(crate) struct Client {
+    /// For remote hosts (honours the proxy environment variables).
     agent: ureq::Agent,
+    /// For loopback hosts: never through a proxy.
+    direct: ureq::Agent,
 }
 
 impl Client {
@@ -36,15 +40,19 @@ impl Client {
             .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
             .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .build();
-        let config = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .user_agent(concat!("backsweep/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let config = |proxy: Option<ureq::Proxy>| {
+            ureq::Agent::config_builder()
+                .tls_config(tls.clone())
+                .timeout_global(Some(timeout))
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .proxy(proxy)
+                .user_agent(concat!("backsweep/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
         Ok(Client {
-            agent: ureq::Agent::new_with_config(config),
+            agent: ureq::Agent::new_with_config(config(ureq::Proxy::try_from_env())),
+            direct: ureq::Agent::new_with_config(config(None)),
         })
     }
 
@@ -54,9 +62,12 @@ impl Client {
         url: &str,
         form: &[(&str, &str)],
     ) -> Result<(u16, serde_json::Value), String> {
-        check_endpoint_url(url)?;
-        let mut response = self
-            .agent
+        let agent = if check_endpoint_url(url)? {
+            &self.direct
+        } else {
+            &self.agent
+        };
+        let mut response = agent
             .post(url)
             .header("Accept", "application/json")
             .send_form(form.iter().copied())

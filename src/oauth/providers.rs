@@ -96,8 +96,9 @@ pub fn preset(provider: Provider, tenant: &str) -> Preset {
 }
 
 /// Checks an endpoint URL: `https://`, or `http://` to a loopback address only (a local test
-/// server). Returns the reason when it is not acceptable.
-pub fn check_endpoint_url(url: &str) -> Result<(), String> {
+/// server). Returns whether the host is a loopback address, or the reason the URL is not
+/// acceptable.
+pub fn check_endpoint_url(url: &str) -> Result<bool, String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| format!("`{url}` is not a URL (https://host/path)"))?;
@@ -111,9 +112,10 @@ pub fn check_endpoint_url(url: &str) -> Result<(), String> {
     if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("`{url}` is not a URL (https://host/path)"));
     }
+    let loopback = crate::config::is_loopback_host(host);
     match scheme.to_ascii_lowercase().as_str() {
-        "https" => Ok(()),
-        "http" if crate::config::is_loopback_host(host) => Ok(()),
+        "https" => Ok(loopback),
+        "http" if loopback => Ok(true),
         "http" => Err(format!(
             "`{url}` is plain http to a host that is not loopback: tokens must travel over https"
         )),
@@ -148,8 +150,8 @@ mod tests {
 
     #[test]
     fn endpoint_urls() {
-        assert!(check_endpoint_url("https://example.com/token").is_ok());
-        assert!(check_endpoint_url("http://127.0.0.1:8080/token").is_ok());
+        assert_eq!(check_endpoint_url("https://example.com/token"), Ok(false));
+        assert_eq!(check_endpoint_url("http://127.0.0.1:8080/token"), Ok(true));
         assert!(check_endpoint_url("http://[::1]:8080/token").is_ok());
         assert!(check_endpoint_url("http://localhost/token").is_ok());
         assert!(check_endpoint_url("http://example.com/token").is_err());
