@@ -107,10 +107,12 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
-    /// Sign an OAuth2 account (`auth: xoauth2` or `oauthbearer`) in to its
-    /// provider, once, and store the tokens like a password (OS keyring, or a
-    /// 0600 file in the state directory when there is no keyring). Later
-    /// sweeps refresh the access token by themselves. By default the
+    /// Sign an OAuth2 account (Microsoft 365, Gmail, ...) in to its provider,
+    /// once; later sweeps refresh its access token by themselves.
+    ///
+    /// For accounts with `auth: xoauth2` or `oauthbearer`. The tokens are
+    /// stored like a password (OS keyring, or a 0600 file in the state
+    /// directory when there is no keyring). By default the
     /// device-code flow is used where the provider allows it (a code to enter
     /// on any device: works over SSH), else the browser flow (a browser on
     /// this machine, redirected back to http://127.0.0.1:PORT/). Run it again
