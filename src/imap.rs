@@ -12,6 +12,11 @@
 //!   done here on the raw stream, byte by byte so no bytes are left in a buffer when TLS
 //!   starts), or no TLS to a loopback address only. An untrusted certificate gives an error
 //!   that says so and points to `ca_file`.
+//! - **OAuth2.** For an account with [`ConnectSettings::oauth`], the secret is an access
+//!   token sent with `AUTHENTICATE XOAUTH2` (or `OAUTHBEARER`, whichever the configured one or
+//!   the server offers). When the server rejects it, a fresh token is fetched from the provider
+//!   once ([`crate::oauth::tokens::refresh_access_token`]) and the login retried on the same
+//!   connection; `sweep`, the daemon and `check-config` all get this by connecting here.
 //! - **Errors that tell the user what to do:** connect failed (host:port), certificate not
 //!   trusted, authentication failed (never containing the secret), timeout.
 //! - **Never mark mail read:** every content fetch uses `BODY.PEEK`.

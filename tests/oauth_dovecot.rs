@@ -66,6 +66,7 @@ accounts:
       device_authorization_url: {device}
       authorization_url: {authorize}
       scopes: [mail, offline_access]
+      token_store: file
   - name: other
     host: 127.0.0.1
     port: {port}

@@ -422,6 +422,37 @@ mod tests {
         assert!(e.contains("backsweep login work"), "{e}");
     }
 
+    /// `auto` on a machine without a Secret Service (CI, servers) falls back to the 0600 file,
+    /// and keeps using it. With a keyring present the test would write to the user's real
+    /// keyring, so it then only checks that nothing was written to the file.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn auto_store_falls_back_to_a_file_without_keyring() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("oauth").join("x.json");
+        let store = TokenStore::Auto {
+            entry: "backsweep-unit-test-oauth-auto".into(),
+            file: file.clone(),
+        };
+        let no_bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none()
+            && !std::env::var_os("XDG_RUNTIME_DIR")
+                .map(|d| Path::new(&d).join("bus").exists())
+                .unwrap_or(false);
+        if !no_bus {
+            assert!(!file.exists());
+            return;
+        }
+        assert!(matches!(
+            load("x", &store),
+            Err(OAuthError::NotLoggedIn { .. })
+        ));
+        let place = save("x", &store, &tokens(7)).expect("save");
+        assert!(place.contains("x.json"), "{place}");
+        assert_eq!(load("x", &store).expect("load").expires_at, 7);
+        save("x", &store, &tokens(8)).expect("save again");
+        assert_eq!(load("x", &store).expect("load").expires_at, 8);
+    }
+
     #[test]
     fn token_answers() {
         let v = serde_json::json!({"access_token": "a", "expires_in": "60", "refresh_token": "r"});
