@@ -209,6 +209,19 @@ pub fn resolve(account: &str, source: &PasswordSource) -> Result<Secret, SecretE
     }
 }
 
+/// [`resolve`] on tokio's blocking pool, for async callers (a command, the keyring or an
+/// OAuth2 token refresh may take seconds and must not stall other accounts' connections).
+pub async fn resolve_async(account: &str, source: &PasswordSource) -> Result<Secret, SecretError> {
+    let (name, src) = (account.to_string(), source.clone());
+    match tokio::task::spawn_blocking(move || resolve(&name, &src)).await {
+        Ok(r) => r,
+        Err(e) => Err(SecretError::Keyring {
+            account: account.to_string(),
+            detail: format!("the task resolving the secret failed: {e}"),
+        }),
+    }
+}
+
 fn non_empty(account: &str, value: Zeroizing<String>, kind: String) -> Result<Secret, SecretError> {
     if value.is_empty() {
         return Err(SecretError::Empty {

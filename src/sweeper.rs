@@ -156,12 +156,12 @@ pub async fn sweep_account(
     analyzer: &Analyzer,
     options: SweepOptions,
 ) -> Result<SweepReport, SweepError> {
-    let secret = secrets::resolve(&account.name, &account.password).map_err(|source| {
-        SweepError::Secret {
+    let secret = secrets::resolve_async(&account.name, &account.password)
+        .await
+        .map_err(|source| SweepError::Secret {
             account: account.name.clone(),
             source,
-        }
-    })?;
+        })?;
     let mut sweep = Sweep {
         account,
         store,
@@ -179,12 +179,12 @@ pub async fn sweep_account(
 
 /// Connects to an account's server (used by `check-config` and `release`).
 pub async fn connect(account: &Account) -> Result<ImapSession, SweepError> {
-    let secret = secrets::resolve(&account.name, &account.password).map_err(|source| {
-        SweepError::Secret {
+    let secret = secrets::resolve_async(&account.name, &account.password)
+        .await
+        .map_err(|source| SweepError::Secret {
             account: account.name.clone(),
             source,
-        }
-    })?;
+        })?;
     ImapSession::connect(&ConnectSettings::from(account), &secret)
         .await
         .map_err(|source| connect_error(&account.name, source))

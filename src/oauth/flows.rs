@@ -362,19 +362,11 @@ mod tests {
             .expect("provider");
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("t.json");
-        let settings = OAuthSettings {
-            provider: None,
-            mechanism: super::super::SaslMechanism::Xoauth2,
-            client_id: "cid".into(),
-            client_secret: None,
-            token_url: provider.token_url(),
-            device_authorization_url: None,
-            authorization_url: Some(provider.authorization_url()),
-            scopes: vec!["mail".into()],
-            authorize_params: vec![("access_type".into(), "offline".into())],
-            token_store: super::super::TokenStore::File(file.clone()),
-            timeout: Duration::from_secs(10),
-        };
+        let settings = super::super::test_settings(
+            provider.token_url(),
+            Some(provider.authorization_url()),
+            super::super::TokenStore::File(file.clone()),
+        );
         let mut browser = None;
         let place = login(
             "t",

@@ -181,3 +181,26 @@ fn one_line(s: &str, max: usize) -> String {
         flat
     }
 }
+
+/// Settings for unit tests: a generic provider at `token_url` (browser flow at
+/// `authorization_url`), client id `cid`, scope `mail`.
+#[cfg(test)]
+pub(crate) fn test_settings(
+    token_url: String,
+    authorization_url: Option<String>,
+    token_store: TokenStore,
+) -> OAuthSettings {
+    OAuthSettings {
+        provider: None,
+        mechanism: SaslMechanism::Xoauth2,
+        client_id: "cid".into(),
+        client_secret: None,
+        token_url,
+        device_authorization_url: None,
+        authorization_url,
+        scopes: vec!["mail".into()],
+        authorize_params: vec![("access_type".into(), "offline".into())],
+        token_store,
+        timeout: std::time::Duration::from_secs(10),
+    }
+}

@@ -29,6 +29,9 @@ use crate::secrets::{self, Secret, SecretError};
 /// must not run into its expiry).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
+/// A token with at least this long to live is still used when an early refresh fails.
+const STILL_USABLE_SECS: u64 = 30;
+
 /// Lifetime assumed when the provider does not say (`expires_in` missing).
 const DEFAULT_LIFETIME_SECS: u64 = 3600;
 
@@ -155,10 +158,21 @@ pub(crate) fn token_request(
 pub fn access_token(account: &str, settings: &OAuthSettings) -> Result<Secret, OAuthError> {
     let _guard = REFRESH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let stored = load(account, &settings.token_store)?;
-    if stored.expires_at > now_secs().saturating_add(REFRESH_MARGIN.as_secs()) {
+    let now = now_secs();
+    if stored.expires_at > now.saturating_add(REFRESH_MARGIN.as_secs()) {
         return Ok(Secret::new(stored.access_token.as_str()));
     }
-    refresh_locked(account, settings, &stored)
+    match refresh_locked(account, settings, &stored) {
+        // The provider is unreachable or failing, but the token still has a little time: use
+        // it rather than fail a sweep that can still succeed.
+        Err(e @ (OAuthError::Http { .. } | OAuthError::Provider { .. }))
+            if stored.expires_at > now.saturating_add(STILL_USABLE_SECS) =>
+        {
+            tracing::warn!(account, error = %e, "cannot refresh the OAuth2 access token yet; using the current one until it expires");
+            Ok(Secret::new(stored.access_token.as_str()))
+        }
+        other => other,
+    }
 }
 
 /// Refreshes the access token now, whatever its expiry (the server rejected it).
@@ -451,6 +465,31 @@ mod tests {
         assert_eq!(load("x", &store).expect("load").expires_at, 7);
         save("x", &store, &tokens(8)).expect("save again");
         assert_eq!(load("x", &store).expect("load").expires_at, 8);
+    }
+
+    /// An early refresh that cannot reach the provider falls back to the current token while
+    /// it still lives, and is an error once it does not.
+    #[test]
+    fn unreachable_provider_uses_the_current_token_while_it_lives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = file_store(dir.path());
+        // Nothing listens on a port we just closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let settings = super::super::test_settings(
+            format!("http://127.0.0.1:{port}/token"),
+            None,
+            store.clone(),
+        );
+        save("w", &store, &tokens(now_secs() + 120)).expect("save");
+        let t = access_token("w", &settings).expect("still usable");
+        assert_eq!(t.expose(), "a-secret");
+        save("w", &store, &tokens(now_secs() + 5)).expect("save");
+        let e = access_token("w", &settings).expect_err("expired");
+        assert!(matches!(e, OAuthError::Http { .. }), "{e}");
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 
     #[test]
