@@ -115,6 +115,31 @@ pub enum Command {
         #[command(subcommand)]
         what: TagWhat,
     },
+    /// Sign an OAuth2 account (Microsoft 365, Gmail, ...) in to its provider,
+    /// once; later sweeps refresh its access token by themselves.
+    ///
+    /// For accounts with `auth: xoauth2` or `oauthbearer`. The tokens are
+    /// stored like a password (OS keyring, or a 0600 file in the state
+    /// directory when there is no keyring). By default the
+    /// device-code flow is used where the provider allows it (a code to enter
+    /// on any device: works over SSH), else the browser flow (a browser on
+    /// this machine, redirected back to http://127.0.0.1:PORT/). Run it again
+    /// when backsweep says the sign-in was revoked or has expired.
+    Login {
+        /// The account name from the config.
+        account: String,
+        /// Use the device-code flow (RFC 8628).
+        #[arg(long, conflicts_with = "browser")]
+        device: bool,
+        /// Use a browser on this machine (authorization code with PKCE).
+        #[arg(long)]
+        browser: bool,
+        /// With --browser: listen for the browser's redirect on this port
+        /// instead of a random free one, so that a browser on another machine
+        /// can reach it through `ssh -L PORT:127.0.0.1:PORT this-host`.
+        #[arg(long, value_name = "PORT", requires = "browser")]
+        port: Option<u16>,
+    },
     /// Run the built-in demo: a private IMAP server on 127.0.0.1 seeded with
     /// sample mail (ordinary mail, sent mail, genuine bounces, backscatter),
     /// one sweep, and a before/after table. Needs Dovecot (Debian:
@@ -202,6 +227,19 @@ pub fn main() -> ExitCode {
             what: TagWhat::MessageId { account, domain },
         } => with_config(config_path.as_deref(), |ctx| {
             tag_message_id(ctx, account.as_deref(), domain.as_deref())
+        }),
+        Command::Login {
+            account,
+            device,
+            browser,
+            port,
+        } => with_config(config_path.as_deref(), |ctx| {
+            let method = match (device, browser) {
+                (true, _) => Some(crate::oauth::flows::LoginMethod::Device),
+                (_, true) => Some(crate::oauth::flows::LoginMethod::Browser),
+                _ => None,
+            };
+            login(ctx, &account, method, port.unwrap_or(0))
         }),
         Command::Demo { keep } => match runtime() {
             Ok(rt) => match rt.block_on(crate::demo::run(&crate::demo::DemoOptions { keep })) {
@@ -647,9 +685,23 @@ fn check_config(ctx: &Context, account: Option<&str>) -> ExitCode {
         match result {
             Ok((caps, folders, sent)) => {
                 println!(
-                    "{}: logged in to {}:{} as {}",
-                    account.name, account.host, account.port, account.username
+                    "{}: logged in to {}:{} as {}{}",
+                    account.name,
+                    account.host,
+                    account.port,
+                    account.username,
+                    match &account.password {
+                        PasswordSource::OAuth2(o) =>
+                            format!(" with OAuth2 ({})", o.mechanism.imap_name()),
+                        _ => String::new(),
+                    }
                 );
+                if account.provider == Some(crate::oauth::Provider::Gmail) {
+                    println!(
+                        "  note: on Gmail folders are labels: moving to {} removes the Inbox label; the message stays in All Mail and keeps its other labels",
+                        account.quarantine
+                    );
+                }
                 println!("  capabilities: {}", caps.join(" "));
                 let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
                 println!("  folders: {}", names.join(", "));
@@ -682,7 +734,8 @@ fn check_config(ctx: &Context, account: Option<&str>) -> ExitCode {
             }
             Err(e) => {
                 failed = true;
-                eprintln!("backsweep: {}: {e:#}", account.name);
+                // `{e}`: every error here already includes its cause in its message.
+                eprintln!("backsweep: {}: {e}", account.name);
             }
         }
     }
@@ -704,6 +757,12 @@ fn password(ctx: &Context, action: PasswordAction) -> ExitCode {
     };
     let entry = match &account.password {
         PasswordSource::Keyring { entry } => entry.clone(),
+        PasswordSource::OAuth2(_) => {
+            eprintln!(
+                "backsweep: account {name} signs in with OAuth2 and has no password; run `backsweep login {name}` instead"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
         _ => {
             eprintln!(
                 "backsweep: account {name} does not take its password from the keyring; set `password: {{ keyring: true }}` in {} first",
@@ -732,6 +791,116 @@ fn password(ctx: &Context, action: PasswordAction) -> ExitCode {
     }
 }
 
+/// `backsweep login`: the interactive OAuth2 sign-in, then a test login to the IMAP server.
+fn login(
+    ctx: &Context,
+    name: &str,
+    method: Option<crate::oauth::flows::LoginMethod>,
+    redirect_port: u16,
+) -> ExitCode {
+    use crate::oauth::flows::{self, LoginMethod, Prompt};
+    let account = match select_accounts(&ctx.config, Some(name)) {
+        Ok(a) => a[0],
+        Err(code) => return code,
+    };
+    let PasswordSource::OAuth2(settings) = &account.password else {
+        eprintln!(
+            "backsweep: account {name} logs in with a password, not OAuth2: set `auth: xoauth2` \
+             and an `oauth:` section in {} first (see the README)",
+            ctx.config.path.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let method = method.unwrap_or_else(|| LoginMethod::default_for(settings));
+    let mut show = |prompt: &Prompt| {
+        match prompt {
+            Prompt::Device {
+                verification_uri,
+                user_code,
+                verification_uri_complete,
+                message: _,
+            } => {
+                println!(
+                    "To sign in account {name} ({}), open {verification_uri} in a browser on any \
+                     device and enter the code\n\n    {user_code}\n",
+                    account.username
+                );
+                if let Some(complete) = verification_uri_complete {
+                    println!("(or open {complete}, which has the code filled in)\n");
+                }
+                println!("Waiting for the sign-in to complete...");
+            }
+            Prompt::Browser { url } => {
+                println!(
+                    "To sign in account {name} ({}), open this address in a browser on this \
+                     machine:\n\n    {url}\n\nWaiting up to {} minutes for the browser to come back...",
+                    account.username,
+                    flows::BROWSER_WAIT.as_secs() / 60
+                );
+                open_in_browser(url);
+            }
+        }
+        let _ = std::io::stdout().flush();
+    };
+    let options = flows::LoginOptions {
+        login_hint: Some(account.username.clone()),
+        redirect_port,
+    };
+    let stored = match flows::login(&account.name, settings, method, &options, &mut show) {
+        Ok(place) => place,
+        Err(e) => {
+            eprintln!("backsweep: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    println!("Signed in. Tokens stored in {stored}.");
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let checked = rt.block_on(async {
+        let session = sweeper::connect(account).await?;
+        let _ = session.logout().await;
+        anyhow::Ok(())
+    });
+    match checked {
+        Ok(()) => {
+            println!(
+                "IMAP login to {}:{} as {} works.",
+                account.host, account.port, account.username
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("backsweep: signed in, but the IMAP login failed: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Opens `url` in the desktop's browser when there is a desktop and a terminal (best effort;
+/// the address is printed anyway).
+fn open_in_browser(url: &str) {
+    use std::io::IsTerminal;
+    let desktop = std::env::var_os("DISPLAY").is_some()
+        || std::env::var_os("WAYLAND_DISPLAY").is_some()
+        || cfg!(target_os = "macos");
+    if !desktop || !std::io::stdout().is_terminal() {
+        return;
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let _ = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
 fn read_password(account: &str) -> Result<Secret, String> {
     use std::io::IsTerminal;
     let value = if std::io::stdin().is_terminal() {
@@ -753,6 +922,12 @@ fn read_password(account: &str) -> Result<Secret, String> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BACKSWEEP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // async-imap traces every command it sends, LOGIN passwords and AUTHENTICATE tokens
+    // included: never let that through, whatever $BACKSWEEP_LOG says.
+    let filter = match "async_imap::imap_stream=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

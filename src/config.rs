@@ -21,6 +21,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::oauth::providers::{self, Provider};
+use crate::oauth::{OAuthSettings, SaslMechanism, TokenStore};
+
 /// Environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "BACKSWEEP_CONFIG";
 
@@ -145,6 +148,10 @@ pub enum PasswordSource {
     Command(String),
     /// A file that holds the password and is readable by its owner only.
     File(PathBuf),
+    /// OAuth2 (`auth: xoauth2` or `oauthbearer`): the secret is an access token, obtained
+    /// from the tokens `backsweep login` stored and refreshed when needed
+    /// ([`crate::oauth::tokens::access_token`]).
+    OAuth2(Box<OAuthSettings>),
 }
 
 /// A calendar date (proleptic Gregorian), used for `since:`.
@@ -276,6 +283,9 @@ pub struct Account {
     pub timeout: Duration,
     /// Keys and limits for the evidence beyond the sent index (tags, BATV, window).
     pub evidence: EvidenceSettings,
+    /// The provider preset the account uses (`provider:`), if any. On Gmail, folders are
+    /// labels: moving a message from INBOX to quarantine removes its `Inbox` label.
+    pub provider: Option<Provider>,
 }
 
 /// An account's settings for evidence beyond the sent index (see
@@ -336,12 +346,12 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAccount {
     name: Spanned<String>,
-    host: Spanned<String>,
+    host: Option<Spanned<String>>,
     port: Option<Spanned<u16>>,
     tls: Option<Spanned<TlsMode>>,
     ca_file: Option<Spanned<String>>,
     username: Spanned<String>,
-    password: Spanned<RawPassword>,
+    password: Option<Spanned<RawPassword>>,
     addresses: Option<Vec<Spanned<String>>>,
     inbox: Option<Spanned<String>>,
     sent: Option<Spanned<Vec<Spanned<String>>>>,
@@ -356,6 +366,9 @@ struct RawAccount {
     tag_max_age_days: Option<Spanned<u32>>,
     batv_key: Option<Spanned<RawPassword>>,
     window_days: Option<Spanned<u32>>,
+    provider: Option<Spanned<Provider>>,
+    auth: Option<Spanned<RawAuth>>,
+    oauth: Option<Spanned<RawOAuth>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,6 +376,41 @@ struct RawAccount {
 struct RawOldTagKey {
     id: Spanned<String>,
     key: Spanned<RawPassword>,
+}
+
+/// `auth:` — how the account logs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawAuth {
+    Password,
+    Xoauth2,
+    Oauthbearer,
+}
+
+/// `oauth:` — the OAuth2 client registration and, for a provider without a preset, its
+/// endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    client_id: Spanned<String>,
+    client_secret: Option<Spanned<String>>,
+    tenant: Option<Spanned<String>>,
+    token_url: Option<Spanned<String>>,
+    device_authorization_url: Option<Spanned<String>>,
+    authorization_url: Option<Spanned<String>>,
+    scopes: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    token_store: RawTokenStore,
+}
+
+/// `oauth.token_store:` — where the tokens from `backsweep login` are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawTokenStore {
+    #[default]
+    Auto,
+    Keyring,
+    File,
 }
 
 #[derive(Debug, Deserialize)]
@@ -543,7 +591,7 @@ impl Validator<'_> {
         }
         let mut accounts: Vec<Account> = Vec::with_capacity(raw.accounts.value.len());
         for ra in &raw.accounts.value {
-            let acc = self.account(ra)?;
+            let acc = self.account(ra, &state_dir)?;
             if accounts.iter().any(|a| a.name == acc.name) {
                 return Err(self.err_at(
                     &ra.name,
@@ -629,7 +677,7 @@ impl Validator<'_> {
         })
     }
 
-    fn account(&self, ra: &RawAccount) -> Result<Account, ConfigError> {
+    fn account(&self, ra: &RawAccount, state_dir: &Path) -> Result<Account, ConfigError> {
         let name = self.nonempty(&ra.name, "account `name`")?;
         if name
             .chars()
@@ -642,7 +690,20 @@ impl Validator<'_> {
         }
         let ctx = |msg: String| format!("account `{name}`: {msg}");
 
-        let host = self.nonempty(&ra.host, &ctx("`host`".into()))?;
+        let provider = ra.provider.as_ref().map(|p| p.value);
+        let preset = provider.map(|p| providers::preset(p, providers::MICROSOFT_DEFAULT_TENANT));
+        let host = match (&ra.host, &preset) {
+            (Some(h), _) => self.nonempty(h, &ctx("`host`".into()))?,
+            (None, Some(p)) => p.host.to_string(),
+            (None, None) => {
+                return Err(self.err_at(
+                    &ra.name,
+                    ctx("`host` is missing: give the IMAP server's host name, or a \
+                         `provider:` preset (gmail, microsoft365)"
+                        .into()),
+                ))
+            }
+        };
         let tls = ra
             .tls
             .as_ref()
@@ -677,7 +738,32 @@ impl Validator<'_> {
         };
         let username = self.nonempty(&ra.username, &ctx("`username`".into()))?;
 
-        let password = self.secret_source(&ra.password, "password", &name, &ctx)?;
+        let auth = self.auth_kind(ra, &ctx)?;
+        let raw_password = match (auth, &ra.password) {
+            (RawAuth::Password, None) => {
+                return Err(self.err_at(
+                    &ra.name,
+                    ctx("`password` is missing: give a password source (`password: { keyring: true }`, \
+                         `env: VAR`, `command: \"...\"` or `file: PATH`), or sign in with OAuth2 \
+                         (`auth: xoauth2` and an `oauth:` section)"
+                        .into()),
+                ))
+            }
+            (RawAuth::Password, Some(p)) => Some(p),
+            (_, Some(p)) => {
+                return Err(self.err_at(
+                    p,
+                    ctx("an OAuth2 account has no `password`: its tokens come from \
+                         `backsweep login`; remove `password:`"
+                        .into()),
+                ))
+            }
+            (_, None) => None,
+        };
+        let password = match &raw_password {
+            None => None,
+            Some(rp) => Some(self.secret_source(rp, "password", &name, &ctx)?),
+        };
 
         let addresses = match &ra.addresses {
             Some(list) => {
@@ -726,8 +812,21 @@ impl Validator<'_> {
         };
         let quarantine = match &ra.quarantine {
             Some(v) => self.nonempty(v, &ctx("`quarantine`".into()))?,
-            None => "Quarantine".to_string(),
+            None => preset
+                .as_ref()
+                .map_or("Quarantine", |p| p.quarantine)
+                .to_string(),
         };
+        if provider == Some(Provider::Gmail) && is_gmail_system_folder(&quarantine) {
+            let at = ra.quarantine.as_ref().unwrap_or(&ra.name);
+            return Err(self.err_at(
+                at,
+                ctx(format!(
+                    "`quarantine: {quarantine}` is one of Gmail's system folders; Gmail empties \
+                     Spam and Trash after 30 days. Use a plain label such as `Quarantine`"
+                )),
+            ));
+        }
         if same_mailbox(&quarantine, &inbox) {
             let at = ra.quarantine.as_ref().unwrap_or(&ra.name);
             return Err(self.err_at(
@@ -736,7 +835,10 @@ impl Validator<'_> {
             ));
         }
         let sent = match &ra.sent {
-            None => None,
+            None => preset
+                .as_ref()
+                .and_then(|p| p.sent)
+                .map(|folders| folders.iter().map(|f| f.to_string()).collect()),
             Some(list) => {
                 if list.value.is_empty() {
                     return Err(self.err_at(
@@ -789,6 +891,13 @@ impl Validator<'_> {
         };
 
         let evidence = self.evidence_settings(ra, &name, &ctx)?;
+        let password = match password {
+            Some(p) => p,
+            None => PasswordSource::OAuth2(Box::new(
+                self.oauth_settings(ra, auth, provider, &name, state_dir, timeout)?,
+            )),
+        };
+
         Ok(Account {
             name,
             host,
@@ -805,6 +914,7 @@ impl Validator<'_> {
             since,
             timeout,
             evidence,
+            provider,
         })
     }
 
@@ -887,6 +997,206 @@ impl Validator<'_> {
         }
         Ok(settings)
     }
+
+    /// `auth:`, defaulting to `password` when a password is given and to `xoauth2` for an
+    /// account with a `provider:` preset or an `oauth:` section but no password.
+    fn auth_kind(
+        &self,
+        ra: &RawAccount,
+        ctx: &dyn Fn(String) -> String,
+    ) -> Result<RawAuth, ConfigError> {
+        let auth = match &ra.auth {
+            Some(a) => a.value,
+            None if ra.password.is_none() && (ra.provider.is_some() || ra.oauth.is_some()) => {
+                RawAuth::Xoauth2
+            }
+            None => RawAuth::Password,
+        };
+        if let (RawAuth::Password, Some(o)) = (auth, &ra.oauth) {
+            return Err(self.err_at(
+                o,
+                ctx("an `oauth:` section needs `auth: xoauth2` (or `oauthbearer`)".into()),
+            ));
+        }
+        Ok(auth)
+    }
+
+    /// The OAuth2 settings of an account: the preset's values, overridden by `oauth:`.
+    fn oauth_settings(
+        &self,
+        ra: &RawAccount,
+        auth: RawAuth,
+        provider: Option<Provider>,
+        name: &str,
+        state_dir: &Path,
+        timeout: Duration,
+    ) -> Result<OAuthSettings, ConfigError> {
+        let ctx = |msg: String| format!("account `{name}`: {msg}");
+        let Some(ro) = &ra.oauth else {
+            let msg = ctx(
+                "OAuth2 needs an `oauth:` section with at least `client_id:`, the id \
+                           of the app you registered with the provider (see the README)"
+                    .into(),
+            );
+            return Err(match &ra.auth {
+                Some(a) => self.err_at(a, msg),
+                None => self.err_at(&ra.name, msg),
+            });
+        };
+        let o = &ro.value;
+        let client_id = self.nonempty(&o.client_id, &ctx("`oauth.client_id`".into()))?;
+        let tenant = match (&o.tenant, provider) {
+            (None, _) => providers::MICROSOFT_DEFAULT_TENANT.to_string(),
+            (Some(t), Some(Provider::Microsoft365)) => {
+                let v = t.value.trim();
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                {
+                    return Err(self.err_at(
+                        t,
+                        ctx(format!(
+                            "`oauth.tenant: {v}` is not a tenant id or domain \
+                             (e.g. contoso.onmicrosoft.com, a GUID, or `organizations`)"
+                        )),
+                    ));
+                }
+                v.to_string()
+            }
+            (Some(t), _) => {
+                return Err(self.err_at(
+                    t,
+                    ctx("`oauth.tenant` only applies to `provider: microsoft365`".into()),
+                ))
+            }
+        };
+        let preset = provider.map(|p| providers::preset(p, &tenant));
+        let endpoint = |v: &Option<Spanned<String>>,
+                        default: Option<String>,
+                        key: &str|
+         -> Result<Option<String>, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(u) => {
+                    let url = u.value.trim();
+                    providers::check_endpoint_url(url)
+                        .map_err(|m| self.err_at(u, ctx(format!("`oauth.{key}`: {m}"))))?;
+                    Ok(Some(url.to_string()))
+                }
+            }
+        };
+        let token_url = endpoint(
+            &o.token_url,
+            preset.as_ref().map(|p| p.token_url.clone()),
+            "token_url",
+        )?
+        .ok_or_else(|| {
+            self.err_at(
+                ro,
+                ctx("`oauth.token_url` is required without a `provider:` preset".into()),
+            )
+        })?;
+        let device_authorization_url = endpoint(
+            &o.device_authorization_url,
+            preset
+                .as_ref()
+                .and_then(|p| p.device_authorization_url.clone()),
+            "device_authorization_url",
+        )?;
+        let authorization_url = endpoint(
+            &o.authorization_url,
+            preset.as_ref().map(|p| p.authorization_url.clone()),
+            "authorization_url",
+        )?;
+        if device_authorization_url.is_none() && authorization_url.is_none() {
+            return Err(self.err_at(
+                ro,
+                ctx(
+                    "`oauth:` needs `device_authorization_url` (device-code sign-in) or \
+                     `authorization_url` (browser sign-in), or both"
+                        .into(),
+                ),
+            ));
+        }
+        let scopes: Vec<String> = match &o.scopes {
+            Some(list) => {
+                let mut out = Vec::new();
+                for sc in &list.value {
+                    let v = sc.value.trim();
+                    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                        return Err(self.err_at(
+                            sc,
+                            ctx(format!(
+                                "`{}` is not a scope (one scope per list item)",
+                                sc.value
+                            )),
+                        ));
+                    }
+                    out.push(v.to_string());
+                }
+                if out.is_empty() {
+                    return Err(self.err_at(list, ctx("`oauth.scopes` is empty".into())));
+                }
+                out
+            }
+            None => match &preset {
+                Some(p) => p.scopes.iter().map(|s| s.to_string()).collect(),
+                None => {
+                    return Err(self.err_at(
+                        ro,
+                        ctx("`oauth.scopes` is required without a `provider:` preset".into()),
+                    ))
+                }
+            },
+        };
+        let client_secret = match &o.client_secret {
+            Some(c) if c.value.trim().is_empty() => {
+                return Err(self.err_at(c, ctx("`oauth.client_secret` is empty".into())))
+            }
+            Some(c) => Some(crate::secrets::Secret::new(c.value.trim())),
+            None => None,
+        };
+        let entry = format!("oauth2:{name}");
+        let file = state_dir.join("oauth").join(format!("{name}.json"));
+        let token_store = match o.token_store {
+            RawTokenStore::Auto => TokenStore::Auto { entry, file },
+            RawTokenStore::Keyring => TokenStore::Keyring { entry },
+            RawTokenStore::File => TokenStore::File(file),
+        };
+        Ok(OAuthSettings {
+            provider,
+            mechanism: if auth == RawAuth::Oauthbearer {
+                SaslMechanism::Oauthbearer
+            } else {
+                SaslMechanism::Xoauth2
+            },
+            client_id,
+            client_secret,
+            token_url,
+            device_authorization_url,
+            authorization_url,
+            scopes,
+            authorize_params: preset
+                .as_ref()
+                .map(|p| {
+                    p.authorize_params
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            token_store,
+            timeout,
+        })
+    }
+}
+
+/// Gmail's own folders (`[Gmail]/Spam`, `[Google Mail]/Trash`, ...), which are not labels a
+/// quarantine may use.
+fn is_gmail_system_folder(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("[gmail]/") || lower.starts_with("[google mail]/")
 }
 
 /// INBOX is case-insensitive in IMAP; other names are compared exactly.
@@ -1281,10 +1591,203 @@ accounts:
             Path::new("/home/alice/.config/backsweep/config.yaml"),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.accounts.len(), 2);
+        assert_eq!(c.accounts.len(), 3);
         assert_eq!(c.accounts[0].port, 993);
         assert_eq!(c.accounts[1].port, 143);
         assert_eq!(c.accounts[1].unknown, UnknownAction::Quarantine);
+        assert_eq!(c.accounts[2].provider, Some(Provider::Microsoft365));
+        assert!(oauth_of(&c.accounts[2])
+            .token_url
+            .contains("/contoso.onmicrosoft.com/"));
+    }
+
+    fn oauth_of(a: &Account) -> &OAuthSettings {
+        match &a.password {
+            PasswordSource::OAuth2(o) => o,
+            other => panic!("not OAuth2: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oauth_provider_presets() {
+        let c = load(
+            "\
+state_dir: /st
+accounts:
+  - name: g
+    provider: gmail
+    username: a@gmail.com
+    oauth: { client_id: 123.apps.googleusercontent.com, client_secret: GOCSPX-x }
+  - name: m
+    provider: microsoft365
+    username: b@contoso.com
+    auth: oauthbearer
+    oauth:
+      client_id: 0000-1111
+      tenant: contoso.onmicrosoft.com
+      token_store: file
+  - name: app-password
+    provider: gmail
+    username: c@gmail.com
+    password: { env: GMAIL_APP_PASSWORD }
+",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let g = &c.accounts[0];
+        assert_eq!(
+            (g.host.as_str(), g.port, g.tls),
+            ("imap.gmail.com", 993, TlsMode::Implicit)
+        );
+        assert_eq!(g.provider, Some(Provider::Gmail));
+        assert_eq!(g.sent, None, "Gmail's Sent name is localised: auto-detect");
+        let o = oauth_of(g);
+        assert_eq!(o.mechanism, SaslMechanism::Xoauth2);
+        assert_eq!(o.scopes, vec!["https://mail.google.com/"]);
+        assert_eq!(o.device_authorization_url, None);
+        assert!(o.client_secret.is_some());
+        assert!(o
+            .authorize_params
+            .contains(&("access_type".into(), "offline".into())));
+        assert_eq!(
+            o.token_store,
+            TokenStore::Auto {
+                entry: "oauth2:g".into(),
+                file: PathBuf::from("/st/oauth/g.json")
+            }
+        );
+        let m = &c.accounts[1];
+        assert_eq!(m.host, "outlook.office365.com");
+        assert_eq!(m.sent, Some(vec!["Sent Items".to_string()]));
+        let o = oauth_of(m);
+        assert_eq!(o.mechanism, SaslMechanism::Oauthbearer);
+        assert!(o
+            .token_url
+            .contains("/contoso.onmicrosoft.com/oauth2/v2.0/token"));
+        assert!(o
+            .device_authorization_url
+            .as_deref()
+            .is_some_and(|u| u.ends_with("/devicecode")));
+        assert_eq!(
+            o.token_store,
+            TokenStore::File(PathBuf::from("/st/oauth/m.json"))
+        );
+        assert!(
+            !format!("{c:?}").contains("GOCSPX"),
+            "client secret printed"
+        );
+        assert_eq!(
+            c.accounts[2].password,
+            PasswordSource::Env("GMAIL_APP_PASSWORD".into())
+        );
+    }
+
+    #[test]
+    fn oauth_generic_provider() {
+        let c = load(
+            "\
+accounts:
+  - name: x
+    host: imap.example.com
+    username: a@example.com
+    auth: xoauth2
+    oauth:
+      client_id: cid
+      token_url: https://id.example.com/token
+      authorization_url: https://id.example.com/authorize
+      scopes: [imap, offline_access]
+      token_store: keyring
+",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let o = oauth_of(&c.accounts[0]);
+        assert_eq!(o.provider, None);
+        assert_eq!(o.scopes, vec!["imap", "offline_access"]);
+        assert_eq!(
+            o.token_store,
+            TokenStore::Keyring {
+                entry: "oauth2:x".into()
+            }
+        );
+        assert!(o.authorize_params.is_empty());
+    }
+
+    #[test]
+    fn oauth_config_errors_name_the_place() {
+        let base =
+            "accounts:\n  - name: x\n    host: imap.example.com\n    username: a@example.com\n";
+        let cases: &[(&str, &str, &str)] = &[
+            // (account lines, expected location, expected text)
+            ("    auth: xoauth2\n", "config.yaml:5:11", "`oauth:` section"),
+            (
+                "    auth: xoauth2\n    oauth: { client_id: c, authorization_url: https://a/x, scopes: [s] }\n",
+                "config.yaml:6:12",
+                "token_url",
+            ),
+            (
+                "    auth: xoauth2\n    oauth: { client_id: c, token_url: https://a/t, authorization_url: https://a/x }\n",
+                "config.yaml:6:12",
+                "scopes",
+            ),
+            (
+                "    auth: xoauth2\n    oauth:\n      client_id: c\n      token_url: http://id.example.com/t\n      authorization_url: https://a/x\n      scopes: [s]\n",
+                "config.yaml:8:18",
+                "not loopback",
+            ),
+            (
+                "    auth: xoauth2\n    oauth: { client_id: c, token_url: https://a/t, scopes: [s] }\n",
+                "config.yaml:6:12",
+                "device_authorization_url",
+            ),
+            (
+                "    auth: xoauth2\n    password: { env: P }\n    oauth: { client_id: c }\n",
+                "config.yaml:6:15",
+                "no `password`",
+            ),
+            (
+                "    password: { env: P }\n    oauth: { client_id: c }\n",
+                "config.yaml:6:12",
+                "auth: xoauth2",
+            ),
+            (
+                "    provider: gmail\n    oauth: { client_id: c, tenant: t }\n",
+                "config.yaml:6:36",
+                "only applies",
+            ),
+            (
+                "    provider: outlook\n    oauth: { client_id: c }\n",
+                "config.yaml:5:15",
+                "outlook",
+            ),
+            (
+                "    provider: gmail\n    oauth: { client_id: c, scope: [x] }\n",
+                "config.yaml:6:",
+                "scope",
+            ),
+        ];
+        for (lines, at, text) in cases {
+            let e = err(&format!("{base}{lines}"));
+            assert!(e.contains(at), "{lines}: expected {at}: {e}");
+            assert!(e.contains(text), "{lines}: expected {text:?}: {e}");
+        }
+        let e = err(
+            "accounts:\n  - name: g\n    provider: gmail\n    username: a@gmail.com\n    \
+             quarantine: '[Gmail]/Spam'\n    oauth: { client_id: c }\n",
+        );
+        assert!(
+            e.contains("config.yaml:5:17") && e.contains("30 days"),
+            "{e}"
+        );
+        let e =
+            err("accounts:\n  - name: x\n    username: a@example.com\n    password: { env: P }\n");
+        assert!(
+            e.contains("config.yaml:2:11") && e.contains("`host` is missing"),
+            "{e}"
+        );
+        let e = err("accounts:\n  - name: x\n    host: h\n    username: a@example.com\n");
+        assert!(
+            e.contains("config.yaml:2:11") && e.contains("`password` is missing"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //!   done here on the raw stream, byte by byte so no bytes are left in a buffer when TLS
 //!   starts), or no TLS to a loopback address only. An untrusted certificate gives an error
 //!   that says so and points to `ca_file`.
+//! - **OAuth2.** For an account with [`ConnectSettings::oauth`], the secret is an access
+//!   token sent with `AUTHENTICATE XOAUTH2` (or `OAUTHBEARER`, whichever the configured one or
+//!   the server offers). When the server rejects it, a fresh token is fetched from the provider
+//!   once ([`crate::oauth::tokens::refresh_access_token`]) and the login retried on the same
+//!   connection; `sweep`, the daemon and `check-config` all get this by connecting here.
 //! - **Errors that tell the user what to do:** connect failed (host:port), certificate not
 //!   trusted, authentication failed (never containing the secret), timeout.
 //! - **Never mark mail read:** every content fetch uses `BODY.PEEK`.
@@ -38,7 +43,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{is_loopback_host, Account, TlsMode, DEFAULT_TIMEOUT_SECS};
+use crate::config::{is_loopback_host, Account, PasswordSource, TlsMode, DEFAULT_TIMEOUT_SECS};
+use crate::oauth::{OAuthError, OAuthSettings, SaslMechanism};
 use crate::secrets::Secret;
 
 /// Most unsolicited responses kept for [`ImapSession::take_unsolicited`].
@@ -63,6 +69,18 @@ pub struct ConnectSettings {
     pub username: String,
     /// Timeout for each network wait.
     pub timeout: Duration,
+    /// For an OAuth2 account: authenticate with the secret as a bearer token
+    /// (XOAUTH2/OAUTHBEARER) and refresh it once when the server rejects it.
+    pub oauth: Option<OAuthLogin>,
+}
+
+/// How an OAuth2 account logs in: which account's tokens, with which settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthLogin {
+    /// The account name (names its stored tokens).
+    pub account: String,
+    /// The account's OAuth2 settings.
+    pub settings: Arc<OAuthSettings>,
 }
 
 impl ConnectSettings {
@@ -80,6 +98,7 @@ impl ConnectSettings {
             ca_file: None,
             username: username.into(),
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            oauth: None,
         }
     }
 
@@ -101,6 +120,13 @@ impl From<&Account> for ConnectSettings {
             ca_file: a.ca_file.clone(),
             username: a.username.clone(),
             timeout: a.timeout,
+            oauth: match &a.password {
+                PasswordSource::OAuth2(settings) => Some(OAuthLogin {
+                    account: a.name.clone(),
+                    settings: Arc::new((**settings).clone()),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -223,6 +249,10 @@ pub enum ImapError {
     /// A caller error (empty field list, invalid header name, read-only mailbox, ...).
     #[error("{0}")]
     Invalid(String),
+    /// The server rejected an OAuth2 access token and no new one could be obtained (the
+    /// message names the account and says what to do, e.g. run `backsweep login`).
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
 }
 
 fn fmt_secs(d: Duration) -> String {
@@ -441,12 +471,14 @@ fn native_roots() -> &'static (Vec<CertificateDer<'static>>, String) {
     })
 }
 
-/// Builds the rustls client configuration: system roots plus `ca_file`.
-pub fn tls_config(
+/// The trust anchors every TLS connection uses: the system roots plus those in `ca_file`
+/// (the OAuth2 HTTP client shares them with IMAP).
+pub fn trusted_roots(
     ca_file: Option<&std::path::Path>,
-) -> Result<Arc<rustls::ClientConfig>, ImapError> {
+) -> Result<Vec<CertificateDer<'static>>, ImapError> {
     let mut roots = rustls::RootCertStore::empty();
     let (native, native_errors) = native_roots();
+    let mut anchors: Vec<CertificateDer<'static>> = native.clone();
     roots.add_parsable_certificates(native.iter().cloned());
     if let Some(path) = ca_file {
         let ca_err = |detail: String| ImapError::CaFile {
@@ -458,8 +490,9 @@ pub fn tls_config(
         for c in iter {
             let c = c.map_err(|e| ca_err(format!("invalid PEM: {e}")))?;
             roots
-                .add(c)
+                .add(c.clone())
                 .map_err(|e| ca_err(format!("not a usable CA certificate: {e}")))?;
+            anchors.push(c);
             n += 1;
         }
         if n == 0 {
@@ -475,6 +508,15 @@ pub fn tls_config(
             },
         });
     }
+    Ok(anchors)
+}
+
+/// Builds the rustls client configuration: system roots plus `ca_file`.
+pub fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, ImapError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(trusted_roots(ca_file)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -708,6 +750,149 @@ impl async_imap::Authenticator for PlainAuth<'_> {
     }
 }
 
+/// SASL XOAUTH2 / OAUTHBEARER with an access token. The first challenge gets the token; a
+/// second one is the server's error report (JSON), which is kept for the error message and
+/// answered as the mechanism requires (empty for XOAUTH2, `%x01` for OAUTHBEARER, RFC 7628).
+struct BearerAuth {
+    mechanism: SaslMechanism,
+    payload: zeroize::Zeroizing<Vec<u8>>,
+    sent: bool,
+    server_error: Option<String>,
+}
+
+impl BearerAuth {
+    fn new(mechanism: SaslMechanism, settings: &ConnectSettings, token: &Secret) -> BearerAuth {
+        let user = settings.username.as_str();
+        let text = match mechanism {
+            SaslMechanism::Xoauth2 => {
+                format!("user={user}\x01auth=Bearer {}\x01\x01", token.expose())
+            }
+            SaslMechanism::Oauthbearer => {
+                // gs2 saslname: `,` and `=` are escaped (RFC 5801).
+                let name = user.replace('=', "=3D").replace(',', "=2C");
+                format!(
+                    "n,a={name},\x01host={}\x01port={}\x01auth=Bearer {}\x01\x01",
+                    settings.host,
+                    settings.port,
+                    token.expose()
+                )
+            }
+        };
+        BearerAuth {
+            mechanism,
+            payload: zeroize::Zeroizing::new(text.into_bytes()),
+            sent: false,
+            server_error: None,
+        }
+    }
+}
+
+impl async_imap::Authenticator for &mut BearerAuth {
+    type Response = zeroize::Zeroizing<Vec<u8>>;
+    fn process(&mut self, challenge: &[u8]) -> Self::Response {
+        if !self.sent {
+            self.sent = true;
+            return self.payload.clone();
+        }
+        let text: String = String::from_utf8_lossy(challenge)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(300)
+            .collect();
+        self.server_error = Some(text);
+        zeroize::Zeroizing::new(match self.mechanism {
+            SaslMechanism::Xoauth2 => Vec::new(),
+            SaslMechanism::Oauthbearer => vec![1],
+        })
+    }
+}
+
+/// The bearer mechanism to use: the configured one when the server offers it, else the other
+/// one if offered (so `auth: xoauth2` also works on an OAUTHBEARER-only server); the configured
+/// one when the server lists no mechanisms before login.
+fn choose_mechanism(configured: SaslMechanism, caps: &[String]) -> Option<SaslMechanism> {
+    let offers = |m: SaslMechanism| caps.iter().any(|c| *c == format!("AUTH={}", m.imap_name()));
+    let lists_any = caps.iter().any(|c| c.starts_with("AUTH="));
+    if offers(configured) || !lists_any {
+        Some(configured)
+    } else if offers(configured.other()) {
+        Some(configured.other())
+    } else {
+        None
+    }
+}
+
+/// Authenticates with the access token `secret`; when the server rejects it, gets a fresh token
+/// from the provider once and tries again on the same connection.
+async fn bearer_login(
+    pre: &PreAuth<'_>,
+    client: async_imap::Client<ImapStream>,
+    caps: &[String],
+    oauth: &OAuthLogin,
+    secret: &Secret,
+) -> Result<async_imap::Session<ImapStream>, ImapError> {
+    let settings = pre.settings;
+    let mechanism =
+        choose_mechanism(oauth.settings.mechanism, caps).ok_or_else(|| ImapError::AuthFailed {
+            addr: pre.addr.clone(),
+            user: settings.username.clone(),
+            detail: "the server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER, so OAuth2 \
+                     cannot be used with it"
+                .into(),
+        })?;
+    let mut client = client;
+    let mut token = secret.clone();
+    let mut refreshed = false;
+    loop {
+        let mut auth = BearerAuth::new(mechanism, settings, &token);
+        let r = timeout(
+            settings.timeout,
+            client.authenticate(mechanism.imap_name(), &mut auth),
+        )
+        .await;
+        let (e, back) = match r {
+            Err(_) => return Err(pre.timeout_err("authenticating")),
+            Ok(Ok(session)) => return Ok(session),
+            Ok(Err(failed)) => failed,
+        };
+        let rejected = matches!(e, async_imap::error::Error::No(_));
+        if !rejected || refreshed {
+            let said = auth
+                .server_error
+                .map(|s| format!(" (server said: {s})"))
+                .unwrap_or_default();
+            let hint = if refreshed {
+                "; a freshly refreshed token was rejected too: check that the account's scopes \
+                 allow IMAP and that IMAP access is enabled for this mailbox"
+            } else {
+                ""
+            };
+            return Err(match e {
+                async_imap::error::Error::ConnectionLost | async_imap::error::Error::Io(_) => {
+                    ImapError::ConnectionLost {
+                        addr: pre.addr.clone(),
+                        during: "authenticating".into(),
+                    }
+                }
+                other => ImapError::AuthFailed {
+                    addr: pre.addr.clone(),
+                    user: settings.username.clone(),
+                    detail: format!("{} rejected: {other}{said}{hint}", mechanism.imap_name()),
+                },
+            });
+        }
+        tracing::info!(account = %oauth.account, "the server rejected the access token; refreshing it");
+        let (account, oauth_settings) = (oauth.account.clone(), Arc::clone(&oauth.settings));
+        token = tokio::task::spawn_blocking(move || {
+            crate::oauth::tokens::refresh_access_token(&account, &oauth_settings)
+        })
+        .await
+        .map_err(|e| ImapError::Invalid(format!("token refresh task failed: {e}")))??;
+        refreshed = true;
+        client = back;
+    }
+}
+
 /// Why a step failed, before being turned into an [`ImapError`] (keeps borrows short).
 enum Fail {
     Timeout,
@@ -828,6 +1013,10 @@ impl ImapSession {
             }
         };
         let client = async_imap::Client::new(stream);
+        if let Some(oauth) = &settings.oauth {
+            let session = bearer_login(&pre, client, &caps, oauth, secret).await?;
+            return ImapSession::established(session, settings, addr).await;
+        }
         let login_disabled = caps.iter().any(|c| c == "LOGINDISABLED");
         let has_plain = caps.iter().any(|c| c == "AUTH=PLAIN");
         let non_ascii = !secret.expose().is_ascii() || !settings.username.is_ascii();
@@ -875,6 +1064,15 @@ impl ImapSession {
             Ok(Err(e)) => return Err(auth_fail(e)),
             Ok(Ok(s)) => s,
         };
+        ImapSession::established(session, settings, addr).await
+    }
+
+    /// Wraps a freshly authenticated session and reads its capabilities.
+    async fn established(
+        session: async_imap::Session<ImapStream>,
+        settings: &ConnectSettings,
+        addr: String,
+    ) -> Result<ImapSession, ImapError> {
         let mut me = ImapSession {
             session,
             caps: HashSet::new(),
@@ -1405,6 +1603,40 @@ mod tests {
         s.host = "imap.example.com".into();
         assert_eq!(s.addr(), "imap.example.com:993");
         assert_eq!(s.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bearer_mechanism_choice_and_payloads() {
+        let caps = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let x = SaslMechanism::Xoauth2;
+        let o = SaslMechanism::Oauthbearer;
+        assert_eq!(choose_mechanism(x, &caps(&["AUTH=XOAUTH2"])), Some(x));
+        assert_eq!(choose_mechanism(x, &caps(&["AUTH=OAUTHBEARER"])), Some(o));
+        assert_eq!(
+            choose_mechanism(o, &caps(&["AUTH=XOAUTH2", "AUTH=OAUTHBEARER"])),
+            Some(o)
+        );
+        assert_eq!(choose_mechanism(o, &caps(&["IMAP4REV1"])), Some(o));
+        assert_eq!(choose_mechanism(x, &caps(&["AUTH=PLAIN"])), None);
+
+        let s = ConnectSettings::new("imap.example.com", 993, TlsMode::Implicit, "a,b=c@x");
+        let token = Secret::new("tok");
+        let mut a = BearerAuth::new(x, &s, &token);
+        let mut auth = &mut a;
+        use async_imap::Authenticator;
+        assert_eq!(
+            auth.process(b"").as_slice(),
+            b"user=a,b=c@x\x01auth=Bearer tok\x01\x01"
+        );
+        assert!(auth.process(b"{\"status\":\"401\"}").is_empty());
+        assert_eq!(a.server_error.as_deref(), Some("{\"status\":\"401\"}"));
+        let mut b = BearerAuth::new(o, &s, &token);
+        let mut auth = &mut b;
+        assert_eq!(
+            auth.process(b"").as_slice(),
+            b"n,a=a=2Cb=3Dc@x,\x01host=imap.example.com\x01port=993\x01auth=Bearer tok\x01\x01"
+        );
+        assert_eq!(auth.process(b"{}").as_slice(), b"\x01");
     }
 
     #[test]

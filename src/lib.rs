@@ -11,6 +11,7 @@
 //! - [`config`] — the YAML configuration, validated into typed settings.
 //! - [`secrets`] — passwords and tokens from the keyring, env, a command or a file.
 //! - [`imap`] — one authenticated IMAP session: TLS, timeouts, fetch and safe moves.
+//! - [`oauth`] — OAuth2 sign-in (`backsweep login`), provider presets, token refresh.
 //! - [`store`] — the SQLite state: watermarks, the sent index, the audit log.
 //! - [`verdict`] — analysis + sent index → genuine / backscatter / unknown, with reasons.
 //! - [`evidence`] — signed tags, BATV, learned fingerprints, the recipient window.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod evidence;
 pub mod imap;
+pub mod oauth;
 pub mod secrets;
 pub mod store;
 pub mod sweeper;

@@ -54,6 +54,16 @@ impl Secret {
     }
 }
 
+/// Compares the values (configs holding a secret, such as an OAuth2 client secret, are
+/// compared in tests).
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
@@ -161,6 +171,10 @@ pub enum SecretError {
         /// The platform's error text.
         detail: String,
     },
+    /// An OAuth2 account's access token could not be obtained (not signed in, refresh token
+    /// revoked, provider unreachable); the message names the account and what to do.
+    #[error(transparent)]
+    OAuth(#[from] crate::oauth::OAuthError),
     /// Any other keyring failure (locked store, access denied, ...).
     #[error("account `{account}`: OS keyring error: {detail}; if the keyring cannot be used, {ALTERNATIVES}")]
     Keyring {
@@ -189,6 +203,22 @@ pub fn resolve(account: &str, source: &PasswordSource) -> Result<Secret, SecretE
         PasswordSource::Command(cmd) => from_command(account, cmd),
         PasswordSource::File(path) => from_file(account, path),
         PasswordSource::Keyring { entry } => get_keyring_password(account, entry),
+        PasswordSource::OAuth2(settings) => {
+            Ok(crate::oauth::tokens::access_token(account, settings)?)
+        }
+    }
+}
+
+/// [`resolve`] on tokio's blocking pool, for async callers (a command, the keyring or an
+/// OAuth2 token refresh may take seconds and must not stall other accounts' connections).
+pub async fn resolve_async(account: &str, source: &PasswordSource) -> Result<Secret, SecretError> {
+    let (name, src) = (account.to_string(), source.clone());
+    match tokio::task::spawn_blocking(move || resolve(&name, &src)).await {
+        Ok(r) => r,
+        Err(e) => Err(SecretError::Keyring {
+            account: account.to_string(),
+            detail: format!("the task resolving the secret failed: {e}"),
+        }),
     }
 }
 

@@ -158,12 +158,12 @@ pub async fn sweep_account(
     analyzer: &Analyzer,
     options: SweepOptions,
 ) -> Result<SweepReport, SweepError> {
-    let secret = secrets::resolve(&account.name, &account.password).map_err(|source| {
-        SweepError::Secret {
+    let secret = secrets::resolve_async(&account.name, &account.password)
+        .await
+        .map_err(|source| SweepError::Secret {
             account: account.name.clone(),
             source,
-        }
-    })?;
+        })?;
     let evidence = Evidence::resolve(account).map_err(|source| SweepError::Secret {
         account: account.name.clone(),
         source,
@@ -186,18 +186,30 @@ pub async fn sweep_account(
 
 /// Connects to an account's server (used by `check-config` and `release`).
 pub async fn connect(account: &Account) -> Result<ImapSession, SweepError> {
-    let secret = secrets::resolve(&account.name, &account.password).map_err(|source| {
-        SweepError::Secret {
+    let secret = secrets::resolve_async(&account.name, &account.password)
+        .await
+        .map_err(|source| SweepError::Secret {
             account: account.name.clone(),
             source,
-        }
-    })?;
+        })?;
     ImapSession::connect(&ConnectSettings::from(account), &secret)
         .await
-        .map_err(|source| SweepError::Imap {
-            account: account.name.clone(),
+        .map_err(|source| connect_error(&account.name, source))
+}
+
+/// A failed connect: an OAuth2 token problem is reported like a password problem (its message
+/// already names the account and says to run `backsweep login`).
+fn connect_error(account: &str, source: ImapError) -> SweepError {
+    match source {
+        ImapError::OAuth(e) => SweepError::Secret {
+            account: account.to_string(),
+            source: SecretError::OAuth(e),
+        },
+        source => SweepError::Imap {
+            account: account.to_string(),
             source,
-        })
+        },
+    }
 }
 
 /// The sent index of one account as [`SentEvidence`] for the verdict.
@@ -299,7 +311,7 @@ impl Sweep<'_> {
     async fn run(&mut self, secret: &Secret) -> Result<(), SweepError> {
         let mut session = ImapSession::connect(&ConnectSettings::from(self.account), secret)
             .await
-            .map_err(|e| self.imap_err(e))?;
+            .map_err(|e| connect_error(&self.account.name, e))?;
         let sweep_id = if self.options.dry_run {
             None
         } else {

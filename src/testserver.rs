@@ -134,6 +134,10 @@ pub struct TestServerOptions {
     pub with_quarantine: bool,
     /// How long to wait for Dovecot to greet on both ports.
     pub start_timeout: Duration,
+    /// Also accept OAuth2 logins (AUTH=XOAUTH2 and AUTH=OAUTHBEARER), validating each access
+    /// token by POSTing it to this introspection URL (RFC 7662 style; see
+    /// [`crate::oauth::testprovider`]), which must answer `active` and the user's `username`.
+    pub oauth2_introspection_url: Option<String>,
 }
 
 impl Default for TestServerOptions {
@@ -143,6 +147,7 @@ impl Default for TestServerOptions {
             hide_uidplus: false,
             with_quarantine: true,
             start_timeout: Duration::from_secs(15),
+            oauth2_introspection_url: None,
         }
     }
 }
@@ -328,6 +333,24 @@ impl TestServer {
             server.create_maildir(&u)?;
         }
         server.fix_permissions()?;
+        if let Some(url) = &server.options.oauth2_introspection_url {
+            if url.contains(['\n', '\r']) {
+                return Err(TestServerError::Invalid(format!(
+                    "bad introspection URL {url:?}"
+                )));
+            }
+            // Dovecot 2.3's oauth2 passdb (db-oauth2): POST token=... to the URL, the token is
+            // valid when `active` is `true` and `username` is the user logging in.
+            std::fs::write(
+                server.dir.path().join("dovecot-oauth2.conf.ext"),
+                format!(
+                    "introspection_mode = post\nintrospection_url = {url}\n\
+                     force_introspection = yes\nusername_attribute = username\n\
+                     active_attribute = active\nactive_value = true\n"
+                ),
+            )
+            .map_err(io_err("writing dovecot-oauth2.conf.ext"))?;
+        }
 
         // Ports are free when probed but may be taken before Dovecot binds: retry.
         let mut last_err = None;
@@ -656,6 +679,21 @@ impl TestServer {
         } else {
             ""
         };
+        let (mechanisms, oauth2_passdb, no_penalty) =
+            if self.options.oauth2_introspection_url.is_some() {
+                (
+                    // No 2-second pause after a rejected token: the tests reject on purpose.
+                    "plain login xoauth2 oauthbearer\nauth_failure_delay = 0",
+                    format!(
+                        "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+                     args = {base}/dovecot-oauth2.conf.ext\n}}\n"
+                    ),
+                    // Nor the growing per-IP penalty (4 s, 8 s, ...) for the next attempt.
+                    "  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n",
+                )
+            } else {
+                ("plain login", String::new(), "")
+            };
         let ssl_dh = if Path::new("/usr/share/dovecot/dh.pem").is_file() {
             "ssl_dh = </usr/share/dovecot/dh.pem\n"
         } else {
@@ -674,7 +712,7 @@ listen = 127.0.0.1
 mail_gid = {mgid}
 mail_location = maildir:~/Maildir
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 ssl = yes
 ssl_cert = <{base}/tls/server.crt
 ssl_key = <{base}/tls/server.key
@@ -683,7 +721,7 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {base}/users
 }}
-userdb {{
+{oauth2_passdb}userdb {{
   driver = passwd-file
   args = username_format=%u {base}/users
   default_fields = uid={muid} gid={mgid} home={base}/mail/%u
@@ -708,7 +746,7 @@ service imap-login {{
   }}
 {chroot}}}
 service anvil {{
-{chroot}}}
+{chroot}{no_penalty}}}
 ",
             plain = self.plain_port,
             tls = self.tls_port,
