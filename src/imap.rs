@@ -1117,6 +1117,7 @@ impl ImapSession {
         self.require_selected(false)?;
         let r = timeout(self.settings.timeout, self.session.uid_search(criteria)).await;
         let set = self.settle(flat(r), "UID SEARCH")?;
+        self.confirm_complete("UID SEARCH").await?;
         let mut v: Vec<u32> = set.into_iter().collect();
         v.sort_unstable();
         Ok(v)
@@ -1134,7 +1135,19 @@ impl ImapSession {
             collect_stream(t, stream).await
         }
         .await;
-        self.settle(r, command)
+        let fetched = self.settle(r, command)?;
+        self.confirm_complete(command).await?;
+        Ok(fetched)
+    }
+
+    /// Proves that a response really ended with its tagged completion. async-imap ends a
+    /// response stream quietly when the connection closes between two lines, so a cut
+    /// connection would otherwise look like a short but complete answer (and messages
+    /// missing from it like messages expunged meanwhile). A `NOOP` cannot succeed on a
+    /// closed connection. (Found by the daemon's connection-cutting fault test.)
+    async fn confirm_complete(&mut self, command: &str) -> Result<(), ImapError> {
+        let r = timeout(self.settings.timeout, self.session.noop()).await;
+        self.settle(flat(r), &format!("{command} (checking the connection)"))
     }
 
     /// Fetches UID, FLAGS, RFC822.SIZE and `BODY.PEEK[HEADER.FIELDS (fields)]` for a UID set

@@ -554,19 +554,22 @@ impl Sweep<'_> {
                 StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
             let mut judgement = verdict::judge(analysis, &evidence, received_at);
             let hash = content_hash(data);
-            let taken_back = flags
+            let earlier_move = self
+                .store
+                .was_quarantined(&name, &hash)
+                .map_err(|e| self.store_err(e))?;
+            // The keyword is set just before the move: with our own move still
+            // pending it marks an interrupted move (connection cut between the
+            // STORE and the MOVE), not a message the user took back.
+            let keyword = flags
                 .iter()
-                .any(|f| f.eq_ignore_ascii_case(BACKSCATTER_KEYWORD))
+                .any(|f| f.eq_ignore_ascii_case(BACKSCATTER_KEYWORD));
+            let taken_back = (keyword && earlier_move.as_deref() != Some("pending"))
                 || self
                     .store
                     .is_released(&name, analysis.message_id.as_deref(), Some(&hash))
                     .map_err(|e| self.store_err(e))?
-                || self
-                    .store
-                    .was_quarantined(&name, &hash)
-                    .map_err(|e| self.store_err(e))?
-                    .as_deref()
-                    == Some("moved");
+                || earlier_move.as_deref() == Some("moved");
             let wants_move = self.wants_move(analysis, &judgement);
             let action = if wants_move && taken_back {
                 judgement.reasons.insert(
