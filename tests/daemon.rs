@@ -468,7 +468,7 @@ impl Proxy {
                             plan.cut_after =
                                 Some(Duration::from_millis(xorshift(&mut rng) % 600 + 20));
                         }
-                        if xorshift(&mut rng) % 3 == 0 {
+                        if xorshift(&mut rng).is_multiple_of(3) {
                             plan.delay = Some(Duration::from_millis(xorshift(&mut rng) % 8 + 1));
                             s.delayed.fetch_add(1, Ordering::Relaxed);
                         }

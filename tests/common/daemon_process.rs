@@ -1,3 +1,6 @@
+// Every test crate (and the daemon benchmark) uses only part of this file.
+#![allow(dead_code)]
+
 //! `backsweep daemon` as a child process, for the daemon tests and the daemon
 //! benchmark: start it, signal it, wait for it, read its memory and CPU use.
 
