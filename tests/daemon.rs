@@ -407,6 +407,82 @@ async fn without_idle_the_daemon_polls_with_noop() {
     everyday_service(options, true).await;
 }
 
+/// Receives what the daemon tells systemd (`$NOTIFY_SOCKET`), until `want` was seen.
+fn notifications_until(
+    socket: &std::os::unix::net::UnixDatagram,
+    want: &str,
+    limit: Duration,
+    seen: &mut Vec<String>,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = msg.lines().any(|l| l == want);
+            seen.push(msg);
+            if done {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_daemon_speaks_the_systemd_notify_protocol() {
+    let _serial = SERIAL.lock().await;
+    let (server, dir, pw) = server(TestServerOptions::default());
+    let config = write_config(dir.path(), &pw, server.plain_port());
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let notify = path.display().to_string();
+    // WATCHDOG_PID is left out: then the watchdog applies to whoever reads it.
+    let d = DaemonProcess::start_with_env(
+        BIN,
+        &config,
+        &[],
+        &dir.path().join("daemon.log"),
+        &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "400000")],
+    );
+    let mut seen = Vec::new();
+    let limit = Duration::from_secs(10);
+    assert!(
+        notifications_until(&socket, "READY=1", limit, &mut seen),
+        "no READY=1: {seen:?}\n{}",
+        d.log_tail()
+    );
+    assert!(
+        notifications_until(&socket, "WATCHDOG=1", limit, &mut seen),
+        "no WATCHDOG=1: {seen:?}"
+    );
+    d.signal("HUP");
+    assert!(
+        notifications_until(&socket, "RELOADING=1", limit, &mut seen),
+        "no RELOADING=1: {seen:?}"
+    );
+    assert!(
+        notifications_until(&socket, "READY=1", limit, &mut seen),
+        "no READY=1 after reload: {seen:?}"
+    );
+    d.signal("TERM");
+    assert!(
+        notifications_until(&socket, "STOPPING=1", limit, &mut seen),
+        "no STOPPING=1: {seen:?}"
+    );
+    let mut d = d;
+    let status = d.wait_exit(Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "SIGTERM: {status:?}");
+    println!(
+        "sd_notify: {} messages, e.g. {:?}",
+        seen.len(),
+        seen.first()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // The fault proxy.
 

@@ -19,6 +19,17 @@ impl DaemonProcess {
     /// Starts `bin --config config daemon args...` with `BACKSWEEP_LOG=info`,
     /// logging to `log`.
     pub fn start(bin: &str, config: &Path, args: &[&str], log: &Path) -> DaemonProcess {
+        DaemonProcess::start_with_env(bin, config, args, log, &[])
+    }
+
+    /// Like [`DaemonProcess::start`] with extra environment variables.
+    pub fn start_with_env(
+        bin: &str,
+        config: &Path,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> DaemonProcess {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -30,6 +41,7 @@ impl DaemonProcess {
             .arg("daemon")
             .args(args)
             .env("BACKSWEEP_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
