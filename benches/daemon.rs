@@ -17,13 +17,13 @@
 mod daemon_process;
 #[path = "../tests/common/messages.rs"]
 mod messages;
+#[path = "../tests/common/session.rs"]
+mod session;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use backsweep::config::TlsMode;
-use backsweep::imap::{ConnectSettings, ImapSession};
-use backsweep::secrets::Secret;
+use backsweep::imap::ImapSession;
 use backsweep::testserver::{account_config_yaml, yaml_path, TestServer, TestServerOptions};
 use daemon_process::DaemonProcess;
 
@@ -71,10 +71,7 @@ fn write_config(server: &TestServer, dir: &Path, n: usize, name: &str) -> PathBu
 }
 
 async fn session(server: &TestServer, user: &str) -> ImapSession {
-    let settings = ConnectSettings::new("127.0.0.1", server.plain_port(), TlsMode::None, user);
-    ImapSession::connect(&settings, &Secret::new(PASS))
-        .await
-        .expect("login")
+    session::loopback_session(server.plain_port(), user, PASS).await
 }
 
 /// Waits until the daemon log shows `n` accounts watching and their first sweeps done.
@@ -123,14 +120,7 @@ async fn main() {
     let server = TestServer::start(&pairs, TestServerOptions::default())
         .unwrap_or_else(|e| panic!("cannot start the private Dovecot: {e}"));
     let dir = tempfile::tempdir().expect("temp dir");
-    let old_sent = messages::text_message(
-        &user(0),
-        "x@example.net",
-        "old",
-        "Sat, 1 Jan 2000 00:00:00 +0000",
-        "oldest@example.com",
-        "x",
-    );
+    let old_sent = messages::sent_in_2000(&user(0));
     server
         .deliver(&user(0), "Sent", &old_sent, "S")
         .expect("seed Sent");

@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backsweep::imap::{ConnectSettings, ImapSession};
-use backsweep::secrets::Secret;
+use backsweep::imap::ImapSession;
 use backsweep::store::Store;
 use backsweep::testserver::{account_config_yaml, yaml_path, TestServer, TestServerOptions};
 use common::daemon_process::DaemonProcess;
 use common::mailbox::folder_messages;
-use common::messages::{dsn, text_message};
+use common::messages::{dsn, sent_in_2000, text_message};
+use common::session::loopback_session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const USER: &str = "dora@example.com";
@@ -137,14 +137,7 @@ fn server(options: TestServerOptions) -> (TestServer, tempfile::TempDir, PathBuf
     let server = TestServer::start(&[(USER, PASS)], options).unwrap_or_else(|e| {
         panic!("cannot start the private Dovecot (these tests never skip): {e}")
     });
-    let oldest = text_message(
-        &format!("Dora <{USER}>"),
-        "x@example.net",
-        "old",
-        "Sat, 1 Jan 2000 00:00:00 +0000",
-        "oldest@example.com",
-        "x",
-    );
+    let oldest = sent_in_2000(&format!("Dora <{USER}>"));
     server
         .deliver(USER, "Sent", &oldest, "S")
         .expect("seed Sent");
@@ -177,15 +170,7 @@ fn write_config(dir: &std::path::Path, pw: &std::path::Path, port: u16) -> PathB
 
 /// A direct session (not through the proxy) for checks.
 async fn session(server: &TestServer) -> ImapSession {
-    let settings = ConnectSettings::new(
-        "127.0.0.1",
-        server.plain_port(),
-        backsweep::config::TlsMode::None,
-        USER,
-    );
-    ImapSession::connect(&settings, &Secret::new(PASS))
-        .await
-        .expect("login")
+    loopback_session(server.plain_port(), USER, PASS).await
 }
 
 /// INBOX and Quarantine as Message-ID → flags lists (a missing Quarantine is empty).
@@ -295,6 +280,17 @@ async fn audit(server: &TestServer, mail: &Mail, state_dir: &std::path::Path) ->
     quarantine.len()
 }
 
+/// Delivers one message of each role and waits until the backscatter one is quarantined.
+async fn deliver_round_and_wait(mail: &mut Mail, server: &TestServer, d: &DaemonProcess) {
+    let mut last = Vec::new();
+    for _ in 0..3 {
+        if mail.deliver(server) == Role::Backscatter {
+            last.extend(mail.delivered.last().map(|(id, _)| id.clone()));
+        }
+    }
+    wait_quarantined(server, &last, Duration::from_secs(10), d).await;
+}
+
 /// Runs the tests of this file one at a time (timing-based).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -338,30 +334,12 @@ async fn everyday_service(options: TestServerOptions, poll: bool) {
         .expect("delete Quarantine");
     let _ = s.logout().await;
     let before_delete = mail.ids(Role::Backscatter);
-    for _ in 0..3 {
-        mail.deliver(&server);
-    }
-    let last = mail
-        .delivered
-        .last()
-        .map(|(id, _)| id.clone())
-        .into_iter()
-        .collect::<Vec<_>>();
-    wait_quarantined(&server, &last, Duration::from_secs(10), &d).await;
+    deliver_round_and_wait(&mut mail, &server, &d).await;
 
     // SIGHUP reloads; the daemon goes on working.
     d.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for _ in 0..3 {
-        mail.deliver(&server);
-    }
-    let last = mail
-        .delivered
-        .last()
-        .map(|(id, _)| id.clone())
-        .into_iter()
-        .collect::<Vec<_>>();
-    wait_quarantined(&server, &last, Duration::from_secs(10), &d).await;
+    deliver_round_and_wait(&mut mail, &server, &d).await;
 
     d.signal("TERM");
     let status = d.wait_exit(Duration::from_secs(15));

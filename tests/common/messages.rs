@@ -66,3 +66,16 @@ pub fn dsn(
     )
     .into_bytes()
 }
+
+/// A message sent by `from` on 1 January 2000: in a Sent folder it makes the sent
+/// index cover the date of every generated original.
+pub fn sent_in_2000(from: &str) -> Vec<u8> {
+    text_message(
+        from,
+        "x@example.net",
+        "old",
+        "Sat, 1 Jan 2000 00:00:00 +0000",
+        "oldest@example.com",
+        "x",
+    )
+}

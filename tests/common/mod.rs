@@ -26,6 +26,7 @@
 pub mod daemon_process;
 pub mod mailbox;
 pub mod messages;
+pub mod session;
 
 use std::collections::HashSet;
 use std::fmt;
