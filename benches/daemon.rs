@@ -99,9 +99,18 @@ fn memory(d: &DaemonProcess) -> (f64, f64) {
     (mb("VmRSS"), mb("VmHWM"))
 }
 
-/// CPU seconds used over [`QUIET`] with nothing happening.
+/// CPU seconds used over [`QUIET`] with nothing happening (after the start-up
+/// work — every account's first sweep — has settled: no CPU used for 2 s).
 fn idle_cpu(d: &DaemonProcess) -> f64 {
     let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let settle_limit = Instant::now() + Duration::from_secs(120);
+    loop {
+        let a = d.cpu_ticks().unwrap_or(0);
+        std::thread::sleep(Duration::from_secs(2));
+        if d.cpu_ticks().unwrap_or(0) == a || Instant::now() > settle_limit {
+            break;
+        }
+    }
     let before = d.cpu_ticks().unwrap_or(0);
     std::thread::sleep(QUIET);
     let after = d.cpu_ticks().unwrap_or(0);

@@ -78,9 +78,9 @@ pub enum Command {
         /// failure in a row.
         #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
         retry_min_ms: u64,
-        /// Longest pause before reconnecting.
-        #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
-        retry_max_secs: u64,
+        /// Longest pause before reconnecting (fractions allowed, e.g. 0.5).
+        #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = positive_seconds)]
+        retry_max_secs: f64,
     },
     /// Move quarantined messages back to the inbox and remember that you
     /// want them there: they are never moved again.
@@ -200,7 +200,7 @@ pub fn main() -> ExitCode {
                 sent_refresh: std::time::Duration::from_secs(sent_refresh_secs),
                 poll_interval: std::time::Duration::from_secs(poll_secs),
                 retry_min: std::time::Duration::from_millis(retry_min_ms),
-                retry_max: std::time::Duration::from_secs(retry_max_secs),
+                retry_max: std::time::Duration::from_secs_f64(retry_max_secs),
             };
             daemon(config_path.as_deref(), options)
         }
@@ -256,6 +256,16 @@ fn load_context(path: Option<&Path>) -> Result<Context, String> {
         config,
         analyzer: Analyzer::new(rules),
     })
+}
+
+/// A number of seconds > 0 and at most a day (command-line values).
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 /// `backsweep daemon`: a config problem at start is a usage error (exit 2);
