@@ -1082,6 +1082,8 @@ impl ImapSession {
         };
         let what = format!("{command} {mailbox}");
         let mb = self.settle(flat(r), &what)?;
+        // A cut connection would otherwise pass for an answer without UIDNEXT or EXISTS.
+        self.confirm_complete(&what).await?;
         let uidvalidity = mb.uid_validity.ok_or_else(|| {
             ImapError::Invalid(format!(
                 "{}: {what} did not report UIDVALIDITY; cannot track this folder safely",
