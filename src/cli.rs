@@ -58,6 +58,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run in the background: watch every account at once (IMAP IDLE, or
+    /// NOOP polling where the server has no IDLE) and sweep each as soon as
+    /// new mail arrives. Reconnects after faults with backoff; SIGTERM or
+    /// SIGINT finish the move in flight and exit 0; SIGHUP reloads the
+    /// config. Speaks the systemd notify protocol when $NOTIFY_SOCKET is set.
+    /// See contrib/ for systemd, launchd and cron files.
+    Daemon {
+        /// Re-issue IDLE after this many seconds (servers may drop it after 29 minutes).
+        #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=1740))]
+        idle_renew_secs: u64,
+        /// Sweep at least this often even without new mail (refreshes the Sent index).
+        #[arg(long, value_name = "SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+        sent_refresh_secs: u64,
+        /// On servers without IDLE, poll with NOOP this often.
+        #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        poll_secs: u64,
+        /// First pause before reconnecting after a failure; doubles with each
+        /// failure in a row.
+        #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        retry_min_ms: u64,
+        /// Longest pause before reconnecting (fractions allowed, e.g. 0.5).
+        #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = positive_seconds)]
+        retry_max_secs: f64,
+    },
     /// Move quarantined messages back to the inbox and remember that you
     /// want them there: they are never moved again.
     Release {
@@ -213,6 +237,22 @@ pub fn main() -> ExitCode {
         } => with_config(config_path.as_deref(), |ctx| {
             sweep(ctx, account.as_deref(), dry_run, json)
         }),
+        Command::Daemon {
+            idle_renew_secs,
+            sent_refresh_secs,
+            poll_secs,
+            retry_min_ms,
+            retry_max_secs,
+        } => {
+            let options = crate::daemon::DaemonOptions {
+                idle_renew: std::time::Duration::from_secs(idle_renew_secs),
+                sent_refresh: std::time::Duration::from_secs(sent_refresh_secs),
+                poll_interval: std::time::Duration::from_secs(poll_secs),
+                retry_min: std::time::Duration::from_millis(retry_min_ms),
+                retry_max: std::time::Duration::from_secs_f64(retry_max_secs),
+            };
+            daemon(config_path.as_deref(), options)
+        }
         Command::Release { account, all, uids } => with_config(config_path.as_deref(), |ctx| {
             release(ctx, account.as_deref(), all, &uids)
         }),
@@ -283,6 +323,45 @@ fn load_context(path: Option<&Path>) -> Result<Context, String> {
         config,
         analyzer: Analyzer::new(rules),
     })
+}
+
+/// A number of seconds > 0 and at most a day (command-line values).
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+/// `backsweep daemon`: a config problem at start is a usage error (exit 2);
+/// a config problem at SIGHUP keeps the running config.
+fn daemon(path: Option<&Path>, options: crate::daemon::DaemonOptions) -> ExitCode {
+    let ctx = match load_context(path) {
+        Ok(ctx) => ctx,
+        Err(message) => {
+            eprintln!("backsweep: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let mut reload = || load_context(path).map(|c| (c.config, c.analyzer));
+    match rt.block_on(crate::daemon::run(
+        ctx.config,
+        ctx.analyzer,
+        &mut reload,
+        options,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("backsweep daemon: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// The accounts a command applies to; an unknown name is a usage error.

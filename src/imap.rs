@@ -1280,6 +1280,8 @@ impl ImapSession {
         };
         let what = format!("{command} {mailbox}");
         let mb = self.settle(flat(r), &what)?;
+        // A cut connection would otherwise pass for an answer without UIDNEXT or EXISTS.
+        self.confirm_complete(&what).await?;
         let uidvalidity = mb.uid_validity.ok_or_else(|| {
             ImapError::Invalid(format!(
                 "{}: {what} did not report UIDVALIDITY; cannot track this folder safely",
@@ -1315,6 +1317,7 @@ impl ImapSession {
         self.require_selected(false)?;
         let r = timeout(self.settings.timeout, self.session.uid_search(criteria)).await;
         let set = self.settle(flat(r), "UID SEARCH")?;
+        self.confirm_complete("UID SEARCH").await?;
         let mut v: Vec<u32> = set.into_iter().collect();
         v.sort_unstable();
         Ok(v)
@@ -1332,7 +1335,19 @@ impl ImapSession {
             collect_stream(t, stream).await
         }
         .await;
-        self.settle(r, command)
+        let fetched = self.settle(r, command)?;
+        self.confirm_complete(command).await?;
+        Ok(fetched)
+    }
+
+    /// Proves that a response really ended with its tagged completion. async-imap ends a
+    /// response stream quietly when the connection closes between two lines, so a cut
+    /// connection would otherwise look like a short but complete answer (and messages
+    /// missing from it like messages expunged meanwhile). A `NOOP` cannot succeed on a
+    /// closed connection. (Found by the daemon's connection-cutting fault test.)
+    async fn confirm_complete(&mut self, command: &str) -> Result<(), ImapError> {
+        let r = timeout(self.settings.timeout, self.session.noop()).await;
+        self.settle(flat(r), &format!("{command} (checking the connection)"))
     }
 
     /// Fetches UID, FLAGS, RFC822.SIZE and `BODY.PEEK[HEADER.FIELDS (fields)]` for a UID set
@@ -1553,6 +1568,174 @@ impl ImapSession {
         let fut = self.session.run_command_and_check_ok(command);
         let r = timeout(self.settings.timeout, fut).await;
         self.settle(flat(r), command)
+    }
+}
+
+impl ImapSession {
+    /// `APPEND` a message to `mailbox` with no flags (a new, unread message), as a mail
+    /// server delivering it would. For tests, benchmarks and tools; the sweep never
+    /// appends.
+    pub async fn append(&mut self, mailbox: &str, message: &[u8]) -> Result<(), ImapError> {
+        self.usable("APPEND")?;
+        let r = timeout(
+            self.settings.timeout,
+            self.session.append(mailbox, None, None, message),
+        )
+        .await;
+        self.settle(flat(r), "APPEND")
+    }
+}
+
+/// Why [`ImapSession::idle`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleEnd {
+    /// The server reported new mail (`EXISTS` or `RECENT`), possibly already before IDLE
+    /// began: sweep now.
+    NewMail,
+    /// The wait ran its full length without news; IDLE should be re-issued (RFC 2177:
+    /// servers may drop an IDLE older than 30 minutes).
+    Timeout,
+    /// The caller's stop future completed (shutdown or reload).
+    Stopped,
+}
+
+/// Whether an unsolicited response announces new mail.
+fn announces_new_mail(r: &UnsolicitedResponse) -> bool {
+    matches!(
+        r,
+        UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+    )
+}
+
+impl ImapSession {
+    /// Whether the unsolicited responses received so far announce new mail (`EXISTS` or
+    /// `RECENT`). Consumes them; used after `NOOP` polling and before IDLE, so that mail
+    /// reported during another command is never left waiting for the next wake-up.
+    pub fn take_new_mail(&mut self) -> bool {
+        self.take_unsolicited().iter().any(announces_new_mail)
+    }
+
+    /// `IDLE` (RFC 2177) on the selected mailbox until the server reports new mail, `max`
+    /// passes, or `stop` completes; then `DONE`, and the session is handed back.
+    ///
+    /// New mail already reported before the call (during an earlier command, or while
+    /// IDLE was starting) returns [`IdleEnd::NewMail`] at once. Expunges and flag
+    /// changes do not end the wait. Entering and leaving IDLE run under the session
+    /// timeout; a `BYE` or a closed connection during the wait is
+    /// [`ImapError::ConnectionLost`]. On an error the session is dropped.
+    pub async fn idle(
+        mut self,
+        max: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(ImapSession, IdleEnd), ImapError> {
+        self.usable("IDLE")?;
+        self.require_selected(false)?;
+        if !self.has_capability("IDLE") {
+            return Err(ImapError::Invalid(format!(
+                "{}: the server does not offer IDLE; poll with NOOP instead",
+                self.addr
+            )));
+        }
+        if self.take_new_mail() {
+            return Ok((self, IdleEnd::NewMail));
+        }
+        let ImapSession {
+            session,
+            caps,
+            settings,
+            addr,
+            broken,
+            selected,
+            mut unsolicited,
+        } = self;
+        let t = settings.timeout;
+        let lost = |during: &str| ImapError::ConnectionLost {
+            addr: addr.clone(),
+            during: during.to_string(),
+        };
+        let timed_out = |during: &str| ImapError::Timeout {
+            addr: addr.clone(),
+            during: during.to_string(),
+            after: t,
+        };
+        // The session's queue of unsolicited responses, readable while IDLE owns it.
+        let queue = session.unsolicited_responses.clone();
+        let mut handle = session.idle();
+        match timeout(t, handle.init()).await {
+            Err(_) => return Err(timed_out("starting IDLE")),
+            Ok(Err(e)) => return Err(lost(&format!("starting IDLE ({e})"))),
+            Ok(Ok(())) => {}
+        }
+        let mut end = None;
+        while let Ok(r) = queue.try_recv() {
+            if announces_new_mail(&r) {
+                end = Some(IdleEnd::NewMail);
+            }
+            unsolicited.push_back(r);
+        }
+        let deadline = tokio::time::Instant::now() + max;
+        let mut stop = std::pin::pin!(stop);
+        let mut stopped = false;
+        while end.is_none() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if stopped || left.is_zero() {
+                end = Some(if stopped {
+                    IdleEnd::Stopped
+                } else {
+                    IdleEnd::Timeout
+                });
+                break;
+            }
+            let (wait, interrupt) = handle.wait_with_timeout(left);
+            let mut wait = std::pin::pin!(wait);
+            let r = tokio::select! {
+                r = &mut wait => r,
+                () = &mut stop => {
+                    stopped = true;
+                    drop(interrupt);
+                    // Dropping the interrupt source ends the wait at once.
+                    match timeout(t, &mut wait).await {
+                        Ok(r) => r,
+                        Err(_) => return Err(timed_out("leaving IDLE")),
+                    }
+                }
+            };
+            use async_imap::extensions::idle::IdleResponse;
+            use imap_proto::{MailboxDatum, Response, Status};
+            match r {
+                Ok(IdleResponse::Timeout) => end = Some(IdleEnd::Timeout),
+                Ok(IdleResponse::ManualInterrupt) if stopped => end = Some(IdleEnd::Stopped),
+                // The stream ended without our asking: the connection is gone.
+                Ok(IdleResponse::ManualInterrupt) => return Err(lost("in IDLE")),
+                Ok(IdleResponse::NewData(data)) => match data.parsed() {
+                    Response::MailboxData(MailboxDatum::Exists(_) | MailboxDatum::Recent(_)) => {
+                        end = Some(IdleEnd::NewMail)
+                    }
+                    Response::Data {
+                        status: Status::Bye,
+                        ..
+                    } => return Err(lost("in IDLE (the server said BYE)")),
+                    _ => {}
+                },
+                Err(e) => return Err(lost(&format!("in IDLE ({e})"))),
+            }
+        }
+        let session = match timeout(t, handle.done()).await {
+            Err(_) => return Err(timed_out("leaving IDLE (DONE)")),
+            Ok(Err(e)) => return Err(lost(&format!("leaving IDLE ({e})"))),
+            Ok(Ok(s)) => s,
+        };
+        let mut me = ImapSession {
+            session,
+            caps,
+            settings,
+            addr,
+            broken,
+            selected,
+            unsolicited,
+        };
+        me.drain();
+        Ok((me, end.unwrap_or(IdleEnd::Timeout)))
     }
 }
 

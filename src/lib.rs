@@ -16,6 +16,7 @@
 //! - [`verdict`] — analysis + sent index → genuine / backscatter / unknown, with reasons.
 //! - [`evidence`] — signed tags, BATV, learned fingerprints, the recipient window.
 //! - [`sweeper`] — one pass over one account: index Sent, judge new inbox mail, move.
+//! - [`daemon`] — every account watched at once (IDLE), reconnecting after faults.
 //! - [`testserver`] — a private Dovecot on loopback for the demo and the tests.
 //! - [`demo`] — the built-in demo: a private Dovecot seeded with sample mail, one sweep.
 //! - [`cli`] — the command-line contract (`inspect`, `sweep`, ...), human and
@@ -24,6 +25,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod evidence;
 pub mod imap;

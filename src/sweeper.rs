@@ -479,6 +479,7 @@ impl Sweep<'_> {
                 .uid_fetch_headers(&format!("{start}:{end}"), &field_refs)
                 .await
                 .map_err(|e| self.imap_err(e))?;
+            self.check_complete(session, start, end, &headers).await?;
             let mut candidates = Vec::new();
             for h in headers.iter().filter(|h| h.uid >= start && h.uid <= end) {
                 self.report.examined += 1;
@@ -534,6 +535,34 @@ impl Sweep<'_> {
         }
     }
 
+    /// Fails if the header fetch of `start..=end` left out a message that
+    /// exists: IMAP libraries end a response quietly at a tagged `NO`, and the
+    /// watermark must never pass a message that was not looked at.
+    async fn check_complete(
+        &self,
+        session: &mut ImapSession,
+        start: u32,
+        end: u32,
+        headers: &[crate::imap::FetchedHeaders],
+    ) -> Result<(), SweepError> {
+        let existing = session
+            .uid_search(&format!("UID {start}:{end}"))
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        let missing: Vec<u32> = existing
+            .into_iter()
+            .filter(|u| (start..=end).contains(u) && !headers.iter().any(|h| h.uid == *u))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(self.imap_err(ImapError::Invalid(format!(
+            "the server's answer left out {} inbox message(s) (UIDs {}); will try again",
+            missing.len(),
+            crate::imap::uid_set(&missing)
+        ))))
+    }
+
     /// Where the first sweep starts: UID 1, or the first message since the
     /// configured `since:` date.
     async fn first_sweep_start(&self, session: &mut ImapSession) -> Result<u32, SweepError> {
@@ -569,7 +598,21 @@ impl Sweep<'_> {
         let mut looked: Vec<(u32, Vec<String>, Vec<u8>, Analysis)> = Vec::new();
         let mut again: Vec<u32> = Vec::new();
         for (uid, size, flags) in candidates {
-            let Some(prefix) = prefixes.iter().find(|p| p.uid == *uid) else {
+            let prefix = prefixes.iter().find(|p| p.uid == *uid);
+            // A message that exists but came back without content must not be
+            // judged as empty (and passed by for good): retry the batch later.
+            if prefix.is_none_or(|p| p.data.is_empty() && size.is_some_and(|s| s > 0))
+                && session
+                    .uid_search(&format!("UID {uid}"))
+                    .await
+                    .map_err(|e| self.imap_err(e))?
+                    .contains(uid)
+            {
+                return Err(self.imap_err(ImapError::Invalid(format!(
+                    "the server returned no content for inbox UID {uid}; will try again"
+                ))));
+            }
+            let Some(prefix) = prefix else {
                 continue; // expunged meanwhile
             };
             self.report.candidates += 1;
@@ -612,19 +655,22 @@ impl Sweep<'_> {
             let mut judgement = verdict::judge(analysis, &evidence, received_at);
             self.learn_relays(analysis, &judgement)?;
             let hash = content_hash(data);
-            let taken_back = flags
+            let earlier_move = self
+                .store
+                .was_quarantined(&name, &hash)
+                .map_err(|e| self.store_err(e))?;
+            // The keyword is set just before the move: with our own move still
+            // pending it marks an interrupted move (connection cut between the
+            // STORE and the MOVE), not a message the user took back.
+            let keyword = flags
                 .iter()
-                .any(|f| f.eq_ignore_ascii_case(BACKSCATTER_KEYWORD))
+                .any(|f| f.eq_ignore_ascii_case(BACKSCATTER_KEYWORD));
+            let taken_back = (keyword && earlier_move.as_deref() != Some("pending"))
                 || self
                     .store
                     .is_released(&name, analysis.message_id.as_deref(), Some(&hash))
                     .map_err(|e| self.store_err(e))?
-                || self
-                    .store
-                    .was_quarantined(&name, &hash)
-                    .map_err(|e| self.store_err(e))?
-                    .as_deref()
-                    == Some("moved");
+                || earlier_move.as_deref() == Some("moved");
             let wants_move = self.wants_move(analysis, &judgement);
             let action = if wants_move && taken_back {
                 judgement.reasons.insert(

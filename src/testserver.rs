@@ -130,6 +130,8 @@ pub struct TestServerOptions {
     pub hide_move: bool,
     /// Do not advertise `UIDPLUS` (no `UID EXPUNGE`).
     pub hide_uidplus: bool,
+    /// Do not advertise `IDLE` (clients must poll).
+    pub hide_idle: bool,
     /// Create the `Quarantine` folder (default true); false to test creating it.
     pub with_quarantine: bool,
     /// How long to wait for Dovecot to greet on both ports.
@@ -145,6 +147,7 @@ impl Default for TestServerOptions {
         TestServerOptions {
             hide_move: false,
             hide_uidplus: false,
+            hide_idle: false,
             with_quarantine: true,
             start_timeout: Duration::from_secs(15),
             oauth2_introspection_url: None,
@@ -645,6 +648,7 @@ impl TestServer {
         let hidden: Vec<&str> = [
             (self.options.hide_move, "MOVE"),
             (self.options.hide_uidplus, "UIDPLUS"),
+            (self.options.hide_idle, "IDLE"),
         ]
         .iter()
         .filter(|(h, _)| *h)

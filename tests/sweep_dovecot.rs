@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::messages::text_message;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -186,56 +188,9 @@ fn label_original_id(file: &str) -> String {
         .unwrap_or_else(|| panic!("{file} has no labelled original Message-ID"))
 }
 
-fn text_message(from: &str, to: &str, subject: &str, date: &str, id: &str, body: &str) -> Vec<u8> {
-    format!(
-        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{id}>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
-    )
-    .into_bytes()
-}
-
-/// A Postfix-style DSN whose returned header names `original_id`, sent by `original_from`
-/// on `original_date`.
+/// A generated DSN to the test user (see [`common::messages::dsn`]).
 fn dsn(n: u32, original_id: &str, original_from: &str, original_date: &str) -> Vec<u8> {
-    format!(
-        "From: Mail Delivery System <MAILER-DAEMON@mx{n}.example.net>\r\n\
-         To: {USER}\r\n\
-         Subject: Undelivered Mail Returned to Sender\r\n\
-         Date: Tue, 03 Mar 2026 10:{n:02}:00 +0000\r\n\
-         Message-ID: <dsn-{n}@mx{n}.example.net>\r\n\
-         Auto-Submitted: auto-replied\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b{n}\"\r\n\
-         \r\n\
-         --b{n}\r\n\
-         Content-Type: text/plain; charset=us-ascii\r\n\
-         \r\n\
-         I'm sorry to have to inform you that your message could not\r\n\
-         be delivered to one or more recipients.\r\n\
-         \r\n\
-         <rcpt{n}@example.net>: host mx{n}.example.net said: 550 5.1.1 User unknown\r\n\
-         \r\n\
-         --b{n}\r\n\
-         Content-Type: message/delivery-status\r\n\
-         \r\n\
-         Reporting-MTA: dns; mx{n}.example.net\r\n\
-         \r\n\
-         Final-Recipient: rfc822; rcpt{n}@example.net\r\n\
-         Action: failed\r\n\
-         Status: 5.1.1\r\n\
-         \r\n\
-         --b{n}\r\n\
-         Content-Type: text/rfc822-headers\r\n\
-         \r\n\
-         From: {original_from}\r\n\
-         To: rcpt{n}@example.net\r\n\
-         Subject: message {n}\r\n\
-         Date: {original_date}\r\n\
-         Message-ID: <{original_id}>\r\n\
-         \r\n\
-         --b{n}--\r\n"
-    )
-    .into_bytes()
+    common::messages::dsn(USER, n, original_id, original_from, original_date)
 }
 
 /// A bounce that says nothing about the original: no Message-ID, no sender.

@@ -133,3 +133,34 @@ pub fn corpus_mailbox(options: TestServerOptions) -> CorpusMailbox {
         dir,
     }
 }
+
+/// The Message-ID (without angle brackets; empty if none) and flags of every
+/// message in `folder`, in UID order. Reads with `BODY.PEEK` only.
+pub async fn folder_messages(
+    session: &mut backsweep::imap::ImapSession,
+    folder: &str,
+) -> Vec<(String, Vec<String>)> {
+    let status = session
+        .examine(folder)
+        .await
+        .unwrap_or_else(|e| panic!("examine {folder}: {e}"));
+    if status.exists == 0 {
+        return Vec::new();
+    }
+    let fetched = session
+        .uid_fetch_headers("1:*", &["Message-ID"])
+        .await
+        .unwrap_or_else(|e| panic!("fetch {folder}: {e}"));
+    fetched
+        .into_iter()
+        .map(|f| {
+            let text = String::from_utf8_lossy(&f.header).into_owned();
+            let id = text
+                .split_once(':')
+                .map(|(_, v)| v.trim().trim_start_matches('<').trim_end_matches('>'))
+                .unwrap_or_default()
+                .to_string();
+            (id, f.flags)
+        })
+        .collect()
+}

@@ -23,7 +23,10 @@
 // Every test crate compiles its own copy of this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod daemon_process;
 pub mod mailbox;
+pub mod messages;
+pub mod session;
 
 use std::collections::HashSet;
 use std::fmt;
