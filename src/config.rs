@@ -129,6 +129,22 @@ pub enum UnknownAction {
     Quarantine,
 }
 
+/// Whether a sweep narrows the inbox with a server-side `UID SEARCH` (the
+/// "search net") before fetching triage headers. The net relies on
+/// substring SEARCH, which Dovecot, Cyrus and most hosting providers do but
+/// Gmail and Microsoft Exchange (word search) do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchNet {
+    /// On unless the server looks like Gmail or Exchange (by its capabilities).
+    #[default]
+    Auto,
+    /// Always use the net (the server is known to search substrings).
+    On,
+    /// Never: fetch triage headers of every new message.
+    Off,
+}
+
 /// Where an account's password comes from. Only a description: see
 /// [`crate::secrets::resolve`] to obtain the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +290,8 @@ pub struct Account {
     pub since: Option<Date>,
     /// Timeout for each network wait.
     pub timeout: Duration,
+    /// Whether to narrow the inbox with a server-side search first.
+    pub search_net: SearchNet,
 }
 
 /// The validated configuration.
@@ -318,6 +336,8 @@ struct RawAccount {
     unknown: UnknownAction,
     since: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
+    #[serde(default)]
+    search_net: SearchNet,
 }
 
 #[derive(Debug, Deserialize)]
@@ -753,6 +773,7 @@ impl Validator<'_> {
             unknown: ra.unknown,
             since,
             timeout,
+            search_net: ra.search_net,
         })
     }
 }
@@ -851,7 +872,22 @@ accounts:
         );
         assert_eq!(a.timeout, Duration::from_secs(30));
         assert_eq!(a.since, None);
+        assert_eq!(a.search_net, SearchNet::Auto);
         assert!(c.account("work").is_some());
+    }
+
+    #[test]
+    fn search_net_switch() {
+        for (text, want) in [
+            ("auto", SearchNet::Auto),
+            ("on", SearchNet::On),
+            ("off", SearchNet::Off),
+        ] {
+            let c = load(&format!("{MINIMAL}    search_net: {text}\n")).expect("valid");
+            assert_eq!(c.accounts[0].search_net, want);
+        }
+        let e = err(&format!("{MINIMAL}    search_net: maybe\n"));
+        assert!(e.contains("config.yaml:7"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod imap;
+pub mod search_net;
 pub mod secrets;
 pub mod store;
 pub mod sweeper;
