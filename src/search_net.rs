@@ -19,7 +19,7 @@
 //!
 //! [`Analyzer::is_candidate`]: crate::analysis::Analyzer::is_candidate
 
-use crate::analysis::rules::{NetField, NetTerm, RuleSet};
+use crate::analysis::rules::{NetField, RuleSet};
 use std::collections::HashSet;
 
 /// How many search keys go into one SEARCH command. Dovecot evaluates each
@@ -120,7 +120,7 @@ fn any_of(keys: &[String]) -> String {
     }
 }
 
-/// An IMAP quoted string (the text has no CR, LF or NUL: [`NetTerm`]).
+/// An IMAP quoted string (the text has no CR, LF or NUL: see [`crate::analysis::rules::NetTerm`]).
 fn quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');

@@ -24,8 +24,9 @@
 //! `\Seen` is never set: every fetch is a `PEEK`, and moves keep flags.
 
 use crate::analysis::{Analysis, Analyzer, Kind};
-use crate::config::{Account, UnknownAction};
+use crate::config::{Account, SearchNet as SearchNetSwitch, UnknownAction};
 use crate::imap::{ConnectSettings, ImapError, ImapSession, MoveOutcome};
+use crate::search_net::{self, SearchNet};
 use crate::secrets::{self, Secret, SecretError};
 use crate::store::{AuditEntry, SentEntry, Store, StoreError, Watermark};
 use crate::verdict::{self, Judgement, Reason, SentEvidence, Verdict};
@@ -415,18 +416,46 @@ impl Sweep<'_> {
         }
         let fields = self.analyzer.triage_fields();
         let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+        // With a search net, the server names the messages worth a header
+        // look (and every message of the range, for the count); the
+        // triage below then decides exactly as without it.
+        let netted = if status.exists > 0 && last_uid.saturating_add(1) < uidnext {
+            self.search_net_hits(session, last_uid + 1, uidnext.saturating_sub(1))
+                .await?
+        } else {
+            None
+        };
         while status.exists > 0 && last_uid.saturating_add(1) < uidnext {
             let start = last_uid + 1;
             let end = start
                 .saturating_add(BATCH - 1)
                 .min(uidnext.saturating_sub(1));
-            let headers = session
-                .uid_fetch_headers(&format!("{start}:{end}"), &field_refs)
-                .await
-                .map_err(|e| self.imap_err(e))?;
+            let in_batch = |uids: &[u32]| -> Vec<u32> {
+                uids.iter()
+                    .copied()
+                    .filter(|u| (start..=end).contains(u))
+                    .collect()
+            };
+            let triage_set = match &netted {
+                Some((all, hits)) => {
+                    self.report.examined += in_batch(all).len() as u64;
+                    crate::imap::uid_set(&in_batch(hits))
+                }
+                None => format!("{start}:{end}"),
+            };
+            let headers = if triage_set.is_empty() {
+                Vec::new()
+            } else {
+                session
+                    .uid_fetch_headers(&triage_set, &field_refs)
+                    .await
+                    .map_err(|e| self.imap_err(e))?
+            };
             let mut candidates = Vec::new();
             for h in headers.iter().filter(|h| h.uid >= start && h.uid <= end) {
-                self.report.examined += 1;
+                if netted.is_none() {
+                    self.report.examined += 1;
+                }
                 self.report.bytes_downloaded += h.header.len() as u64;
                 let deleted = h.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"));
                 // A header the server cannot split (no line ends) cannot be
@@ -459,6 +488,63 @@ impl Sweep<'_> {
         }
         self.end_progress();
         Ok(())
+    }
+
+    /// The search net for this account and server, if it is on and sound
+    /// (see [`crate::search_net`]); why not is logged.
+    fn search_net(&self, session: &ImapSession) -> Option<SearchNet> {
+        let caps = session.capabilities();
+        match self.account.search_net {
+            SearchNetSwitch::Off => return None,
+            SearchNetSwitch::Auto if search_net::word_search_server(caps) => {
+                tracing::debug!(account = %self.account.name, "server searches words (Gmail/Exchange): header triage of every message");
+                return None;
+            }
+            SearchNetSwitch::Auto | SearchNetSwitch::On => {}
+        }
+        let fields = self.analyzer.triage_fields();
+        let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+        match SearchNet::build(
+            self.analyzer.rules(),
+            &field_refs,
+            search_net::takes_literals(caps),
+        ) {
+            Ok(net) => Some(net),
+            Err(why) => {
+                tracing::info!(account = %self.account.name, "no search net ({why}): header triage of every message");
+                None
+            }
+        }
+    }
+
+    /// With a search net: every UID in `first..=last`, and the net's hits
+    /// among them (both ascending). `None` without a net.
+    async fn search_net_hits(
+        &self,
+        session: &mut ImapSession,
+        first: u32,
+        last: u32,
+    ) -> Result<Option<(Vec<u32>, Vec<u32>)>, SweepError> {
+        let Some(net) = self.search_net(session) else {
+            return Ok(None);
+        };
+        let range = format!("{first}:{last}");
+        let all = session
+            .uid_search(&format!("UID {range}"))
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        let mut hits = Vec::new();
+        for command in net.commands(&range, search_net::MAX_KEYS_PER_COMMAND) {
+            hits.extend(
+                session
+                    .uid_search(&command)
+                    .await
+                    .map_err(|e| self.imap_err(e))?,
+            );
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        Ok(Some((all, hits)))
     }
 
     /// One line of progress, rewritten in place (interactive terminals only).
