@@ -179,7 +179,10 @@ mod tests {
             "HEADER Return-Path \"<>\"",
             "HEADER x-autorespond \"\"",
         ] {
-            assert!(keys.iter().any(|k| k.starts_with(want)), "{want}: {keys:#?}");
+            assert!(
+                keys.iter().any(|k| k.starts_with(want)),
+                "{want}: {keys:#?}"
+            );
         }
         // The list manager's `^From:` is framing, never searched for; its
         // address part is.
@@ -190,8 +193,9 @@ mod tests {
         // Non-ASCII subjects travel as literals.
         assert!(keys.iter().any(|k| k.starts_with("SUBJECT {")), "{keys:#?}");
         assert!(net.commands("1:9", 10_000)[0].starts_with("CHARSET UTF-8 UID 1:9 OR "));
-        assert!(SearchNet::build(&RuleSet::builtin().expect("rules"), TRIAGE_FIELDS, false)
-            .is_err());
+        assert!(
+            SearchNet::build(&RuleSet::builtin().expect("rules"), TRIAGE_FIELDS, false).is_err()
+        );
     }
 
     #[test]
@@ -217,10 +221,16 @@ rules:
         )
         .expect("net");
         let keys = net.keys();
-        assert!(keys.contains(&r#"SUBJECT "say \"hi\\there""#.to_string()), "{keys:#?}");
+        assert!(
+            keys.contains(&r#"SUBJECT "say \"hi\\there""#.to_string()),
+            "{keys:#?}"
+        );
         // `\s` may be a line end: only the words are searched, and
         // "mail system error" adds nothing to "system".
-        assert!(keys.contains(&"SUBJECT \"system\"".to_string()), "{keys:#?}");
+        assert!(
+            keys.contains(&"SUBJECT \"system\"".to_string()),
+            "{keys:#?}"
+        );
         assert!(!keys.iter().any(|k| k.contains("error")), "{keys:#?}");
         // "From: robot" is framing plus "robot".
         assert!(keys.contains(&"FROM \"robot\"".to_string()), "{keys:#?}");

@@ -16,7 +16,7 @@ use backsweep::imap::{ConnectSettings, ImapSession};
 use backsweep::search_net::{self, SearchNet};
 use backsweep::secrets::Secret;
 use backsweep::testserver::TestServerOptions;
-use common::mailbox::{corpus_mailbox, USER, PASS};
+use common::mailbox::{corpus_mailbox, PASS, USER};
 
 /// Messages whose only sign is one the SEARCH cannot spell out directly.
 const EDGE_CASES: &[&str] = &[
@@ -85,9 +85,9 @@ async fn the_search_net_finds_every_message_the_header_triage_accepts() {
 
     // The null senders and the header-less message are what the structural
     // keys must catch by indirection: the triage does accept them.
-    for n in 0..5 {
+    for (n, edge) in EDGE_CASES.iter().enumerate().take(5) {
         let uid = (mb.corpus.len() + n + 1) as u32;
-        assert!(accepted.contains(&uid), "triage: {:?}", EDGE_CASES[n]);
+        assert!(accepted.contains(&uid), "triage: {edge:?}");
     }
 
     let mut hits_by_split = Vec::new();

@@ -939,7 +939,10 @@ fn net_literals(hir: &Hir, usable: &dyn Fn(&[u8]) -> bool) -> Option<Vec<Vec<u8>
                         best = better(best, clean(Some(std::mem::replace(&mut run, exact))));
                     }
                     None => {
-                        best = better(best, clean(Some(std::mem::replace(&mut run, vec![Vec::new()]))));
+                        best = better(
+                            best,
+                            clean(Some(std::mem::replace(&mut run, vec![Vec::new()]))),
+                        );
                     }
                 }
             }
@@ -977,12 +980,9 @@ fn net_canonical(set: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 /// The longest substring of `literal` (at least [`MIN_LITERAL_LEN`] bytes)
 /// that `usable` accepts.
 fn usable_substring(literal: &[u8], usable: &dyn Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
-    (MIN_LITERAL_LEN..=literal.len()).rev().find_map(|len| {
-        literal
-            .windows(len)
-            .find(|w| usable(w))
-            .map(<[u8]>::to_vec)
-    })
+    (MIN_LITERAL_LEN..=literal.len())
+        .rev()
+        .find_map(|len| literal.windows(len).find(|w| usable(w)).map(<[u8]>::to_vec))
 }
 
 /// Whether a search string can carry `literal` and finding it means what
