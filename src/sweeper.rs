@@ -611,14 +611,48 @@ impl Sweep<'_> {
                 StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
             let judgement = verdict::judge(&analysis, &evidence, header_date(&data));
             let cut_short = size.is_some_and(|s| s > PREFIX_BYTES);
-            let needs_more = analysis.kind == Kind::None
-                || analysis.original_message_ids.is_empty()
-                || (self.wants_move(&analysis, &judgement)
-                    && !original_header_complete(&data, &analysis));
-            if cut_short && needs_more {
+            if cut_short && self.needs_more(&data, &analysis, &judgement) {
                 again.push(*uid);
             }
             looked.push((*uid, flags.clone(), data, analysis));
+        }
+        // A report cut off before its status or returned header: its parts'
+        // starts, without whatever lies between (a long transcript, the
+        // original's body). Only a reading that needs nothing more is kept;
+        // the others are fetched further, as one prefix.
+        let reports: Vec<u32> = looked
+            .iter()
+            .filter(|l| again.contains(&l.0) && is_multipart_report(&l.2))
+            .map(|l| l.0)
+            .collect();
+        if !reports.is_empty() {
+            let fetched = session
+                .uid_fetch_parts(&reports, &REPORT_PART_BYTES)
+                .await
+                .map_err(|e| self.imap_err(e))?;
+            for f in fetched {
+                let bytes: usize = f
+                    .parts
+                    .iter()
+                    .flatten()
+                    .map(|(m, c)| m.len() + c.len())
+                    .sum();
+                self.report.bytes_downloaded += bytes as u64;
+                let Some(entry) = looked.iter().position(|l| l.0 == f.uid) else {
+                    continue;
+                };
+                let Some(rebuilt) = rebuild_report(&looked[entry].2, &f.parts) else {
+                    continue;
+                };
+                let analysis = self.analyzer.analyze(&rebuilt);
+                let evidence =
+                    StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
+                let judgement = verdict::judge(&analysis, &evidence, header_date(&looked[entry].2));
+                if !self.needs_more(&rebuilt, &analysis, &judgement) {
+                    looked[entry].3 = analysis;
+                    again.retain(|u| *u != f.uid);
+                }
+            }
         }
         if !again.is_empty() {
             let more = session
@@ -687,6 +721,15 @@ impl Sweep<'_> {
             self.report.messages.push(report);
         }
         self.quarantine(session, &to_move).await
+    }
+
+    /// Whether a reading of `data` (a prefix, or a rebuilt report) leaves
+    /// something open that more of the message could settle: the kind, the
+    /// original, or — before a move — the original's complete header.
+    fn needs_more(&self, data: &[u8], analysis: &Analysis, judgement: &Judgement) -> bool {
+        analysis.kind == Kind::None
+            || analysis.original_message_ids.is_empty()
+            || (self.wants_move(analysis, judgement) && !original_header_complete(data, analysis))
     }
 
     /// Whether a judged message goes to quarantine: backscatter, and unknown
@@ -874,6 +917,60 @@ fn original_header_complete(data: &[u8], analysis: &Analysis) -> bool {
     };
     let after = &text[at + id.len()..];
     after.starts_with('>') && (after.contains("\n\n") || after.contains("\r\n\r\n"))
+}
+
+/// How much of each part of a cut-off report is fetched (the notice, the
+/// delivery status, the returned message or header): enough for the
+/// explanation, every status field and the returned original's header.
+const REPORT_PART_BYTES: [u32; 3] = [2 * 1024, 16 * 1024, 8 * 1024];
+
+/// Whether a message (its prefix) is a `multipart/report`.
+fn is_multipart_report(prefix: &[u8]) -> bool {
+    use mail_parser::MimeHeaders;
+    mail_parser::MessageParser::default()
+        .parse_headers(prefix)
+        .and_then(|m| {
+            m.content_type().map(|ct| {
+                ct.ctype().eq_ignore_ascii_case("multipart")
+                    && ct
+                        .subtype()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// A report put back together from its header (the start of `prefix`) and
+/// the starts of its parts, in order, each under its MIME header and the
+/// report's own boundary: what analysis needs of a report whose prefix was
+/// cut before its status or returned header. `None` when the prefix has no
+/// complete header or boundary, or no part came.
+fn rebuild_report(prefix: &[u8], parts: &[Option<(Vec<u8>, Vec<u8>)>]) -> Option<Vec<u8>> {
+    use mail_parser::MimeHeaders;
+    let end = [&b"\r\n\r\n"[..], b"\n\n"]
+        .iter()
+        .filter_map(|sep| {
+            prefix
+                .windows(sep.len())
+                .position(|w| w == *sep)
+                .map(|p| p + sep.len())
+        })
+        .min()?;
+    let header = &prefix[..end];
+    let parsed = mail_parser::MessageParser::default().parse_headers(header)?;
+    let boundary = parsed.content_type()?.attribute("boundary")?.to_string();
+    if parts.iter().all(Option::is_none) {
+        return None;
+    }
+    let mut out = header.to_vec();
+    for (mime, content) in parts.iter().flatten() {
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(mime);
+        out.extend_from_slice(content);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Some(out)
 }
 
 /// A stable fingerprint of a message's content, the same after any move.
