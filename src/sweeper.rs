@@ -926,18 +926,24 @@ const REPORT_PART_BYTES: [u32; 3] = [2 * 1024, 16 * 1024, 8 * 1024];
 
 /// Whether a message (its prefix) is a `multipart/report`.
 fn is_multipart_report(prefix: &[u8]) -> bool {
+    report_boundary(prefix).is_some()
+}
+
+/// The boundary of a `multipart/report` from its header (parsed with the
+/// parser's panics contained, as analysis does).
+fn report_boundary(header: &[u8]) -> Option<String> {
     use mail_parser::MimeHeaders;
-    mail_parser::MessageParser::default()
-        .parse_headers(prefix)
-        .and_then(|m| {
-            m.content_type().map(|ct| {
-                ct.ctype().eq_ignore_ascii_case("multipart")
-                    && ct
-                        .subtype()
-                        .is_some_and(|s| s.eq_ignore_ascii_case("report"))
-            })
-        })
-        .unwrap_or(false)
+    std::panic::catch_unwind(|| {
+        let parsed = mail_parser::MessageParser::default().parse_headers(header)?;
+        let ct = parsed.content_type()?;
+        let report = ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"));
+        report.then(|| ct.attribute("boundary").map(str::to_string))?
+    })
+    .ok()
+    .flatten()
 }
 
 /// A report put back together from its header (the start of `prefix`) and
@@ -946,7 +952,6 @@ fn is_multipart_report(prefix: &[u8]) -> bool {
 /// cut before its status or returned header. `None` when the prefix has no
 /// complete header or boundary, or no part came.
 fn rebuild_report(prefix: &[u8], parts: &[Option<(Vec<u8>, Vec<u8>)>]) -> Option<Vec<u8>> {
-    use mail_parser::MimeHeaders;
     let end = [&b"\r\n\r\n"[..], b"\n\n"]
         .iter()
         .filter_map(|sep| {
@@ -957,8 +962,7 @@ fn rebuild_report(prefix: &[u8], parts: &[Option<(Vec<u8>, Vec<u8>)>]) -> Option
         })
         .min()?;
     let header = &prefix[..end];
-    let parsed = mail_parser::MessageParser::default().parse_headers(header)?;
-    let boundary = parsed.content_type()?.attribute("boundary")?.to_string();
+    let boundary = report_boundary(header)?;
     if parts.iter().all(Option::is_none) {
         return None;
     }
@@ -1043,4 +1047,35 @@ fn sent_entry(mailbox: &str, uid: u32, header: &[u8]) -> Option<(SentEntry, Vec<
         },
         from,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_off_report_is_rebuilt_from_its_parts() {
+        let prefix = b"From: MAILER-DAEMON@example.org\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSorry, a long transcript foll";
+        assert!(is_multipart_report(prefix));
+        assert!(!is_multipart_report(b"Content-Type: text/plain\r\n\r\nhi"));
+        let parts = vec![
+            Some((b"Content-Type: text/plain\r\n\r\n".to_vec(), b"Sorry.".to_vec())),
+            Some((
+                b"Content-Type: message/delivery-status\r\n\r\n".to_vec(),
+                b"Reporting-MTA: dns; x\r\n\r\nFinal-Recipient: rfc822; a@b.example\r\nAction: failed\r\nStatus: 5.1.1\r\n".to_vec(),
+            )),
+            Some((
+                b"Content-Type: text/rfc822-headers\r\n\r\n".to_vec(),
+                b"From: carol@example.com\r\nMessage-ID: <orig@example.com>\r\nSubject: hi\r\n\r\n".to_vec(),
+            )),
+        ];
+        let rebuilt = rebuild_report(prefix, &parts).expect("rebuilt");
+        let analysis = Analyzer::builtin().expect("rules").analyze(&rebuilt);
+        assert_eq!(analysis.kind, Kind::Bounce);
+        assert_eq!(analysis.original_message_ids, vec!["orig@example.com"]);
+        assert_eq!(analysis.recipients, vec!["a@b.example"]);
+        assert!(original_header_complete(&rebuilt, &analysis));
+        assert_eq!(rebuild_report(prefix, &[None, None]), None);
+        assert_eq!(rebuild_report(b"no header end", &parts), None);
+    }
 }
