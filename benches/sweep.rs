@@ -49,7 +49,8 @@
 //! `BENCH_INBOX` (50000), `BENCH_SENT` (2000), `BENCH_SEED`, `BENCH_KEEP=1` (keep the
 //! work directory with the config, state and every tool's output, and print its path),
 //! `BENCH_BACKSWEEP_BIN` (another backsweep binary, e.g. to compare two builds),
-//! `BENCH_IMAPFILTER` (another imapfilter). `BACKSWEEP_LOG` reaches backsweep unchanged.
+//! `BENCH_IMAPFILTER` (another imapfilter), `BENCH_SEARCH_NET` (`auto`, `on` or `off`: the
+//! account's `search_net` key). `BACKSWEEP_LOG` reaches backsweep unchanged.
 
 use anyhow::{anyhow, bail, Context, Result};
 use backsweep::testserver::{TestServer, TestServerOptions};
@@ -1711,8 +1712,9 @@ impl Bench {
             &self.work.path().join("state"),
             "{ env: BENCH_IMAP_PASSWORD }",
             &format!(
-                "    addresses: [{}]\n    inbox: INBOX\n    sent: [Sent]\n    quarantine: Quarantine\n",
-                yaml_str(ADDRESS)
+                "    addresses: [{}]\n    inbox: INBOX\n    sent: [Sent]\n    quarantine: Quarantine\n    search_net: {}\n",
+                yaml_str(ADDRESS),
+                std::env::var("BENCH_SEARCH_NET").unwrap_or_else(|_| "auto".into())
             ),
         );
         std::fs::write(&config, text).context("writing the backsweep config")?;

@@ -1739,6 +1739,55 @@ impl ImapSession {
     }
 }
 
+/// The first parts of a multipart message, each with its MIME header (see
+/// [`ImapSession::uid_fetch_parts`]).
+#[derive(Debug, Clone)]
+pub struct FetchedParts {
+    /// The message's UID.
+    pub uid: u32,
+    /// Per part (1, 2, ...): its MIME header and the start of its content;
+    /// `None` when the server returned nothing for it.
+    pub parts: Vec<Option<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl ImapSession {
+    /// Fetches, for each UID, the MIME header and at most `max_bytes[i]` of
+    /// the content of the top-level parts 1..=`max_bytes.len()`
+    /// (`BODY.PEEK[n.MIME] BODY.PEEK[n]<0.N>`): the pieces of a report a
+    /// notice's analysis reads, without the attachments between them.
+    pub async fn uid_fetch_parts(
+        &mut self,
+        uids: &[u32],
+        max_bytes: &[u32],
+    ) -> Result<Vec<FetchedParts>, ImapError> {
+        use async_imap::imap_proto::{MessageSection, SectionPath};
+        self.usable("UID FETCH")?;
+        self.require_selected(false)?;
+        let items: Vec<String> = max_bytes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("BODY.PEEK[{0}.MIME] BODY.PEEK[{0}]<0.{n}>", i + 1))
+            .collect();
+        let query = format!("(UID {})", items.join(" "));
+        let mut out = Vec::new();
+        for set in uid_set_chunks(uids, MAX_RANGES_PER_COMMAND) {
+            let fetches = self.fetch_all(&set, &query, "UID FETCH (parts)").await?;
+            out.extend(fetches.iter().filter_map(|f| {
+                let parts = (1..=max_bytes.len() as u32)
+                    .map(|n| {
+                        let mime =
+                            f.section(&SectionPath::Part(vec![n], Some(MessageSection::Mime)))?;
+                        let content = f.section(&SectionPath::Part(vec![n], None))?;
+                        (!mime.is_empty()).then(|| (mime.to_vec(), content.to_vec()))
+                    })
+                    .collect();
+                Some(FetchedParts { uid: f.uid?, parts })
+            }));
+        }
+        Ok(out)
+    }
+}
+
 fn validate_uid_set(s: &str) -> Result<(), ImapError> {
     if s.is_empty()
         || !s

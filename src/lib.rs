@@ -30,6 +30,7 @@ pub mod demo;
 pub mod evidence;
 pub mod imap;
 pub mod oauth;
+pub mod search_net;
 pub mod secrets;
 pub mod store;
 pub mod sweeper;

@@ -24,10 +24,11 @@
 //! `\Seen` is never set: every fetch is a `PEEK`, and moves keep flags.
 
 use crate::analysis::{Analysis, Analyzer, Kind};
-use crate::config::{Account, UnknownAction};
+use crate::config::{Account, SearchNet as SearchNetSwitch, UnknownAction};
 use crate::evidence::window::SentTo;
 use crate::evidence::Evidence;
 use crate::imap::{ConnectSettings, ImapError, ImapSession, MoveOutcome};
+use crate::search_net::{self, SearchNet};
 use crate::secrets::{self, Secret, SecretError};
 use crate::store::{AuditEntry, SentEntry, Store, StoreError, Watermark};
 use crate::verdict::{self, Judgement, Reason, SentEvidence, Verdict};
@@ -470,19 +471,57 @@ impl Sweep<'_> {
         }
         let fields = self.analyzer.triage_fields();
         let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+        // With a search net, the server names the messages worth a header
+        // look (and every message of the range, for the count); the
+        // triage below then decides exactly as without it.
+        let netted = if status.exists > 0 && last_uid.saturating_add(1) < uidnext {
+            self.search_net_hits(session, last_uid + 1, uidnext.saturating_sub(1))
+                .await?
+        } else {
+            None
+        };
         while status.exists > 0 && last_uid.saturating_add(1) < uidnext {
             let start = last_uid + 1;
             let end = start
                 .saturating_add(BATCH - 1)
                 .min(uidnext.saturating_sub(1));
-            let headers = session
-                .uid_fetch_headers(&format!("{start}:{end}"), &field_refs)
-                .await
-                .map_err(|e| self.imap_err(e))?;
-            self.check_complete(session, start, end, &headers).await?;
+            let in_batch = |uids: &[u32]| -> Vec<u32> {
+                uids.iter()
+                    .copied()
+                    .filter(|u| (start..=end).contains(u))
+                    .collect()
+            };
+            let triage_set = match &netted {
+                Some((all, hits)) => {
+                    self.report.examined += in_batch(all).len() as u64;
+                    crate::imap::uid_set(&in_batch(hits))
+                }
+                None => format!("{start}:{end}"),
+            };
+            let headers = if triage_set.is_empty() {
+                Vec::new()
+            } else {
+                session
+                    .uid_fetch_headers(&triage_set, &field_refs)
+                    .await
+                    .map_err(|e| self.imap_err(e))?
+            };
+            // Every message asked for must be in the answer: a cut
+            // connection can end a FETCH answer early without an error.
+            let expected = if triage_set.is_empty() {
+                Vec::new()
+            } else {
+                session
+                    .uid_search(&format!("UID {triage_set}"))
+                    .await
+                    .map_err(|e| self.imap_err(e))?
+            };
+            self.check_complete(start, end, &expected, &headers)?;
             let mut candidates = Vec::new();
             for h in headers.iter().filter(|h| h.uid >= start && h.uid <= end) {
-                self.report.examined += 1;
+                if netted.is_none() {
+                    self.report.examined += 1;
+                }
                 self.report.bytes_downloaded += h.header.len() as u64;
                 let deleted = h.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"));
                 // A header the server cannot split (no line ends) cannot be
@@ -517,6 +556,63 @@ impl Sweep<'_> {
         Ok(())
     }
 
+    /// The search net for this account and server, if it is on and sound
+    /// (see [`crate::search_net`]); why not is logged.
+    fn search_net(&self, session: &ImapSession) -> Option<SearchNet> {
+        let caps = session.capabilities();
+        match self.account.search_net {
+            SearchNetSwitch::Off => return None,
+            SearchNetSwitch::Auto if search_net::word_search_server(caps) => {
+                tracing::debug!(account = %self.account.name, "server searches words (Gmail/Exchange): header triage of every message");
+                return None;
+            }
+            SearchNetSwitch::Auto | SearchNetSwitch::On => {}
+        }
+        let fields = self.analyzer.triage_fields();
+        let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+        match SearchNet::build(
+            self.analyzer.rules(),
+            &field_refs,
+            search_net::takes_literals(caps),
+        ) {
+            Ok(net) => Some(net),
+            Err(why) => {
+                tracing::info!(account = %self.account.name, "no search net ({why}): header triage of every message");
+                None
+            }
+        }
+    }
+
+    /// With a search net: every UID in `first..=last`, and the net's hits
+    /// among them (both ascending). `None` without a net.
+    async fn search_net_hits(
+        &self,
+        session: &mut ImapSession,
+        first: u32,
+        last: u32,
+    ) -> Result<Option<(Vec<u32>, Vec<u32>)>, SweepError> {
+        let Some(net) = self.search_net(session) else {
+            return Ok(None);
+        };
+        let range = format!("{first}:{last}");
+        let all = session
+            .uid_search(&format!("UID {range}"))
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        let mut hits = Vec::new();
+        for command in net.commands(&range, search_net::MAX_KEYS_PER_COMMAND) {
+            hits.extend(
+                session
+                    .uid_search(&command)
+                    .await
+                    .map_err(|e| self.imap_err(e))?,
+            );
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        Ok(Some((all, hits)))
+    }
+
     /// One line of progress, rewritten in place (interactive terminals only).
     fn show_progress(&self, what: &str, folder: &str, uid: u32, uidnext: u32) {
         if self.options.progress {
@@ -538,19 +634,16 @@ impl Sweep<'_> {
     /// Fails if the header fetch of `start..=end` left out a message that
     /// exists: IMAP libraries end a response quietly at a tagged `NO`, and the
     /// watermark must never pass a message that was not looked at.
-    async fn check_complete(
+    fn check_complete(
         &self,
-        session: &mut ImapSession,
         start: u32,
         end: u32,
+        existing: &[u32],
         headers: &[crate::imap::FetchedHeaders],
     ) -> Result<(), SweepError> {
-        let existing = session
-            .uid_search(&format!("UID {start}:{end}"))
-            .await
-            .map_err(|e| self.imap_err(e))?;
         let missing: Vec<u32> = existing
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|u| (start..=end).contains(u) && !headers.iter().any(|h| h.uid == *u))
             .collect();
         if missing.is_empty() {
@@ -624,14 +717,48 @@ impl Sweep<'_> {
                 .with_evidence(&self.evidence);
             let judgement = verdict::judge(&analysis, &evidence, header_date(&data));
             let cut_short = size.is_some_and(|s| s > PREFIX_BYTES);
-            let needs_more = analysis.kind == Kind::None
-                || analysis.original_message_ids.is_empty()
-                || (self.wants_move(&analysis, &judgement)
-                    && !original_header_complete(&data, &analysis));
-            if cut_short && needs_more {
+            if cut_short && self.needs_more(&data, &analysis, &judgement) {
                 again.push(*uid);
             }
             looked.push((*uid, flags.clone(), data, analysis));
+        }
+        // A report cut off before its status or returned header: its parts'
+        // starts, without whatever lies between (a long transcript, the
+        // original's body). Only a reading that needs nothing more is kept;
+        // the others are fetched further, as one prefix.
+        let reports: Vec<u32> = looked
+            .iter()
+            .filter(|l| again.contains(&l.0) && is_multipart_report(&l.2))
+            .map(|l| l.0)
+            .collect();
+        if !reports.is_empty() {
+            let fetched = session
+                .uid_fetch_parts(&reports, &REPORT_PART_BYTES)
+                .await
+                .map_err(|e| self.imap_err(e))?;
+            for f in fetched {
+                let bytes: usize = f
+                    .parts
+                    .iter()
+                    .flatten()
+                    .map(|(m, c)| m.len() + c.len())
+                    .sum();
+                self.report.bytes_downloaded += bytes as u64;
+                let Some(entry) = looked.iter().position(|l| l.0 == f.uid) else {
+                    continue;
+                };
+                let Some(rebuilt) = rebuild_report(&looked[entry].2, &f.parts) else {
+                    continue;
+                };
+                let analysis = self.analyzer.analyze(&rebuilt);
+                let evidence =
+                    StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
+                let judgement = verdict::judge(&analysis, &evidence, header_date(&looked[entry].2));
+                if !self.needs_more(&rebuilt, &analysis, &judgement) {
+                    looked[entry].3 = analysis;
+                    again.retain(|u| *u != f.uid);
+                }
+            }
         }
         if !again.is_empty() {
             let more = session
@@ -727,6 +854,15 @@ impl Sweep<'_> {
         self.store
             .add_relays(&self.account.name, original, &domains)
             .map_err(|e| self.store_err(e))
+    }
+
+    /// Whether a reading of `data` (a prefix, or a rebuilt report) leaves
+    /// something open that more of the message could settle: the kind, the
+    /// original, or — before a move — the original's complete header.
+    fn needs_more(&self, data: &[u8], analysis: &Analysis, judgement: &Judgement) -> bool {
+        analysis.kind == Kind::None
+            || analysis.original_message_ids.is_empty()
+            || (self.wants_move(analysis, judgement) && !original_header_complete(data, analysis))
     }
 
     /// Whether a judged message goes to quarantine: backscatter, and unknown
@@ -916,6 +1052,64 @@ fn original_header_complete(data: &[u8], analysis: &Analysis) -> bool {
     after.starts_with('>') && (after.contains("\n\n") || after.contains("\r\n\r\n"))
 }
 
+/// How much of each part of a cut-off report is fetched (the notice, the
+/// delivery status, the returned message or header): enough for the
+/// explanation, every status field and the returned original's header.
+const REPORT_PART_BYTES: [u32; 3] = [2 * 1024, 16 * 1024, 8 * 1024];
+
+/// Whether a message (its prefix) is a `multipart/report`.
+fn is_multipart_report(prefix: &[u8]) -> bool {
+    report_boundary(prefix).is_some()
+}
+
+/// The boundary of a `multipart/report` from its header (parsed with the
+/// parser's panics contained, as analysis does).
+fn report_boundary(header: &[u8]) -> Option<String> {
+    use mail_parser::MimeHeaders;
+    std::panic::catch_unwind(|| {
+        let parsed = mail_parser::MessageParser::default().parse_headers(header)?;
+        let ct = parsed.content_type()?;
+        let report = ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"));
+        report.then(|| ct.attribute("boundary").map(str::to_string))?
+    })
+    .ok()
+    .flatten()
+}
+
+/// A report put back together from its header (the start of `prefix`) and
+/// the starts of its parts, in order, each under its MIME header and the
+/// report's own boundary: what analysis needs of a report whose prefix was
+/// cut before its status or returned header. `None` when the prefix has no
+/// complete header or boundary, or no part came.
+fn rebuild_report(prefix: &[u8], parts: &[Option<(Vec<u8>, Vec<u8>)>]) -> Option<Vec<u8>> {
+    let end = [&b"\r\n\r\n"[..], b"\n\n"]
+        .iter()
+        .filter_map(|sep| {
+            prefix
+                .windows(sep.len())
+                .position(|w| w == *sep)
+                .map(|p| p + sep.len())
+        })
+        .min()?;
+    let header = &prefix[..end];
+    let boundary = report_boundary(header)?;
+    if parts.iter().all(Option::is_none) {
+        return None;
+    }
+    let mut out = header.to_vec();
+    for (mime, content) in parts.iter().flatten() {
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(mime);
+        out.extend_from_slice(content);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Some(out)
+}
+
 /// A stable fingerprint of a message's content, the same after any move.
 pub fn content_hash(data: &[u8]) -> String {
     let digest = Sha256::digest(&data[..data.len().min(HASH_BYTES)]);
@@ -988,4 +1182,35 @@ fn sent_entry(mailbox: &str, uid: u32, header: &[u8]) -> Option<(SentEntry, Vec<
         },
         from,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_off_report_is_rebuilt_from_its_parts() {
+        let prefix = b"From: MAILER-DAEMON@example.org\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSorry, a long transcript foll";
+        assert!(is_multipart_report(prefix));
+        assert!(!is_multipart_report(b"Content-Type: text/plain\r\n\r\nhi"));
+        let parts = vec![
+            Some((b"Content-Type: text/plain\r\n\r\n".to_vec(), b"Sorry.".to_vec())),
+            Some((
+                b"Content-Type: message/delivery-status\r\n\r\n".to_vec(),
+                b"Reporting-MTA: dns; x\r\n\r\nFinal-Recipient: rfc822; a@b.example\r\nAction: failed\r\nStatus: 5.1.1\r\n".to_vec(),
+            )),
+            Some((
+                b"Content-Type: text/rfc822-headers\r\n\r\n".to_vec(),
+                b"From: carol@example.com\r\nMessage-ID: <orig@example.com>\r\nSubject: hi\r\n\r\n".to_vec(),
+            )),
+        ];
+        let rebuilt = rebuild_report(prefix, &parts).expect("rebuilt");
+        let analysis = Analyzer::builtin().expect("rules").analyze(&rebuilt);
+        assert_eq!(analysis.kind, Kind::Bounce);
+        assert_eq!(analysis.original_message_ids, vec!["orig@example.com"]);
+        assert_eq!(analysis.recipients, vec!["a@b.example"]);
+        assert!(original_header_complete(&rebuilt, &analysis));
+        assert_eq!(rebuild_report(prefix, &[None, None]), None);
+        assert_eq!(rebuild_report(b"no header end", &parts), None);
+    }
 }

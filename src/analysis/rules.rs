@@ -865,6 +865,212 @@ fn fold_non_ascii_case(pattern: &str) -> String {
     out
 }
 
+/// Where a [`NetTerm`] looks, in IMAP SEARCH terms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NetField {
+    /// The (decoded) Subject: `SUBJECT`.
+    Subject,
+    /// The From header or the Return-Path: `FROM` and `HEADER Return-Path`.
+    Sender,
+    /// One header field, by lower-case name: `HEADER name`.
+    Header(String),
+}
+
+/// One term of a search net: the messages whose `field` contains `text`
+/// (ASCII case-insensitively; an empty `text` means "has the field").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetTerm {
+    /// Where to look.
+    pub field: NetField,
+    /// What must occur there: printable, valid UTF-8, never CR or LF.
+    pub text: String,
+}
+
+/// What the header triage builds the sender text from ("From: F\nReturn-Path: R"):
+/// a literal that overlaps these pieces may occur without occurring in F or R.
+const SENDER_FRAMING: &[&[u8]] = &[b"from: ", b"\nreturn-path: "];
+
+impl RuleSet {
+    /// The terms of a server-side search that finds every message whose
+    /// subject, sender or one of `header_fields` a rule could match: each
+    /// subject, sender and header pattern needs one of its required literals
+    /// (see [`TargetSet`]) to occur in any text it matches, and IMAP SEARCH
+    /// matches substrings ASCII case-insensitively, so a message none of
+    /// these terms finds matches none of those patterns. Each literal is cut
+    /// to a substring a SEARCH string can carry (no control characters,
+    /// valid UTF-8; for the sender, nothing of the "From: "/"Return-Path: "
+    /// framing the triage adds) — a substring of a required literal is
+    /// required too. Body rules and header rules on other fields are left
+    /// out (the header triage does not look at them). A header pattern
+    /// without a literal becomes "has the field".
+    ///
+    /// Errs, naming the pattern, when a subject or sender pattern has no
+    /// usable literal: no sound net exists, so every message needs its
+    /// header looked at.
+    pub fn search_net(&self, header_fields: &[&str]) -> Result<Vec<NetTerm>, String> {
+        let mut terms: Vec<NetTerm> = Vec::new();
+        for rule in &self.rules {
+            let field = match &rule.target {
+                Target::Subject => NetField::Subject,
+                Target::Sender => NetField::Sender,
+                Target::Header(name)
+                    if header_fields.iter().any(|f| f.eq_ignore_ascii_case(name)) =>
+                {
+                    NetField::Header(name.clone())
+                }
+                Target::Header(_) | Target::Body => continue,
+            };
+            let sender = field == NetField::Sender;
+            let usable = |l: &[u8]| net_usable(l, sender);
+            for pattern in &rule.patterns {
+                let hir = syntax::parse_with(pattern, &syntax_config())
+                    .map_err(|e| format!("rule {:?}: pattern {pattern:?}: {e}", rule.id))?;
+                match net_literals(&hir, &usable) {
+                    Some(literals) => terms.extend(literals.into_iter().map(|l| NetTerm {
+                        field: field.clone(),
+                        text: String::from_utf8_lossy(&l).into_owned(),
+                    })),
+                    None if matches!(field, NetField::Header(_)) => terms.push(NetTerm {
+                        field: field.clone(),
+                        text: String::new(),
+                    }),
+                    None => {
+                        return Err(format!(
+                            "rule {:?}: pattern {pattern:?} has no literal a server search can look for",
+                            rule.id
+                        ))
+                    }
+                }
+            }
+        }
+        terms.sort();
+        terms.dedup();
+        // A term whose text contains another term's text (same field) finds
+        // nothing more.
+        let kept: Vec<NetTerm> = terms
+            .iter()
+            .filter(|t| {
+                !terms.iter().any(|o| {
+                    o.field == t.field
+                        && o.text.len() < t.text.len()
+                        && t.text
+                            .to_ascii_lowercase()
+                            .contains(&o.text.to_ascii_lowercase())
+                })
+            })
+            .cloned()
+            .collect();
+        Ok(kept)
+    }
+}
+
+/// The best set of literals, each usable in a search, one of which occurs
+/// in every text `hir` matches; `None` when there is none with literals of
+/// at least [`MIN_LITERAL_LEN`] bytes. Unlike [`required_literals`] it
+/// weighs every piece of a concatenation (and every run of exact pieces)
+/// on its own, so that one unusable piece (say, a `^From:` the triage's
+/// sender text always contains) does not hide a usable one.
+fn net_literals(hir: &Hir, usable: &dyn Fn(&[u8]) -> bool) -> Option<Vec<Vec<u8>>> {
+    let clean = |set: Option<Vec<Vec<u8>>>| -> Option<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for literal in set? {
+            out.push(usable_substring(&literal, usable)?);
+        }
+        Some(net_canonical(out))
+    };
+    let mut best = clean(facts(hir).required());
+    match hir.kind() {
+        HirKind::Capture(capture) => best = better(best, net_literals(&capture.sub, usable)),
+        HirKind::Repetition(rep) if rep.min > 0 => {
+            best = better(best, net_literals(&rep.sub, usable));
+        }
+        HirKind::Alternation(subs) => {
+            let mut all = Some(Vec::new());
+            for sub in subs {
+                all = all.zip(net_literals(sub, usable)).map(|(mut a, b)| {
+                    a.extend(b);
+                    a
+                });
+            }
+            best = better(best, all.map(net_canonical));
+        }
+        HirKind::Concat(subs) => {
+            let mut run = vec![Vec::new()];
+            for sub in subs {
+                best = better(best, net_literals(sub, usable));
+                match facts(sub).exact {
+                    Some(exact) if run.len() * exact.len() <= MAX_LITERALS => {
+                        run = net_canonical(
+                            run.iter()
+                                .flat_map(|x| exact.iter().map(move |y| [x.as_slice(), y].concat()))
+                                .collect(),
+                        );
+                    }
+                    Some(exact) => {
+                        best = better(best, clean(Some(std::mem::replace(&mut run, exact))));
+                    }
+                    None => {
+                        best = better(
+                            best,
+                            clean(Some(std::mem::replace(&mut run, vec![Vec::new()]))),
+                        );
+                    }
+                }
+            }
+            best = better(best, clean(Some(run)));
+        }
+        _ => {}
+    }
+    best.filter(|set| shortest(set) >= MIN_LITERAL_LEN)
+}
+
+/// Literals as a server's case-insensitive search sees them: the valid
+/// UTF-8 start of each lower-cased (the case pairs of non-ASCII letters,
+/// which the rule patterns spell out, are one search string), sorted,
+/// without duplicates.
+fn net_canonical(set: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = set
+        .into_iter()
+        .map(|l| {
+            let valid = match std::str::from_utf8(&l) {
+                Ok(text) => text.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            let mut lower = String::from_utf8_lossy(&l[..valid])
+                .to_lowercase()
+                .into_bytes();
+            lower.extend_from_slice(&l[valid..]);
+            lower
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The longest substring of `literal` (at least [`MIN_LITERAL_LEN`] bytes)
+/// that `usable` accepts.
+fn usable_substring(literal: &[u8], usable: &dyn Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    (MIN_LITERAL_LEN..=literal.len())
+        .rev()
+        .find_map(|len| literal.windows(len).find(|w| usable(w)).map(<[u8]>::to_vec))
+}
+
+/// Whether a search string can carry `literal` and finding it means what
+/// the triage means: printable, valid UTF-8, and for the sender nothing
+/// of the framing the triage puts around From and Return-Path.
+fn net_usable(literal: &[u8], sender: bool) -> bool {
+    let printable = literal.iter().all(|b| *b >= 0x20 && *b != 0x7f);
+    if !printable || std::str::from_utf8(literal).is_err() {
+        return false;
+    }
+    !sender
+        || !SENDER_FRAMING.iter().any(|piece| {
+            piece.windows(literal.len()).any(|w| w == literal)
+                || (1..=literal.len().min(piece.len())).any(|k| piece.ends_with(&literal[..k]))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
