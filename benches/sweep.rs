@@ -50,7 +50,7 @@
 //! work directory with the config, state and every tool's output, and print its path),
 //! `BENCH_BACKSWEEP_BIN` (another backsweep binary, e.g. to compare two builds),
 //! `BENCH_IMAPFILTER` (another imapfilter), `BENCH_SEARCH_NET` (`auto`, `on` or `off`: the
-//! account's `search_net` key). `BACKSWEEP_LOG` reaches backsweep unchanged.
+//! account's `search_net` key; unset: the default). `BACKSWEEP_LOG` reaches backsweep unchanged.
 
 use anyhow::{anyhow, bail, Context, Result};
 use backsweep::testserver::{TestServer, TestServerOptions};
@@ -1712,9 +1712,12 @@ impl Bench {
             &self.work.path().join("state"),
             "{ env: BENCH_IMAP_PASSWORD }",
             &format!(
-                "    addresses: [{}]\n    inbox: INBOX\n    sent: [Sent]\n    quarantine: Quarantine\n    search_net: {}\n",
+                "    addresses: [{}]\n    inbox: INBOX\n    sent: [Sent]\n    quarantine: Quarantine\n{}",
                 yaml_str(ADDRESS),
-                std::env::var("BENCH_SEARCH_NET").unwrap_or_else(|_| "auto".into())
+                // The default unless the bench is told otherwise.
+                std::env::var("BENCH_SEARCH_NET")
+                    .map(|v| format!("    search_net: {v}\n"))
+                    .unwrap_or_default()
             ),
         );
         std::fs::write(&config, text).context("writing the backsweep config")?;

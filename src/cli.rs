@@ -1007,8 +1007,13 @@ fn init_logging(json: bool) {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
+    // Colours only on a terminal: the journal, cron mail and log files get
+    // plain lines (NO_COLOR is honoured too).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
