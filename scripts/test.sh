@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
-cargo test
+# --show-output: the measured numbers (corpus accuracy, sweeps, the daemon's
+# fault test: cuts and restarts survived) are part of the result.
+cargo test -- --show-output
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
