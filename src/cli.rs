@@ -523,7 +523,9 @@ fn release(ctx: &Context, account: Option<&str>, all: bool, uids: &[u32]) -> Exi
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("backsweep: release failed: {e:#}");
+            // `{e}`: the errors here carry their causes in their own message;
+            // the alternate form would repeat each cause once per level.
+            eprintln!("backsweep: release failed: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }
