@@ -447,9 +447,14 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<()> {
 
     if options.keep {
         print_flush(&keep_instructions(&demo));
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        // Ctrl-C, or SIGTERM from `kill`/a timeout: either way the server
+        // is stopped and the files deleted below.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("waiting for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
         println!("\nStopping the server and deleting the demo files...");
     }
     tokio::task::spawn_blocking(move || drop(demo))
