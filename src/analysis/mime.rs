@@ -126,11 +126,6 @@ pub struct Part<'a> {
 }
 
 impl<'a> Part<'a> {
-    /// True if the part's type is `kind/subtype` (lower case).
-    pub fn is(&self, kind: &str, subtype: &str) -> bool {
-        self.content_type.kind == kind && self.content_type.subtype == subtype
-    }
-
     /// True if the part's header has a field named `name`.
     pub fn has_field(&self, name: &str) -> bool {
         self.fields.iter().any(|f| f.is(name))
@@ -156,7 +151,7 @@ impl<'a> Part<'a> {
 /// Splits a message (or part) into its header block and body at the first
 /// empty line. Content that does not start with a header field (a part
 /// whose header was lost) is all body.
-pub fn split_header(bytes: &[u8]) -> (&[u8], &[u8]) {
+fn split_header(bytes: &[u8]) -> (&[u8], &[u8]) {
     if bytes.first() == Some(&b'\n') {
         return (&bytes[..0], &bytes[1..]);
     }
@@ -429,7 +424,7 @@ fn hex_value(b: u8) -> Option<u8> {
 
 /// Decodes base64, skipping line breaks and any byte outside the alphabet;
 /// `=` ends a group (some encoders concatenate padded chunks).
-pub fn decode_base64(input: &[u8]) -> Vec<u8> {
+fn decode_base64(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() / 4 * 3 + 3);
     let mut acc: u32 = 0;
     let mut bits = 0;
@@ -460,7 +455,7 @@ pub fn decode_base64(input: &[u8]) -> Vec<u8> {
 
 /// Decodes quoted-printable: `=XX` escapes and `=` soft line breaks; a
 /// malformed escape is kept as it stands.
-pub fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {
+fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
@@ -498,7 +493,7 @@ pub fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {
 
 /// Decodes `bytes` from `charset` to text; UTF-8 (lossy) when the charset is
 /// absent, UTF-8 itself, or unknown.
-pub fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
+fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
     let charset = charset.map(str::trim).filter(|c| {
         !c.is_empty()
             && !c.eq_ignore_ascii_case("utf-8")

@@ -182,10 +182,11 @@ struct TargetSet {
     literal_patterns: Vec<Vec<usize>>,
     /// The patterns without a usable literal: always run.
     always: Vec<usize>,
-    /// For each pattern, the longest text (bytes) it can match, if bounded.
-    /// A match must contain one of the pattern's literals, so a bounded
-    /// pattern is searched for only in windows this wide around the
-    /// literals' occurrences, not through the whole text.
+    /// For each pattern with literals, the longest text (bytes) it can
+    /// match, if bounded. A match must contain one of the pattern's
+    /// literals, so such a pattern is searched for only in windows this wide
+    /// around the literals' occurrences, not through the whole text. `None`
+    /// (whole text) for unbounded patterns and those in `always`.
     max_len: Vec<Option<usize>>,
 }
 
@@ -199,8 +200,9 @@ impl TargetSet {
         for (index, pattern) in patterns.iter().enumerate() {
             let hir = syntax::parse_with(pattern, &literal_syntax_config())
                 .map_err(|e| (index, e.to_string()))?;
-            max_len.push(hir.properties().maximum_len());
-            match required_literals(&hir) {
+            let literals = required_literals(&hir);
+            max_len.push(literals.as_ref().and(hir.properties().maximum_len()));
+            match literals {
                 Some(literals) => {
                     for mut literal in literals {
                         literal.truncate(MAX_PREFILTER_LITERAL);
@@ -273,7 +275,7 @@ impl TargetSet {
             let Ok(re) = self.regex(i) else { continue };
             let matched = match self.max_len[i] {
                 // Any match lies within `len` bytes of a literal it contains.
-                Some(len) if !self.always.contains(&i) => windows(group, len, haystack.len())
+                Some(len) => windows(group, len, haystack.len())
                     .any(|(start, end)| re.is_match(Input::new(haystack).range(start..end))),
                 _ => re.is_match(Input::new(haystack)),
             };
