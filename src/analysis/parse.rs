@@ -97,16 +97,17 @@ pub fn parse(raw: &[u8]) -> Pieces {
 }
 
 fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
-    let parts = mime::parts(bytes);
-    let root = parts.first()?;
-    if root.fields.is_empty() {
+    let mut parts = mime::parts(bytes);
+    // The top-level fields move into the pieces (the loop below looks at
+    // the fields of inner parts only).
+    let headers: Vec<(String, String)> = std::mem::take(&mut parts.first_mut()?.fields)
+        .into_iter()
+        .map(|f| (f.name, f.value))
+        .collect();
+    if headers.is_empty() {
         return None;
     }
-    let headers: Vec<(String, String)> = root
-        .fields
-        .iter()
-        .map(|f| (f.name.clone(), f.value.clone()))
-        .collect();
+    let root_body = parts[0].body;
     let subject = headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("subject"))
@@ -186,7 +187,7 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
     if nothing_found {
         // Broken MIME (a boundary parameter that lost its folding, a missing
         // boundary) can hide every part: read the raw body as text instead.
-        pieces.push_body(&String::from_utf8_lossy(root.body));
+        pieces.push_body(&String::from_utf8_lossy(root_body));
     }
     Some(pieces)
 }
