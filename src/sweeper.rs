@@ -10,7 +10,10 @@
 //!    that folder's part of the index and reads it again.
 //! 2. **Triage.** New inbox UIDs are fetched a few header fields at a time;
 //!    only messages the analyzer calls candidates are downloaded, and only a
-//!    bounded prefix of them.
+//!    bounded prefix of them. Both the inbox and the Sent folders are read up
+//!    to the highest UID a `UID SEARCH` of this session has shown, never to
+//!    the UIDNEXT the server announced: a message numbered but not yet
+//!    visible to the session must not fall below a watermark unseen.
 //! 3. **Judge.** Analysis plus sent index gives a [`Verdict`]. A message the
 //!    user took back out of quarantine (recognised by content hash, or by a
 //!    `release`) is never moved again.
@@ -35,17 +38,18 @@ use crate::verdict::{self, Judgement, Reason, SentEvidence, Verdict};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// UIDs per triage / sent-index fetch: large enough to amortise round
+/// Messages per triage / sent-index fetch: large enough to amortise round
 /// trips, small enough that a batch commits often.
-const BATCH: u32 = 1000;
+const BATCH: usize = 1000;
 
 /// How much of a candidate is downloaded first. The notice, its
 /// delivery-status part and the returned header usually fit in 4 KB; when
-/// they do not, [`SECOND_PREFIX_BYTES`] are fetched.
+/// they do not, the message is read on up to [`SECOND_PREFIX_BYTES`].
 pub const PREFIX_BYTES: u32 = 4 * 1024;
 
-/// The larger prefix fetched when the first one was cut before the
-/// original's identity could be found.
+/// How far a candidate is read when its first prefix was cut before the
+/// original's identity could be found (the continuation starts where the
+/// prefix ended, so nothing is downloaded twice).
 pub const SECOND_PREFIX_BYTES: u32 = 128 * 1024;
 
 /// How many bytes of a message its content hash covers (the start of the
@@ -323,7 +327,14 @@ impl Sweep<'_> {
             )
         };
         let result = async {
+            let started = std::time::Instant::now();
             self.index_sent(&mut session).await?;
+            tracing::debug!(
+                account = %self.account.name,
+                indexed = self.report.sent_indexed,
+                ms = started.elapsed().as_millis() as u64,
+                "sent index"
+            );
             self.evidence
                 .learn(self.store, &self.account.name)
                 .map_err(|e| self.store_err(e))?;
@@ -372,7 +383,7 @@ impl Sweep<'_> {
                 .examine(&folder)
                 .await
                 .map_err(|e| self.imap_err(e))?;
-            let mut last_uid = match self
+            let last_uid = match self
                 .store
                 .watermark(&name, &folder)
                 .map_err(|e| self.store_err(e))?
@@ -393,16 +404,19 @@ impl Sweep<'_> {
             if status.exists == 0 || last_uid.saturating_add(1) >= uidnext {
                 continue;
             }
+            // As in the inbox: only what this session sees, so that a sent
+            // message is never passed by unindexed (its bounce would look
+            // like backscatter).
+            let visible = self.visible_after(session, last_uid).await?;
             let fields: Vec<&str> = SENT_FIELDS.to_vec();
-            while last_uid.saturating_add(1) < uidnext {
-                let start = last_uid + 1;
-                let end = start
-                    .saturating_add(BATCH - 1)
-                    .min(uidnext.saturating_sub(1));
+            for asked in visible.chunks(BATCH) {
+                let (start, end) = (asked[0], asked[asked.len() - 1]);
                 let fetched = session
-                    .uid_fetch_headers(&format!("{start}:{end}"), &fields)
+                    .uid_fetch_headers(&crate::imap::uid_set(asked), &fields)
                     .await
                     .map_err(|e| self.imap_err(e))?;
+                let uids: Vec<u32> = fetched.iter().map(|f| f.uid).collect();
+                self.check_complete(session, asked, &uids).await?;
                 let mut entries = Vec::new();
                 let mut senders: Vec<String> = Vec::new();
                 for f in fetched.iter().filter(|f| f.uid >= start && f.uid <= end) {
@@ -429,7 +443,6 @@ impl Sweep<'_> {
                 self.store
                     .add_sent_senders(&name, &senders)
                     .map_err(|e| self.store_err(e))?;
-                last_uid = end;
                 self.show_progress("indexing", &folder, end, uidnext);
             }
             self.end_progress();
@@ -450,7 +463,7 @@ impl Sweep<'_> {
             session.select(&inbox).await
         }
         .map_err(|e| self.imap_err(e))?;
-        let mut last_uid = match self
+        let last_uid = match self
             .store
             .watermark(&name, &inbox)
             .map_err(|e| self.store_err(e))?
@@ -463,7 +476,19 @@ impl Sweep<'_> {
             None => self.first_sweep_start(session).await?,
         };
         let uidnext = status.uidnext.unwrap_or(u32::MAX);
-        if !self.options.dry_run && status.exists > 0 && last_uid.saturating_add(1) < uidnext {
+        // The messages this session can see above the watermark. Only these
+        // are swept, and the watermark never passes the highest of them: a
+        // message the server numbered (UIDNEXT) but this session's view does
+        // not show yet is left for the next sweep, never skipped.
+        let visible = if status.exists > 0 && last_uid.saturating_add(1) < uidnext {
+            self.visible_after(session, last_uid).await?
+        } else {
+            Vec::new()
+        };
+        let Some(&high) = visible.last() else {
+            return Ok(());
+        };
+        if !self.options.dry_run {
             session
                 .create_folder_if_missing(&self.account.quarantine)
                 .await
@@ -472,56 +497,38 @@ impl Sweep<'_> {
         let fields = self.analyzer.triage_fields();
         let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
         // With a search net, the server names the messages worth a header
-        // look (and every message of the range, for the count); the
-        // triage below then decides exactly as without it.
-        let netted = if status.exists > 0 && last_uid.saturating_add(1) < uidnext {
-            self.search_net_hits(session, last_uid + 1, uidnext.saturating_sub(1))
-                .await?
-        } else {
-            None
-        };
-        while status.exists > 0 && last_uid.saturating_add(1) < uidnext {
-            let start = last_uid + 1;
-            let end = start
-                .saturating_add(BATCH - 1)
-                .min(uidnext.saturating_sub(1));
-            let in_batch = |uids: &[u32]| -> Vec<u32> {
-                uids.iter()
+        // look; the triage below then decides exactly as without it.
+        let netted = self.search_net_hits(session, last_uid + 1, high).await?;
+        for batch in visible.chunks(BATCH) {
+            let (start, end) = (batch[0], batch[batch.len() - 1]);
+            self.report.examined += batch.len() as u64;
+            let wanted: Vec<u32> = match &netted {
+                Some(hits) => hits
+                    .iter()
                     .copied()
                     .filter(|u| (start..=end).contains(u))
-                    .collect()
+                    .collect(),
+                None => batch.to_vec(),
             };
-            let triage_set = match &netted {
-                Some((all, hits)) => {
-                    self.report.examined += in_batch(all).len() as u64;
-                    crate::imap::uid_set(&in_batch(hits))
-                }
-                None => format!("{start}:{end}"),
-            };
-            let headers = if triage_set.is_empty() {
+            let headers = if wanted.is_empty() {
                 Vec::new()
             } else {
                 session
-                    .uid_fetch_headers(&triage_set, &field_refs)
+                    .uid_fetch_headers(&crate::imap::uid_set(&wanted), &field_refs)
                     .await
                     .map_err(|e| self.imap_err(e))?
             };
-            // Every message asked for must be in the answer: a cut
-            // connection can end a FETCH answer early without an error.
-            let expected = if triage_set.is_empty() {
-                Vec::new()
-            } else {
-                session
-                    .uid_search(&format!("UID {triage_set}"))
-                    .await
-                    .map_err(|e| self.imap_err(e))?
-            };
-            self.check_complete(start, end, &expected, &headers)?;
+            let fetched: Vec<u32> = headers.iter().map(|h| h.uid).collect();
+            self.check_complete(session, &wanted, &fetched).await?;
+            tracing::debug!(
+                account = %name,
+                uids = %format!("{start}:{end}"),
+                messages = batch.len(),
+                headers = headers.len(),
+                "inbox batch"
+            );
             let mut candidates = Vec::new();
             for h in headers.iter().filter(|h| h.uid >= start && h.uid <= end) {
-                if netted.is_none() {
-                    self.report.examined += 1;
-                }
                 self.report.bytes_downloaded += h.header.len() as u64;
                 let deleted = h.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"));
                 // A header the server cannot split (no line ends) cannot be
@@ -549,7 +556,6 @@ impl Sweep<'_> {
                     .set_watermark(&name, &inbox, wm)
                     .map_err(|e| self.store_err(e))?;
             }
-            last_uid = end;
             self.show_progress("sweeping", &inbox, end, uidnext);
         }
         self.end_progress();
@@ -583,22 +589,19 @@ impl Sweep<'_> {
         }
     }
 
-    /// With a search net: every UID in `first..=last`, and the net's hits
-    /// among them (both ascending). `None` without a net.
+    /// With a search net: the net's hits among the UIDs `first..=last`
+    /// (ascending). `None` without a net.
     async fn search_net_hits(
         &self,
         session: &mut ImapSession,
         first: u32,
         last: u32,
-    ) -> Result<Option<(Vec<u32>, Vec<u32>)>, SweepError> {
+    ) -> Result<Option<Vec<u32>>, SweepError> {
         let Some(net) = self.search_net(session) else {
             return Ok(None);
         };
         let range = format!("{first}:{last}");
-        let all = session
-            .uid_search(&format!("UID {range}"))
-            .await
-            .map_err(|e| self.imap_err(e))?;
+        let started = std::time::Instant::now();
         let mut hits = Vec::new();
         for command in net.commands(&range, search_net::MAX_KEYS_PER_COMMAND) {
             hits.extend(
@@ -610,7 +613,36 @@ impl Sweep<'_> {
         }
         hits.sort_unstable();
         hits.dedup();
-        Ok(Some((all, hits)))
+        tracing::debug!(
+            account = %self.account.name,
+            uids = %range,
+            keys = net.keys().len(),
+            hits = hits.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "search net"
+        );
+        Ok(Some(hits))
+    }
+
+    /// The UIDs above `last_uid` in the selected folder as this session sees
+    /// it (ascending). Sweeps and the Sent index stop at the highest of them
+    /// instead of trusting UIDNEXT: a watermark must never pass a message
+    /// this session has not been shown yet.
+    async fn visible_after(
+        &self,
+        session: &mut ImapSession,
+        last_uid: u32,
+    ) -> Result<Vec<u32>, SweepError> {
+        let Some(first) = last_uid.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        // `N:*` always includes the highest UID, even below N.
+        let mut uids = session
+            .uid_search(&format!("UID {first}:*"))
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        uids.retain(|u| *u > last_uid);
+        Ok(uids)
     }
 
     /// One line of progress, rewritten in place (interactive terminals only).
@@ -631,26 +663,35 @@ impl Sweep<'_> {
         }
     }
 
-    /// Fails if the header fetch of `start..=end` left out a message that
-    /// exists: IMAP libraries end a response quietly at a tagged `NO`, and the
-    /// watermark must never pass a message that was not looked at.
-    fn check_complete(
+    /// Fails if a header fetch left out a message that was asked for and
+    /// still exists: IMAP libraries end a response quietly at a tagged `NO`,
+    /// and a watermark must never pass a message that was not looked at.
+    /// Messages expunged meanwhile are fine (one `UID SEARCH` tells, and only
+    /// when something is missing).
+    async fn check_complete(
         &self,
-        start: u32,
-        end: u32,
-        existing: &[u32],
-        headers: &[crate::imap::FetchedHeaders],
+        session: &mut ImapSession,
+        asked: &[u32],
+        fetched: &[u32],
     ) -> Result<(), SweepError> {
-        let missing: Vec<u32> = existing
+        let fetched: std::collections::HashSet<u32> = fetched.iter().copied().collect();
+        let gaps: Vec<u32> = asked
             .iter()
             .copied()
-            .filter(|u| (start..=end).contains(u) && !headers.iter().any(|h| h.uid == *u))
+            .filter(|u| !fetched.contains(u))
             .collect();
+        if gaps.is_empty() {
+            return Ok(());
+        }
+        let missing = session
+            .uid_search(&format!("UID {}", crate::imap::uid_set(&gaps)))
+            .await
+            .map_err(|e| self.imap_err(e))?;
         if missing.is_empty() {
             return Ok(());
         }
         Err(self.imap_err(ImapError::Invalid(format!(
-            "the server's answer left out {} inbox message(s) (UIDs {}); will try again",
+            "the server's answer left out {} message(s) (UIDs {}); will try again",
             missing.len(),
             crate::imap::uid_set(&missing)
         ))))
@@ -760,16 +801,34 @@ impl Sweep<'_> {
                 }
             }
         }
-        if !again.is_empty() {
-            let more = session
-                .uid_fetch_prefixes(&again, SECOND_PREFIX_BYTES)
+        // The rest, up to SECOND_PREFIX_BYTES in all, continues each prefix
+        // where it ended (one command per prefix length; normally one).
+        let mut offsets: Vec<u32> = again
+            .iter()
+            .filter_map(|u| looked.iter().find(|l| l.0 == *u))
+            .map(|l| l.2.len() as u32)
+            .collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        for offset in offsets {
+            let uids: Vec<u32> = again
+                .iter()
+                .copied()
+                .filter(|u| {
+                    looked
+                        .iter()
+                        .any(|l| l.0 == *u && l.2.len() as u32 == offset)
+                })
+                .collect();
+            let rest = session
+                .uid_fetch_slices(&uids, offset, SECOND_PREFIX_BYTES.saturating_sub(offset))
                 .await
                 .map_err(|e| self.imap_err(e))?;
-            for m in more {
+            for m in rest {
                 if let Some(entry) = looked.iter_mut().find(|l| l.0 == m.uid) {
                     self.report.bytes_downloaded += m.data.len() as u64;
-                    entry.3 = self.analyzer.analyze(&m.data);
-                    entry.2 = m.data;
+                    entry.2.extend_from_slice(&m.data);
+                    entry.3 = self.analyzer.analyze(&entry.2);
                 }
             }
         }
@@ -821,6 +880,14 @@ impl Sweep<'_> {
                 "kept"
             };
             let report = message_report(*uid, data, analysis, &judgement, action);
+            tracing::debug!(
+                account = %name,
+                uid,
+                message_id = report.message_id.as_deref().unwrap_or(""),
+                verdict = report.verdict.as_str(),
+                action,
+                "judged"
+            );
             if action == "moved" {
                 to_move.push((*uid, hash, self.report.messages.len()));
             } else if !self.options.dry_run {

@@ -212,6 +212,15 @@ async fn wait_quarantined(server: &TestServer, ids: &[String], limit: Duration, 
             let audit = Store::open(&state)
                 .and_then(|s| s.audit_recent("dora", 1_000_000))
                 .unwrap_or_default();
+            let watermark = Store::open(&state).and_then(|s| s.watermark("dora", "INBOX"));
+            let mut s = session(server).await;
+            s.examine("INBOX").await.expect("examine INBOX");
+            let mut uids = Vec::new();
+            for id in &missing {
+                let found = s.uid_search(&format!("HEADER Message-ID \"{id}\"")).await;
+                uids.push(format!("{id}: UID {found:?}"));
+            }
+            let _ = s.logout().await;
             let whereabouts: Vec<String> = missing
                 .iter()
                 .map(|id| {
@@ -228,9 +237,13 @@ async fn wait_quarantined(server: &TestServer, ids: &[String], limit: Duration, 
                     }
                 })
                 .collect();
+            if std::env::var_os("DAEMON_TEST_LOG").is_some() {
+                let _ = std::fs::copy(&d.log, "/tmp/daemon-fault.log");
+            }
             panic!(
-                "not quarantined within {limit:?}:\n{}\ndaemon log:\n{}",
+                "not quarantined within {limit:?}:\n{}\n{}\ninbox watermark: {watermark:?}\ndaemon log:\n{}",
                 whereabouts.join("\n"),
+                uids.join("\n"),
                 d.log_tail()
             );
         }
@@ -683,7 +696,10 @@ async fn the_daemon_survives_cuts_kills_and_server_restarts_without_losing_mail(
     for _ in 0..60 {
         mail.deliver(&server);
     }
-    let mut d = DaemonProcess::start(BIN, &config, &args, &log);
+    // Debug logs name every batch and verdict: a failure report can then say
+    // what the daemon did with the message concerned.
+    let env = [("BACKSWEEP_LOG", "info,backsweep::sweeper=debug")];
+    let mut d = DaemonProcess::start_with_env(BIN, &config, &args, &log, &env);
     let started = Instant::now();
     let mut rng = FAULT_SEED;
     let (mut kills, mut server_restarts, mut daemon_starts) = (0usize, 0usize, 1usize);
@@ -700,7 +716,7 @@ async fn the_daemon_survives_cuts_kills_and_server_restarts_without_losing_mail(
             assert!(d.running(), "the daemon died on its own:\n{}", d.log_tail());
             d.kill();
             kills += 1;
-            d = DaemonProcess::start(BIN, &config, &args, &log);
+            d = DaemonProcess::start_with_env(BIN, &config, &args, &log, &env);
             daemon_starts += 1;
         }
         if server_restarts == 0 && t > Duration::from_secs(10) {
