@@ -672,6 +672,9 @@ async fn pump(
 const FAULT_SEED: u64 = 0x0bad_5eed_2026;
 /// Cuts the proxy must make before the faults stop.
 const MIN_CUTS: u64 = 210;
+/// Longest the fault phase may take to reach [`MIN_CUTS`] (about 60 s on
+/// an idle 2-core machine; slower CI machines get room, not a failure).
+const FAULT_PHASE_LIMIT_SECS: u64 = 300;
 /// SIGKILLs of the daemon, each right after a burst of new mail.
 const KILLS: usize = 3;
 
@@ -703,7 +706,8 @@ async fn the_daemon_survives_cuts_kills_and_server_restarts_without_losing_mail(
     let started = Instant::now();
     let mut rng = FAULT_SEED;
     let (mut kills, mut server_restarts, mut daemon_starts) = (0usize, 0usize, 1usize);
-    while proxy.cuts() < MIN_CUTS && started.elapsed() < Duration::from_secs(130) {
+    while proxy.cuts() < MIN_CUTS && started.elapsed() < Duration::from_secs(FAULT_PHASE_LIMIT_SECS)
+    {
         mail.deliver(&server);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let t = started.elapsed();
