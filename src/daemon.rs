@@ -30,9 +30,11 @@
 //! Sweeps of different accounts take turns on the one state store; the watching and the
 //! waiting run concurrently.
 
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 
@@ -247,22 +249,39 @@ impl Watcher {
             if self.stopping() {
                 return;
             }
-            match self.watch(&mut failures).await {
-                Ok(()) => return,
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let wait = self.backoff(failures);
-                    tracing::warn!(
-                        account = %self.account.name,
-                        error = %e,
-                        retry_in_ms = wait.as_millis() as u64,
-                        failures,
-                        "account failed; reconnecting after a pause"
-                    );
-                    if self.sleep_or_stop(wait).await {
-                        return;
-                    }
+            // A panic is a bug, but it must not silence this account until the
+            // next reload: abandon any half-written batch and start over, like
+            // after a failure (the other accounts never notice either way).
+            let watched = AssertUnwindSafe(self.watch(&mut failures))
+                .catch_unwind()
+                .await;
+            let error = match watched {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(panic) => {
+                    self.store.lock().await.rollback();
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    format!(
+                        "account {}: panicked (a bug; please report it): {what}",
+                        self.account.name
+                    )
                 }
+            };
+            failures = failures.saturating_add(1);
+            let wait = self.backoff(failures);
+            tracing::warn!(
+                account = %self.account.name,
+                error = %error,
+                retry_in_ms = wait.as_millis() as u64,
+                failures,
+                "account failed; reconnecting after a pause"
+            );
+            if self.sleep_or_stop(wait).await {
+                return;
             }
         }
     }
