@@ -510,6 +510,7 @@ impl Sweep<'_> {
                     .collect(),
                 None => batch.to_vec(),
             };
+            let fetch_started = std::time::Instant::now();
             let headers = if wanted.is_empty() {
                 Vec::new()
             } else {
@@ -520,13 +521,8 @@ impl Sweep<'_> {
             };
             let fetched: Vec<u32> = headers.iter().map(|h| h.uid).collect();
             self.check_complete(session, &wanted, &fetched).await?;
-            tracing::debug!(
-                account = %name,
-                uids = %format!("{start}:{end}"),
-                messages = batch.len(),
-                headers = headers.len(),
-                "inbox batch"
-            );
+            let fetch_ms = fetch_started.elapsed().as_millis() as u64;
+            let triage_started = std::time::Instant::now();
             let mut candidates = Vec::new();
             for h in headers.iter().filter(|h| h.uid >= start && h.uid <= end) {
                 self.report.bytes_downloaded += h.header.len() as u64;
@@ -538,6 +534,8 @@ impl Sweep<'_> {
                     candidates.push((h.uid, h.size, h.flags.clone()));
                 }
             }
+            let triage_ms = triage_started.elapsed().as_millis() as u64;
+            let judge_started = std::time::Instant::now();
             // One store batch per inbox batch (see `quarantine` for the
             // commit that must precede the move).
             self.store.begin().map_err(|e| self.store_err(e))?;
@@ -547,6 +545,17 @@ impl Sweep<'_> {
                 return Err(e);
             }
             self.store.commit().map_err(|e| self.store_err(e))?;
+            tracing::debug!(
+                account = %name,
+                uids = %format!("{start}:{end}"),
+                messages = batch.len(),
+                headers = headers.len(),
+                candidates = candidates.len(),
+                fetch_ms,
+                triage_ms,
+                judge_ms = judge_started.elapsed().as_millis() as u64,
+                "inbox batch"
+            );
             if !self.options.dry_run {
                 let wm = Watermark {
                     uidvalidity: status.uidvalidity,
@@ -719,10 +728,12 @@ impl Sweep<'_> {
             return Ok(());
         }
         let uids: Vec<u32> = candidates.iter().map(|c| c.0).collect();
+        let mut timer = StageTimer::start();
         let prefixes = session
             .uid_fetch_prefixes(&uids, PREFIX_BYTES)
             .await
             .map_err(|e| self.imap_err(e))?;
+        timer.lap("prefixes");
         let name = self.account.name.clone();
         // First look: the prefixes. A cut-off prefix may hide the notice or
         // the returned original (and quoted text may then name the wrong
@@ -767,6 +778,7 @@ impl Sweep<'_> {
         // starts, without whatever lies between (a long transcript, the
         // original's body). Only a reading that needs nothing more is kept;
         // the others are fetched further, as one prefix.
+        timer.lap("first analysis");
         let reports: Vec<u32> = looked
             .iter()
             .filter(|l| again.contains(&l.0) && is_multipart_report(&l.2))
@@ -801,6 +813,7 @@ impl Sweep<'_> {
                 }
             }
         }
+        timer.lap("report parts");
         // The rest, up to SECOND_PREFIX_BYTES in all, continues each prefix
         // where it ended (one command per prefix length; normally one).
         let mut offsets: Vec<u32> = again
@@ -832,6 +845,7 @@ impl Sweep<'_> {
                 }
             }
         }
+        timer.lap("rest");
         let mut to_move: Vec<(u32, String, usize)> = Vec::new();
         for (uid, flags, data, analysis) in &looked {
             let received_at = header_date(data);
@@ -898,7 +912,11 @@ impl Sweep<'_> {
             }
             self.report.messages.push(report);
         }
-        self.quarantine(session, &to_move).await
+        timer.lap("verdicts");
+        self.quarantine(session, &to_move).await?;
+        timer.lap("moves");
+        tracing::debug!(account = %name, candidates = candidates.len(), again = again.len(), stages = %timer, "judged");
+        Ok(())
     }
 
     /// Remembers the relays of a bounce whose original is in the sent index
@@ -1091,6 +1109,39 @@ impl Sweep<'_> {
             .audit_append(&entry)
             .map(|_| ())
             .map_err(|e| self.store_err(e))
+    }
+}
+
+/// Milliseconds spent in each named stage of a batch (for debug logs).
+struct StageTimer {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, u128)>,
+}
+
+impl StageTimer {
+    /// Starts the first stage now.
+    fn start() -> StageTimer {
+        StageTimer {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    /// Ends the stage `name` (begun at the previous lap, or at the start).
+    fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps
+            .push((name, now.duration_since(self.last).as_millis()));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for StageTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, ms)) in self.laps.iter().enumerate() {
+            write!(f, "{}{name} {ms} ms", if i > 0 { ", " } else { "" })?;
+        }
+        Ok(())
     }
 }
 
