@@ -1210,9 +1210,13 @@ fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
             .read_to_end(&mut bytes)?;
     } else {
         let file = std::fs::File::open(path)?;
-        if file.metadata()?.is_dir() {
+        let metadata = file.metadata()?;
+        if metadata.is_dir() {
             return Err(std::io::Error::other("is a directory"));
         }
+        // Sized up front: `take` hides the file's size from read_to_end,
+        // whose doubling reallocations were a visible part of `inspect`.
+        bytes.reserve_exact(metadata.len().min(limit) as usize);
         file.take(limit).read_to_end(&mut bytes)?;
     }
     Ok(bytes)

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 use memchr::memmem;
 
-use super::text::Field;
+use super::text::{lossy, Field};
 
 /// At most this many parts are walked; the rest of a message with more
 /// (no real notice has a hundred) is ignored.
@@ -172,16 +172,12 @@ pub fn header_fields(header: &[u8]) -> Vec<Field> {
     for line in header.split(|&b| b == b'\n') {
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             if let Some(last) = fields.last_mut() {
-                last.append(&String::from_utf8_lossy(line));
+                last.append(&lossy(line));
             }
         } else if let Some(colon) = field_name(line) {
             fields.push(Field {
-                name: String::from_utf8_lossy(&line[..colon])
-                    .trim_end()
-                    .to_string(),
-                value: String::from_utf8_lossy(&line[colon + 1..])
-                    .trim()
-                    .to_string(),
+                name: lossy(&line[..colon]).trim_end().to_string(),
+                value: lossy(&line[colon + 1..]).trim().to_string(),
             });
         }
     }
@@ -507,7 +503,7 @@ fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
     {
         return decoder(bytes);
     }
-    String::from_utf8_lossy(bytes).into_owned()
+    lossy(bytes).into_owned()
 }
 
 /// Decodes RFC 2047 encoded words (`=?charset?B?...?=`) in a header value

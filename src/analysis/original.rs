@@ -295,7 +295,7 @@ fn quoted_original(analyzer: &Analyzer, pieces: &Pieces, own_id: Option<&str>, f
 }
 
 fn header_block_of(bytes: &[u8]) -> HeaderBlock {
-    leading_header_block(&String::from_utf8_lossy(bytes))
+    leading_header_block(&super::text::lossy(bytes))
 }
 
 fn json_message_id_regex() -> &'static Regex {

@@ -9,7 +9,7 @@
 //! text-level detectors (DSN fields and headers quoted in the body) still work.
 
 use super::mime;
-use super::text::{html_to_text, normalize_newlines};
+use super::text::{html_to_text, lossy, normalize_newlines};
 
 /// How much explanatory text is kept per message. A bounce's explanation is
 /// short; the cap keeps a huge text attachment from costing time.
@@ -164,9 +164,9 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
                 {
                     // A returned original pasted as a part without MIME
                     // headers of its own: its header became the part header.
-                    pieces.enclosed.push(Enclosed::Headers(
-                        String::from_utf8_lossy(part.header).into_owned(),
-                    ));
+                    pieces
+                        .enclosed
+                        .push(Enclosed::Headers(lossy(part.header).into_owned()));
                 }
                 if pieces.body.len() < MAX_BODY_TEXT {
                     pieces.push_body(&normalize_text(&part.text()));
@@ -187,7 +187,7 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
     if nothing_found {
         // Broken MIME (a boundary parameter that lost its folding, a missing
         // boundary) can hide every part: read the raw body as text instead.
-        pieces.push_body(&String::from_utf8_lossy(root_body));
+        pieces.push_body(&lossy(root_body));
     }
     Some(pieces)
 }
@@ -209,7 +209,7 @@ fn too_deeply_nested(bytes: &[u8]) -> bool {
 /// The fallback when MIME parsing fails: our own header split, the rest as
 /// text.
 fn parse_as_text(bytes: &[u8]) -> Pieces {
-    let text = String::from_utf8_lossy(bytes);
+    let text = lossy(bytes);
     let (head, body) = match text.find("\n\n") {
         Some(i) => (&text[..i], &text[i + 2..]),
         None => (&text[..], ""),
@@ -240,7 +240,7 @@ fn parse_as_text(bytes: &[u8]) -> Pieces {
 /// encoded on Windows).
 fn normalize_text(text: &str) -> String {
     if text.contains('\r') {
-        String::from_utf8_lossy(&normalize_newlines(text.as_bytes())).into_owned()
+        lossy(&normalize_newlines(text.as_bytes())).into_owned()
     } else {
         text.to_string()
     }

@@ -6,6 +6,7 @@
 //! the regexes come from the linear-time `regex` crate and no loop rescans.
 
 use regex::Regex;
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 /// Longest header field name we accept in a quoted block; real ones are short,
@@ -70,6 +71,17 @@ pub fn normalize_newlines(raw: &[u8]) -> Vec<u8> {
     }
     out.drain(..start);
     out
+}
+
+/// `bytes` as text, invalid UTF-8 replaced by U+FFFD: the same result as
+/// [`String::from_utf8_lossy`], but valid input (nearly all of it) is
+/// checked with the much faster [`std::str::from_utf8`] first. The lossy
+/// scanner goes byte by byte and was a tenth of all analysis time.
+pub fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// One `Name: value` field, with folded lines joined by a single space.
