@@ -18,9 +18,12 @@ use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind};
 use regex_syntax::hir::{Class, Hir, HirKind};
+use super::pattern_syntax::{fold_non_ascii_case, syntax_config};
+use super::precompiled::PrecompiledDfa;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -176,6 +179,9 @@ struct TargetSet {
     /// needs only a fraction of them, and compiling all up front would
     /// dominate the start-up of a one-file `inspect`.
     regexes: Vec<OnceLock<Result<MetaRegex, String>>>,
+    /// For each pattern, its DFA precompiled by `build.rs` (built-in
+    /// patterns), opened on first use; searched instead of the regex.
+    dfas: Vec<OnceLock<Option<PrecompiledDfa>>>,
     /// Finds the required literals of the patterns (ASCII case-insensitive).
     prefilter: Option<AhoCorasick>,
     /// For each literal of `prefilter`, the patterns that require it.
@@ -230,6 +236,7 @@ impl TargetSet {
         };
         Ok(TargetSet {
             regexes: patterns.iter().map(|_| OnceLock::new()).collect(),
+            dfas: patterns.iter().map(|_| OnceLock::new()).collect(),
             patterns,
             owners,
             prefilter,
@@ -245,6 +252,22 @@ impl TargetSet {
             .get_or_init(|| compile_set(std::slice::from_ref(&self.patterns[index])))
             .as_ref()
             .map_err(String::as_str)
+    }
+
+    /// Whether pattern `index` matches within `range` of `haystack`: by its
+    /// precompiled DFA if it has one, else by its regex. A pattern that does
+    /// not compile never matches; check_examples reports it for rule files
+    /// from a config.
+    fn is_match(&self, index: usize, haystack: &[u8], range: Range<usize>) -> bool {
+        let dfa = self.dfas[index].get_or_init(|| PrecompiledDfa::find(&self.patterns[index]));
+        if let Some(matched) = dfa
+            .as_ref()
+            .and_then(|dfa| dfa.is_match(haystack, range.clone()))
+        {
+            return matched;
+        }
+        self.regex(index)
+            .is_ok_and(|re| re.is_match(Input::new(haystack).range(range)))
     }
 
     /// The indices (ascending) of the patterns that match somewhere in
@@ -270,14 +293,11 @@ impl TargetSet {
             if found.last().is_some_and(|f| self.owners[*f] == owner) {
                 continue;
             }
-            // A pattern that does not compile never matches; check_examples
-            // reports it for rule files from a config.
-            let Ok(re) = self.regex(i) else { continue };
             let matched = match self.max_len[i] {
                 // Any match lies within `len` bytes of a literal it contains.
                 Some(len) => windows(group, len, haystack.len())
-                    .any(|(start, end)| re.is_match(Input::new(haystack).range(start..end))),
-                _ => re.is_match(Input::new(haystack)),
+                    .any(|(start, end)| self.is_match(i, haystack, start..end)),
+                _ => self.is_match(i, haystack, 0..haystack.len()),
             };
             if matched {
                 found.push(i);
@@ -546,15 +566,6 @@ fn compile_rule(file: &str, raw: RawRule) -> Result<Rule, RuleError> {
     })
 }
 
-/// The syntax of rule patterns, shared by the compiler and the literal
-/// extraction of the prefilter.
-fn syntax_config() -> syntax::Config {
-    syntax::Config::new()
-        .case_insensitive(true)
-        .unicode(false)
-        .utf8(false)
-}
-
 /// The syntax for extracting a pattern's required literals: as
 /// [`syntax_config`] but case-sensitive. The prefilter compares literals
 /// ASCII case-insensitively anyway, and case-insensitive parsing would turn
@@ -817,54 +828,6 @@ fn better(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8
         }
         (a, b) => a.or(b),
     }
-}
-
-/// With Unicode off, case-insensitivity covers ASCII only; so each
-/// non-ASCII letter with a case pair becomes `(?:ü|Ü)` (or both letters
-/// inside a character class), e.g. for subjects such as "Übermittlungsstatus"
-/// or "Недоставленное сообщение".
-fn fold_non_ascii_case(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len() + 16);
-    let mut in_class = false;
-    let mut escaped = false;
-    for c in pattern.chars() {
-        if escaped {
-            out.push(c);
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => {
-                escaped = true;
-                out.push(c);
-            }
-            '[' if !in_class => {
-                in_class = true;
-                out.push(c);
-            }
-            ']' if in_class => {
-                in_class = false;
-                out.push(c);
-            }
-            c if !c.is_ascii() => {
-                let lower: Vec<char> = c.to_lowercase().collect();
-                let upper: Vec<char> = c.to_uppercase().collect();
-                match (lower.as_slice(), upper.as_slice()) {
-                    ([l], [u]) if l != u => {
-                        if in_class {
-                            out.push(*l);
-                            out.push(*u);
-                        } else {
-                            out.push_str(&format!("(?:{l}|{u})"));
-                        }
-                    }
-                    _ => out.push(c),
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Where a [`NetTerm`] looks, in IMAP SEARCH terms.
