@@ -17,7 +17,7 @@ pub mod dsn;
 pub mod mime;
 pub mod original;
 pub mod parse;
-pub mod pattern_syntax;
+mod pattern_syntax;
 mod precompiled;
 pub mod rules;
 pub mod text;
