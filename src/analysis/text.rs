@@ -439,49 +439,57 @@ pub fn message_id_list(value: &str) -> Vec<String> {
 /// Turns HTML into text good enough for phrase rules and quoted headers:
 /// tags removed, block tags become line breaks, common entities decoded.
 pub fn html_to_text(html: &str) -> String {
+    /// Tags that end a line of text.
+    const BLOCK_TAGS: &[&str] = &[
+        "br",
+        "p",
+        "div",
+        "tr",
+        "li",
+        "table",
+        "h1",
+        "h2",
+        "h3",
+        "pre",
+        "blockquote",
+    ];
+    let bytes = html.as_bytes();
     let mut out = String::with_capacity(html.len() / 2);
-    let mut chars = html.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if c == '<' {
-            let end = html[i..].find('>').map(|e| i + e);
-            let Some(end) = end else {
+    let mut i = 0;
+    while i < html.len() {
+        // Text between markup is copied as a whole run.
+        let next = memchr::memchr2(b'<', b'&', &bytes[i..]).map_or(html.len(), |n| i + n);
+        out.push_str(&html[i..next]);
+        i = next;
+        if i == html.len() {
+            break;
+        }
+        if bytes[i] == b'<' {
+            let Some(end) = html[i..].find('>').map(|e| i + e) else {
                 break;
             };
-            let name: String = html[i + 1..end]
-                .trim_start_matches('/')
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .map(|c| c.to_ascii_lowercase())
-                .collect();
-            if matches!(
-                name.as_str(),
-                "br" | "p"
-                    | "div"
-                    | "tr"
-                    | "li"
-                    | "table"
-                    | "h1"
-                    | "h2"
-                    | "h3"
-                    | "pre"
-                    | "blockquote"
-            ) {
+            let tag = html[i + 1..end].trim_start_matches('/');
+            let name = &tag[..tag
+                .bytes()
+                .take_while(u8::is_ascii_alphanumeric)
+                .count()];
+            if BLOCK_TAGS.iter().any(|t| name.eq_ignore_ascii_case(t)) {
                 out.push('\n');
             }
-            if name == "style" || name == "script" {
-                if let Some(close) = find_ascii_case_insensitive(&html[end..], &format!("</{name}"))
-                {
-                    let skip_to = end + close;
-                    while chars.peek().is_some_and(|(j, _)| *j < skip_to) {
-                        chars.next();
-                    }
-                    continue;
-                }
+            let close = if name.eq_ignore_ascii_case("style") {
+                Some("</style")
+            } else if name.eq_ignore_ascii_case("script") {
+                Some("</script")
+            } else {
+                None
+            };
+            if let Some(skip) = close.and_then(|c| find_ascii_case_insensitive(&html[end..], c)) {
+                // Resume at the closing tag.
+                i = end + skip;
+                continue;
             }
-            while chars.peek().is_some_and(|(j, _)| *j <= end) {
-                chars.next();
-            }
-        } else if c == '&' {
+            i = end + 1;
+        } else {
             let semi = html[i..].char_indices().take(10).find(|(_, c)| *c == ';');
             if let Some((len, _)) = semi {
                 let entity = &html[i + 1..i + len];
@@ -502,15 +510,12 @@ pub fn html_to_text(html: &str) -> String {
                 };
                 if let Some(d) = decoded {
                     out.push(d);
-                    while chars.peek().is_some_and(|(j, _)| *j <= i + len) {
-                        chars.next();
-                    }
+                    i += len + 1;
                     continue;
                 }
             }
             out.push('&');
-        } else {
-            out.push(c);
+            i += 1;
         }
     }
     out
