@@ -78,13 +78,15 @@ pub fn literal_syntax_config() -> syntax::Config {
     syntax_config().case_insensitive(false)
 }
 
+/// A pattern's required literals (see [`required_literals`]) and, when it
+/// has some, the longest text it can match (if bounded).
+pub type PatternLiterals = (Option<Vec<Vec<u8>>>, Option<usize>);
+
 /// The required literals of `pattern` (see [`required_literals`]) and, if
 /// it has some, the longest text it can match (if bounded); an error if the
 /// pattern is invalid. `build.rs` precomputes this for the built-in
 /// patterns (`precompiled::literals`).
-pub fn pattern_literals(
-    pattern: &str,
-) -> Result<(Option<Vec<Vec<u8>>>, Option<usize>), String> {
+pub fn pattern_literals(pattern: &str) -> Result<PatternLiterals, String> {
     let hir = syntax::parse_with(pattern, &literal_syntax_config()).map_err(|e| e.to_string())?;
     let literals = required_literals(&hir);
     let longest = literals.as_ref().and(hir.properties().maximum_len());

@@ -14,6 +14,7 @@
 //! here (a user's rule, or one too big to precompile) falls back to the
 //! run-time regex in [`super::rules`], which means the same thing.
 
+use super::pattern_syntax::PatternLiterals;
 use regex_automata::dfa::{dense, Automaton};
 use regex_automata::Input;
 use std::ops::Range;
@@ -56,8 +57,7 @@ fn builtin(pattern: &str) -> Option<&'static Builtin> {
 /// [`pattern_literals`](super::pattern_syntax::pattern_literals) computes
 /// them, without parsing it again (parsing all of them was half of the
 /// start-up of a one-file `inspect`).
-#[allow(clippy::type_complexity)]
-pub(super) fn literals(pattern: &str) -> Option<(Option<Vec<Vec<u8>>>, Option<usize>)> {
+pub(super) fn literals(pattern: &str) -> Option<PatternLiterals> {
     let known = builtin(pattern)?;
     let literals = known
         .literals

@@ -12,17 +12,17 @@
 //! `not_examples` that must not: they are checked when the rules are loaded,
 //! so a broken rule file is a clear start-up error, never a silent miss.
 
+use super::pattern_syntax::{
+    better, facts, fold_non_ascii_case, pattern_literals, shortest, syntax_config, MAX_LITERALS,
+    MAX_PREFILTER_LITERAL, MIN_LITERAL_LEN,
+};
+use super::precompiled::{self, PrecompiledDfa};
 use aho_corasick::AhoCorasick;
 use regex_automata::meta::Regex as MetaRegex;
 use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind};
 use regex_syntax::hir::{Hir, HirKind};
-use super::pattern_syntax::{
-    better, facts, fold_non_ascii_case, pattern_literals, shortest, syntax_config, MAX_LITERALS,
-    MAX_PREFILTER_LITERAL, MIN_LITERAL_LEN,
-};
-use super::precompiled::{self, PrecompiledDfa};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -469,10 +469,7 @@ pub fn html_to_text(html: &str) -> String {
                 break;
             };
             let tag = html[i + 1..end].trim_start_matches('/');
-            let name = &tag[..tag
-                .bytes()
-                .take_while(u8::is_ascii_alphanumeric)
-                .count()];
+            let name = &tag[..tag.bytes().take_while(u8::is_ascii_alphanumeric).count()];
             if BLOCK_TAGS.iter().any(|t| name.eq_ignore_ascii_case(t)) {
                 out.push('\n');
             }
