@@ -146,7 +146,10 @@ pub fn field_groups(text: &str) -> Vec<Vec<Field>> {
 
 /// Splits a `Name: value` line, or returns `None` if the line is not a field.
 pub fn split_field(line: &str) -> Option<(&str, &str)> {
-    let colon = line.find(':')?;
+    // A name is at most MAX_FIELD_NAME bytes: no need to look further for
+    // its colon (body lines, which this mostly sees, can be long).
+    let head = &line.as_bytes()[..line.len().min(MAX_FIELD_NAME + 1)];
+    let colon = memchr::memchr(b':', head)?;
     let name = &line[..colon];
     let valid = !name.is_empty()
         && name.len() <= MAX_FIELD_NAME
