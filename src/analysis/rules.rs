@@ -946,6 +946,20 @@ mod tests {
         }
     }
 
+    /// build.rs precompiles every built-in pattern (DFA and literals); one
+    /// it skipped would still work, compiled at run time, but slower.
+    #[test]
+    fn every_builtin_pattern_is_precompiled() {
+        let set = RuleSet::builtin().expect("built-in rules are valid");
+        for pattern in set.sets.values().flat_map(|t| &t.patterns) {
+            assert!(
+                precompiled::literals(pattern).is_some(),
+                "no literals: {pattern}"
+            );
+            assert!(PrecompiledDfa::find(pattern).is_some(), "no DFA: {pattern}");
+        }
+    }
+
     #[test]
     fn required_literals_survive_case_folding() {
         use super::super::pattern_syntax::{literal_syntax_config, required_literals};
