@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 use memchr::memmem;
 
-use super::text::Field;
+use super::text::{lossy, Field};
 
 /// At most this many parts are walked; the rest of a message with more
 /// (no real notice has a hundred) is ignored.
@@ -169,19 +169,20 @@ fn split_header(bytes: &[u8]) -> (&[u8], &[u8]) {
 /// lines that are neither a field nor a continuation are skipped.
 pub fn header_fields(header: &[u8]) -> Vec<Field> {
     let mut fields: Vec<Field> = Vec::new();
-    for line in header.split(|&b| b == b'\n') {
+    // The lines, found with memchr (a per-byte split was a tenth of this).
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', header).chain(std::iter::once(header.len()));
+    for end in ends {
+        let line = &header[start..end];
+        start = end + 1;
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             if let Some(last) = fields.last_mut() {
-                last.append(&String::from_utf8_lossy(line));
+                last.append(&lossy(line));
             }
         } else if let Some(colon) = field_name(line) {
             fields.push(Field {
-                name: String::from_utf8_lossy(&line[..colon])
-                    .trim_end()
-                    .to_string(),
-                value: String::from_utf8_lossy(&line[colon + 1..])
-                    .trim()
-                    .to_string(),
+                name: lossy(&line[..colon]).trim_end().to_string(),
+                value: lossy(&line[colon + 1..]).trim().to_string(),
             });
         }
     }
@@ -507,7 +508,7 @@ fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
     {
         return decoder(bytes);
     }
-    String::from_utf8_lossy(bytes).into_owned()
+    lossy(bytes).into_owned()
 }
 
 /// Decodes RFC 2047 encoded words (`=?charset?B?...?=`) in a header value

@@ -17,6 +17,8 @@ pub mod dsn;
 pub mod mime;
 pub mod original;
 pub mod parse;
+mod pattern_syntax;
+mod precompiled;
 pub mod rules;
 pub mod text;
 
@@ -274,7 +276,7 @@ impl Analyzer {
     /// makes a candidate. Cheap: no MIME parsing, a handful of short texts
     /// through the rule sets (a sweep runs it on every new message).
     pub fn is_candidate(&self, header: &[u8]) -> bool {
-        let text = String::from_utf8_lossy(header);
+        let text = text::lossy(header);
         let fields = text::field_groups(&text)
             .into_iter()
             .next()

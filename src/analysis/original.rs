@@ -252,9 +252,17 @@ fn reply_headers(pieces: &Pieces, own_id: Option<&str>, found: &mut Found) {
 fn quoted_original(analyzer: &Analyzer, pieces: &Pieces, own_id: Option<&str>, found: &mut Found) {
     // Header blocks in the explanation, then in DSN parts (a broken boundary
     // can leave the returned header inside the delivery-status part).
-    let blocks: Vec<HeaderBlock> = std::iter::once(&pieces.body)
-        .chain(&pieces.dsn_texts)
+    // (The body's blocks are kept whole for the fallback below: the body
+    // can be long, and is scanned once.)
+    let body_blocks = quoted_header_blocks(&pieces.body);
+    let dsn_blocks: Vec<HeaderBlock> = pieces
+        .dsn_texts
+        .iter()
         .flat_map(|t| quoted_header_blocks(t))
+        .collect();
+    let blocks: Vec<&HeaderBlock> = body_blocks
+        .iter()
+        .chain(&dsn_blocks)
         .filter(|b| {
             b.get("message-id")
                 .and_then(normalize_message_id)
@@ -274,17 +282,14 @@ fn quoted_original(analyzer: &Analyzer, pieces: &Pieces, own_id: Option<&str>, f
     if blocks.is_empty() {
         // No quoted Message-ID: still learn the original's From/To/Subject
         // from the first quoted header that is not the notice's own.
-        if let Some(block) = quoted_header_blocks(&pieces.body)
-            .iter()
-            .find(|b| !is_notice(b))
-        {
+        if let Some(block) = body_blocks.iter().find(|b| !is_notice(b)) {
             found.take_headers(block);
         }
         return;
     }
     let chosen = blocks.iter().position(|b| !is_notice(b)).or(Some(0));
     if let Some(index) = chosen {
-        let block = &blocks[index];
+        let block = blocks[index];
         found.take_headers(block);
         if let Some(id) = block.get("message-id").and_then(normalize_message_id) {
             if found.add_id(id, own_id) {
@@ -295,7 +300,7 @@ fn quoted_original(analyzer: &Analyzer, pieces: &Pieces, own_id: Option<&str>, f
 }
 
 fn header_block_of(bytes: &[u8]) -> HeaderBlock {
-    leading_header_block(&String::from_utf8_lossy(bytes))
+    leading_header_block(&super::text::lossy(bytes))
 }
 
 fn json_message_id_regex() -> &'static Regex {

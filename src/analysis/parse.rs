@@ -9,7 +9,7 @@
 //! text-level detectors (DSN fields and headers quoted in the body) still work.
 
 use super::mime;
-use super::text::{html_to_text, normalize_newlines};
+use super::text::{html_to_text, lossy, normalize_newlines};
 
 /// How much explanatory text is kept per message. A bounce's explanation is
 /// short; the cap keeps a huge text attachment from costing time.
@@ -118,9 +118,9 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
         subject,
         ..Pieces::default()
     };
-    // HTML is flattened only when the plain text says too little (below).
-    let mut html_parts: Vec<String> = Vec::new();
-    let mut html_len = 0;
+    // HTML is decoded and flattened only when the plain text says too
+    // little (below): most HTML parts are newsletters' alternatives.
+    let mut html_parts: Vec<&mime::Part> = Vec::new();
     for part in &parts {
         let ct = &part.content_type;
         match (ct.kind.as_str(), ct.subtype.as_str()) {
@@ -131,31 +131,26 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
             }
             ("multipart", _) => {}
             ("message", "delivery-status" | "global-delivery-status") => {
-                pieces.dsn_texts.push(normalize_text(&part.text()))
+                pieces.dsn_texts.push(normalize_text(part.text()))
             }
             ("message", "disposition-notification" | "global-disposition-notification") => {
-                pieces.mdn_texts.push(normalize_text(&part.text()))
+                pieces.mdn_texts.push(normalize_text(part.text()))
             }
             ("message", "feedback-report") => {
-                pieces.feedback_texts.push(normalize_text(&part.text()))
+                pieces.feedback_texts.push(normalize_text(part.text()))
             }
             ("message", "rfc822" | "global" | "partial" | "rfc822-headers" | "global-headers")
             | ("text", "rfc822-headers" | "rfc822-header" | "global-headers")
                 if pieces.enclosed.len() < MAX_ENCLOSED =>
             {
                 let enclosed = if ct.subtype.contains("header") {
-                    Enclosed::Headers(normalize_text(&part.text()))
+                    Enclosed::Headers(normalize_text(part.text()))
                 } else {
                     Enclosed::Message(part.decoded().into_owned())
                 };
                 pieces.enclosed.push(enclosed);
             }
-            ("text", "html") if html_len < MAX_BODY_TEXT => {
-                let html = part.text();
-                html_len += html.len();
-                html_parts.push(html);
-            }
-            ("text", "html") => {}
+            ("text", "html") => html_parts.push(part),
             ("text", _) | ("application", "json") => {
                 if !part.is_root
                     && pieces.enclosed.len() < MAX_ENCLOSED
@@ -164,20 +159,31 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
                 {
                     // A returned original pasted as a part without MIME
                     // headers of its own: its header became the part header.
-                    pieces.enclosed.push(Enclosed::Headers(
-                        String::from_utf8_lossy(part.header).into_owned(),
-                    ));
+                    pieces
+                        .enclosed
+                        .push(Enclosed::Headers(lossy(part.header).into_owned()));
                 }
                 if pieces.body.len() < MAX_BODY_TEXT {
-                    pieces.push_body(&normalize_text(&part.text()));
+                    pieces.push_body(&normalize_text(part.text()));
                 }
             }
             _ => {}
         }
     }
     if pieces.body.trim().is_empty() || !html_parts.is_empty() && pieces.body.len() < 64 {
-        let html: String = html_parts.iter().map(|h| html_to_text(h) + "\n").collect();
-        pieces.push_body(&normalize_text(&html));
+        // Decoded in order until MAX_BODY_TEXT bytes of HTML were read.
+        let mut html = String::new();
+        let mut html_len = 0;
+        for part in html_parts {
+            if html_len >= MAX_BODY_TEXT {
+                break;
+            }
+            let text = part.text();
+            html_len += text.len();
+            html.push_str(&html_to_text(&text));
+            html.push('\n');
+        }
+        pieces.push_body(&normalize_text(html));
     }
     let nothing_found = pieces.body.trim().is_empty()
         && pieces.dsn_texts.is_empty()
@@ -187,7 +193,7 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
     if nothing_found {
         // Broken MIME (a boundary parameter that lost its folding, a missing
         // boundary) can hide every part: read the raw body as text instead.
-        pieces.push_body(&String::from_utf8_lossy(root_body));
+        pieces.push_body(&lossy(root_body));
     }
     Some(pieces)
 }
@@ -209,7 +215,7 @@ fn too_deeply_nested(bytes: &[u8]) -> bool {
 /// The fallback when MIME parsing fails: our own header split, the rest as
 /// text.
 fn parse_as_text(bytes: &[u8]) -> Pieces {
-    let text = String::from_utf8_lossy(bytes);
+    let text = lossy(bytes);
     let (head, body) = match text.find("\n\n") {
         Some(i) => (&text[..i], &text[i + 2..]),
         None => (&text[..], ""),
@@ -238,11 +244,11 @@ fn parse_as_text(bytes: &[u8]) -> Pieces {
 
 /// Decoded text parts may still carry CR line ends (e.g. a base64 part
 /// encoded on Windows).
-fn normalize_text(text: &str) -> String {
+fn normalize_text(text: String) -> String {
     if text.contains('\r') {
-        String::from_utf8_lossy(&normalize_newlines(text.as_bytes())).into_owned()
+        lossy(&normalize_newlines(text.as_bytes())).into_owned()
     } else {
-        text.to_string()
+        text
     }
 }
 

@@ -12,15 +12,21 @@
 //! `not_examples` that must not: they are checked when the rules are loaded,
 //! so a broken rule file is a clear start-up error, never a silent miss.
 
+use super::pattern_syntax::{
+    better, facts, fold_non_ascii_case, pattern_literals, shortest, syntax_config, MAX_LITERALS,
+    MAX_PREFILTER_LITERAL, MIN_LITERAL_LEN,
+};
+use super::precompiled::{self, PrecompiledDfa};
 use aho_corasick::AhoCorasick;
 use regex_automata::meta::Regex as MetaRegex;
 use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind};
-use regex_syntax::hir::{Class, Hir, HirKind};
+use regex_syntax::hir::{Hir, HirKind};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -176,6 +182,9 @@ struct TargetSet {
     /// needs only a fraction of them, and compiling all up front would
     /// dominate the start-up of a one-file `inspect`.
     regexes: Vec<OnceLock<Result<MetaRegex, String>>>,
+    /// For each pattern, its DFA precompiled by `build.rs` (built-in
+    /// patterns), opened on first use; searched instead of the regex.
+    dfas: Vec<OnceLock<Option<PrecompiledDfa>>>,
     /// Finds the required literals of the patterns (ASCII case-insensitive).
     prefilter: Option<AhoCorasick>,
     /// For each literal of `prefilter`, the patterns that require it.
@@ -198,10 +207,11 @@ impl TargetSet {
         let mut always = Vec::new();
         let mut max_len = Vec::with_capacity(patterns.len());
         for (index, pattern) in patterns.iter().enumerate() {
-            let hir = syntax::parse_with(pattern, &literal_syntax_config())
-                .map_err(|e| (index, e.to_string()))?;
-            let literals = required_literals(&hir);
-            max_len.push(literals.as_ref().and(hir.properties().maximum_len()));
+            let (literals, longest) = match precompiled::literals(pattern) {
+                Some(known) => known,
+                None => pattern_literals(pattern).map_err(|e| (index, e))?,
+            };
+            max_len.push(longest);
             match literals {
                 Some(literals) => {
                     for mut literal in literals {
@@ -230,6 +240,7 @@ impl TargetSet {
         };
         Ok(TargetSet {
             regexes: patterns.iter().map(|_| OnceLock::new()).collect(),
+            dfas: patterns.iter().map(|_| OnceLock::new()).collect(),
             patterns,
             owners,
             prefilter,
@@ -245,6 +256,22 @@ impl TargetSet {
             .get_or_init(|| compile_set(std::slice::from_ref(&self.patterns[index])))
             .as_ref()
             .map_err(String::as_str)
+    }
+
+    /// Whether pattern `index` matches within `range` of `haystack`: by its
+    /// precompiled DFA if it has one, else by its regex. A pattern that does
+    /// not compile never matches; check_examples reports it for rule files
+    /// from a config.
+    fn is_match(&self, index: usize, haystack: &[u8], range: Range<usize>) -> bool {
+        let dfa = self.dfas[index].get_or_init(|| PrecompiledDfa::find(&self.patterns[index]));
+        if let Some(matched) = dfa
+            .as_ref()
+            .and_then(|dfa| dfa.is_match(haystack, range.clone()))
+        {
+            return matched;
+        }
+        self.regex(index)
+            .is_ok_and(|re| re.is_match(Input::new(haystack).range(range)))
     }
 
     /// The indices (ascending) of the patterns that match somewhere in
@@ -270,14 +297,11 @@ impl TargetSet {
             if found.last().is_some_and(|f| self.owners[*f] == owner) {
                 continue;
             }
-            // A pattern that does not compile never matches; check_examples
-            // reports it for rule files from a config.
-            let Ok(re) = self.regex(i) else { continue };
             let matched = match self.max_len[i] {
                 // Any match lies within `len` bytes of a literal it contains.
                 Some(len) => windows(group, len, haystack.len())
-                    .any(|(start, end)| re.is_match(Input::new(haystack).range(start..end))),
-                _ => re.is_match(Input::new(haystack)),
+                    .any(|(start, end)| self.is_match(i, haystack, start..end)),
+                _ => self.is_match(i, haystack, 0..haystack.len()),
             };
             if matched {
                 found.push(i);
@@ -546,24 +570,6 @@ fn compile_rule(file: &str, raw: RawRule) -> Result<Rule, RuleError> {
     })
 }
 
-/// The syntax of rule patterns, shared by the compiler and the literal
-/// extraction of the prefilter.
-fn syntax_config() -> syntax::Config {
-    syntax::Config::new()
-        .case_insensitive(true)
-        .unicode(false)
-        .utf8(false)
-}
-
-/// The syntax for extracting a pattern's required literals: as
-/// [`syntax_config`] but case-sensitive. The prefilter compares literals
-/// ASCII case-insensitively anyway, and case-insensitive parsing would turn
-/// every letter into a two-letter class, which makes parsing and literal
-/// extraction several times slower (they dominated start-up).
-fn literal_syntax_config() -> syntax::Config {
-    syntax_config().case_insensitive(false)
-}
-
 /// Compiles patterns into one regex that reports every pattern that
 /// matches. Analysis compiles each pattern alone and asks only whether it
 /// matches (after the literal prefilter of [`TargetSet`]); the tests compile
@@ -600,271 +606,6 @@ fn compile_set(patterns: &[String]) -> Result<MetaRegex, String> {
         .syntax(syntax_config())
         .build_many(patterns)
         .map_err(|e| e.to_string())
-}
-
-/// Literals shorter than this make no useful prefilter (they occur in most
-/// texts): such a pattern is always run.
-const MIN_LITERAL_LEN: usize = 3;
-
-/// Prefilter literals are cut to this many bytes. A prefix of a required
-/// literal is required too, and eight bytes ("undelive", "mail sys") are
-/// rare enough in ordinary text; longer ones only make the automaton bigger
-/// (building it for ~1,000 full-length literals was a quarter of start-up).
-const MAX_PREFILTER_LITERAL: usize = 12;
-
-/// Upper bound on the literals of one set while extracting (cross products
-/// of alternations and classes grow fast).
-const MAX_LITERALS: usize = 64;
-
-/// Classes with at most this many distinct bytes (after ASCII lower-casing)
-/// count as a set of one-byte literals, e.g. `[- ]`, `\s` or a
-/// case-insensitive letter `[Aa]`.
-const MAX_CLASS_LITERALS: usize = 8;
-
-/// The lower-case literals at least one of which occurs (ASCII
-/// case-insensitively) in every text `hir` matches, or `None` when there is
-/// no such set with literals of at least [`MIN_LITERAL_LEN`] bytes.
-fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    facts(hir)
-        .required()
-        .filter(|set| shortest(set) >= MIN_LITERAL_LEN)
-}
-
-/// What literal extraction knows about a piece of pattern.
-struct Facts {
-    /// Every string it can match, lower-cased, when they are few.
-    exact: Option<Vec<Vec<u8>>>,
-    /// Literals one of which every match contains, besides `exact` (which
-    /// is such a set too, when known).
-    inner: Option<Vec<Vec<u8>>>,
-}
-
-impl Facts {
-    fn exact(set: Vec<Vec<u8>>) -> Facts {
-        Facts {
-            exact: Some(set),
-            inner: None,
-        }
-    }
-
-    fn none() -> Facts {
-        Facts {
-            exact: None,
-            inner: None,
-        }
-    }
-
-    /// The best set of literals one of which every match contains (none
-    /// empty).
-    fn required(self) -> Option<Vec<Vec<u8>>> {
-        better(self.inner, self.exact)
-    }
-}
-
-fn facts(hir: &Hir) -> Facts {
-    match hir.kind() {
-        // They match the empty string: neutral inside a concatenation.
-        HirKind::Empty | HirKind::Look(_) => Facts::exact(vec![Vec::new()]),
-        HirKind::Literal(literal) => Facts::exact(vec![literal.0.to_ascii_lowercase()]),
-        HirKind::Class(class) => class_literals(class).map_or_else(Facts::none, Facts::exact),
-        HirKind::Capture(capture) => facts(&capture.sub),
-        HirKind::Repetition(rep) => {
-            if rep.min == 0 {
-                return Facts::none();
-            }
-            let sub = facts(&rep.sub);
-            if rep.max == Some(rep.min) && rep.min <= 4 {
-                if let Some(exact) = &sub.exact {
-                    let mut all = Some(vec![Vec::new()]);
-                    for _ in 0..rep.min {
-                        all = all.and_then(|a| product(&a, exact));
-                    }
-                    if let Some(all) = all {
-                        return Facts::exact(all);
-                    }
-                }
-            }
-            Facts {
-                exact: None,
-                inner: sub.required(),
-            }
-        }
-        HirKind::Alternation(subs) => {
-            let subs: Vec<Facts> = subs.iter().map(facts).collect();
-            if subs.iter().all(|f| f.exact.is_some()) {
-                if let Some(exact) = union(subs.iter().map(|f| f.exact.clone())) {
-                    return Facts::exact(exact);
-                }
-            }
-            Facts {
-                exact: None,
-                inner: union(subs.into_iter().map(Facts::required)),
-            }
-        }
-        HirKind::Concat(subs) => {
-            // Runs of consecutive exact pieces concatenate into longer
-            // literals; any run, or any required set of a piece, will do:
-            // keep the best. If the whole is one run, it is exact.
-            let mut whole = true;
-            let mut run = vec![Vec::new()];
-            let mut best = None;
-            for sub in subs.iter().map(facts) {
-                match sub.exact {
-                    Some(e) => {
-                        run = match product(&run, &e) {
-                            Some(longer) => longer,
-                            None => {
-                                whole = false;
-                                best = better(best, Some(run));
-                                e
-                            }
-                        };
-                    }
-                    None => {
-                        whole = false;
-                        best = better(best, Some(std::mem::replace(&mut run, vec![Vec::new()])));
-                        best = better(best, sub.inner);
-                    }
-                }
-            }
-            if whole {
-                Facts::exact(run)
-            } else {
-                Facts {
-                    exact: None,
-                    inner: better(best, Some(run)),
-                }
-            }
-        }
-    }
-}
-
-/// A small class as one-byte (or, for a Unicode class, one-character)
-/// lower-case literals.
-fn class_literals(class: &Class) -> Option<Vec<Vec<u8>>> {
-    let mut set: Vec<Vec<u8>> = Vec::new();
-    match class {
-        Class::Bytes(bytes) => {
-            for range in bytes.ranges() {
-                if usize::from(range.end() - range.start()) >= MAX_CLASS_LITERALS * 2 {
-                    return None;
-                }
-                for b in range.start()..=range.end() {
-                    set.push(vec![b.to_ascii_lowercase()]);
-                }
-                if set.len() > MAX_CLASS_LITERALS * 2 {
-                    return None;
-                }
-            }
-        }
-        Class::Unicode(chars) => {
-            for range in chars.ranges() {
-                if (range.end() as u32 - range.start() as u32) >= MAX_CLASS_LITERALS as u32 * 2 {
-                    return None;
-                }
-                for c in range.start()..=range.end() {
-                    set.push(c.to_string().into_bytes().to_ascii_lowercase());
-                }
-                if set.len() > MAX_CLASS_LITERALS * 2 {
-                    return None;
-                }
-            }
-        }
-    }
-    set.sort();
-    set.dedup();
-    (set.len() <= MAX_CLASS_LITERALS).then_some(set)
-}
-
-/// Every `a` followed by every `b`, if not too many.
-fn product(a: &[Vec<u8>], b: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
-    if a.len() * b.len() > MAX_LITERALS {
-        return None;
-    }
-    let mut out: Vec<Vec<u8>> = a
-        .iter()
-        .flat_map(|x| b.iter().map(move |y| [x.as_slice(), y].concat()))
-        .collect();
-    out.sort();
-    out.dedup();
-    Some(out)
-}
-
-/// The union of sets, if all are known and not too many.
-fn union(sets: impl Iterator<Item = Option<Vec<Vec<u8>>>>) -> Option<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    for set in sets {
-        out.extend(set?);
-    }
-    out.sort();
-    out.dedup();
-    (out.len() <= MAX_LITERALS).then_some(out)
-}
-
-fn shortest(set: &[Vec<u8>]) -> usize {
-    set.iter().map(Vec::len).min().unwrap_or(0)
-}
-
-/// The better prefilter of two required sets: longer shortest literal, then
-/// fewer literals. A set with an empty literal requires nothing.
-fn better(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
-    let a = a.filter(|s| !s.is_empty() && shortest(s) > 0);
-    let b = b.filter(|s| !s.is_empty() && shortest(s) > 0);
-    match (a, b) {
-        (Some(a), Some(b)) => {
-            let key = |s: &Vec<Vec<u8>>| (shortest(s), std::cmp::Reverse(s.len()));
-            Some(if key(&b) > key(&a) { b } else { a })
-        }
-        (a, b) => a.or(b),
-    }
-}
-
-/// With Unicode off, case-insensitivity covers ASCII only; so each
-/// non-ASCII letter with a case pair becomes `(?:ü|Ü)` (or both letters
-/// inside a character class), e.g. for subjects such as "Übermittlungsstatus"
-/// or "Недоставленное сообщение".
-fn fold_non_ascii_case(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len() + 16);
-    let mut in_class = false;
-    let mut escaped = false;
-    for c in pattern.chars() {
-        if escaped {
-            out.push(c);
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => {
-                escaped = true;
-                out.push(c);
-            }
-            '[' if !in_class => {
-                in_class = true;
-                out.push(c);
-            }
-            ']' if in_class => {
-                in_class = false;
-                out.push(c);
-            }
-            c if !c.is_ascii() => {
-                let lower: Vec<char> = c.to_lowercase().collect();
-                let upper: Vec<char> = c.to_uppercase().collect();
-                match (lower.as_slice(), upper.as_slice()) {
-                    ([l], [u]) if l != u => {
-                        if in_class {
-                            out.push(*l);
-                            out.push(*u);
-                        } else {
-                            out.push_str(&format!("(?:{l}|{u})"));
-                        }
-                    }
-                    _ => out.push(c),
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Where a [`NetTerm`] looks, in IMAP SEARCH terms.
@@ -968,7 +709,7 @@ impl RuleSet {
 
 /// The best set of literals, each usable in a search, one of which occurs
 /// in every text `hir` matches; `None` when there is none with literals of
-/// at least [`MIN_LITERAL_LEN`] bytes. Unlike [`required_literals`] it
+/// at least [`MIN_LITERAL_LEN`] bytes. Unlike [`pattern_literals`] it
 /// weighs every piece of a concatenation (and every run of exact pieces)
 /// on its own, so that one unusable piece (say, a `^From:` the triage's
 /// sender text always contains) does not hide a usable one.
@@ -1205,8 +946,23 @@ mod tests {
         }
     }
 
+    /// build.rs precompiles every built-in pattern (DFA and literals); one
+    /// it skipped would still work, compiled at run time, but slower.
+    #[test]
+    fn every_builtin_pattern_is_precompiled() {
+        let set = RuleSet::builtin().expect("built-in rules are valid");
+        for pattern in set.sets.values().flat_map(|t| &t.patterns) {
+            assert!(
+                precompiled::literals(pattern).is_some(),
+                "no literals: {pattern}"
+            );
+            assert!(PrecompiledDfa::find(pattern).is_some(), "no DFA: {pattern}");
+        }
+    }
+
     #[test]
     fn required_literals_survive_case_folding() {
+        use super::super::pattern_syntax::{literal_syntax_config, required_literals};
         let lits = |p: &str| {
             let hir =
                 syntax::parse_with(&fold_non_ascii_case(p), &literal_syntax_config()).unwrap();

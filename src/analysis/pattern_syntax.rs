@@ -1,0 +1,312 @@
+//! How rule patterns are read — their syntax, and the literals one of which
+//! every match must contain (the prefilter of [`super::rules`]) — defined
+//! once for the analysis and for `build.rs`, which precompiles the built-in
+//! patterns (see [`super::precompiled`]). Sharing the file (by `#[path]` in
+//! `build.rs`) guarantees that what the build precomputes is exactly what
+//! the run-time code would compute from the same pattern.
+//!
+//! It depends on `regex-automata`'s syntax module and `regex-syntax` only,
+//! so that the build script can include it.
+
+use regex_automata::util::syntax;
+use regex_syntax::hir::{Class, Hir, HirKind};
+
+/// The syntax of rule patterns: case-insensitive, on bytes, Unicode classes
+/// off (ASCII `\b`, `\s` and `.` keep the engines on their fast DFAs;
+/// non-ASCII letters get their case pairs from [`fold_non_ascii_case`]).
+pub fn syntax_config() -> syntax::Config {
+    syntax::Config::new()
+        .case_insensitive(true)
+        .unicode(false)
+        .utf8(false)
+}
+
+/// With Unicode off, case-insensitivity covers ASCII only; so each
+/// non-ASCII letter with a case pair becomes `(?:ü|Ü)` (or both letters
+/// inside a character class), e.g. for subjects such as "Übermittlungsstatus"
+/// or "Недоставленное сообщение".
+pub fn fold_non_ascii_case(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut in_class = false;
+    let mut escaped = false;
+    for c in pattern.chars() {
+        if escaped {
+            out.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => {
+                escaped = true;
+                out.push(c);
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            c if !c.is_ascii() => {
+                let lower: Vec<char> = c.to_lowercase().collect();
+                let upper: Vec<char> = c.to_uppercase().collect();
+                match (lower.as_slice(), upper.as_slice()) {
+                    ([l], [u]) if l != u => {
+                        if in_class {
+                            out.push(*l);
+                            out.push(*u);
+                        } else {
+                            out.push_str(&format!("(?:{l}|{u})"));
+                        }
+                    }
+                    _ => out.push(c),
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The syntax for extracting a pattern's required literals: as
+/// [`syntax_config`] but case-sensitive. The prefilter compares literals
+/// ASCII case-insensitively anyway, and case-insensitive parsing would turn
+/// every letter into a two-letter class, which makes parsing and literal
+/// extraction several times slower (they dominated start-up).
+pub fn literal_syntax_config() -> syntax::Config {
+    syntax_config().case_insensitive(false)
+}
+
+/// A pattern's required literals (see [`required_literals`]) and, when it
+/// has some, the longest text it can match (if bounded).
+pub type PatternLiterals = (Option<Vec<Vec<u8>>>, Option<usize>);
+
+/// The required literals of `pattern` (see [`required_literals`]) and, if
+/// it has some, the longest text it can match (if bounded); an error if the
+/// pattern is invalid. `build.rs` precomputes this for the built-in
+/// patterns (`precompiled::literals`).
+pub fn pattern_literals(pattern: &str) -> Result<PatternLiterals, String> {
+    let hir = syntax::parse_with(pattern, &literal_syntax_config()).map_err(|e| e.to_string())?;
+    let literals = required_literals(&hir);
+    let longest = literals.as_ref().and(hir.properties().maximum_len());
+    Ok((literals, longest))
+}
+
+/// Literals shorter than this make no useful prefilter (they occur in most
+/// texts): such a pattern is always run.
+pub const MIN_LITERAL_LEN: usize = 3;
+
+/// Prefilter literals are cut to this many bytes. A prefix of a required
+/// literal is required too, and eight bytes ("undelive", "mail sys") are
+/// rare enough in ordinary text; longer ones only make the automaton bigger
+/// (building it for ~1,000 full-length literals was a quarter of start-up).
+pub const MAX_PREFILTER_LITERAL: usize = 12;
+
+/// Upper bound on the literals of one set while extracting (cross products
+/// of alternations and classes grow fast).
+pub const MAX_LITERALS: usize = 64;
+
+/// Classes with at most this many distinct bytes (after ASCII lower-casing)
+/// count as a set of one-byte literals, e.g. `[- ]`, `\s` or a
+/// case-insensitive letter `[Aa]`.
+const MAX_CLASS_LITERALS: usize = 8;
+
+/// The lower-case literals at least one of which occurs (ASCII
+/// case-insensitively) in every text `hir` matches, or `None` when there is
+/// no such set with literals of at least [`MIN_LITERAL_LEN`] bytes.
+pub fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    facts(hir)
+        .required()
+        .filter(|set| shortest(set) >= MIN_LITERAL_LEN)
+}
+
+/// What literal extraction knows about a piece of pattern.
+pub struct Facts {
+    /// Every string it can match, lower-cased, when they are few.
+    pub exact: Option<Vec<Vec<u8>>>,
+    /// Literals one of which every match contains, besides `exact` (which
+    /// is such a set too, when known).
+    pub inner: Option<Vec<Vec<u8>>>,
+}
+
+impl Facts {
+    fn exact(set: Vec<Vec<u8>>) -> Facts {
+        Facts {
+            exact: Some(set),
+            inner: None,
+        }
+    }
+
+    fn none() -> Facts {
+        Facts {
+            exact: None,
+            inner: None,
+        }
+    }
+
+    /// The best set of literals one of which every match contains (none
+    /// empty).
+    pub fn required(self) -> Option<Vec<Vec<u8>>> {
+        better(self.inner, self.exact)
+    }
+}
+
+pub fn facts(hir: &Hir) -> Facts {
+    match hir.kind() {
+        // They match the empty string: neutral inside a concatenation.
+        HirKind::Empty | HirKind::Look(_) => Facts::exact(vec![Vec::new()]),
+        HirKind::Literal(literal) => Facts::exact(vec![literal.0.to_ascii_lowercase()]),
+        HirKind::Class(class) => class_literals(class).map_or_else(Facts::none, Facts::exact),
+        HirKind::Capture(capture) => facts(&capture.sub),
+        HirKind::Repetition(rep) => {
+            if rep.min == 0 {
+                return Facts::none();
+            }
+            let sub = facts(&rep.sub);
+            if rep.max == Some(rep.min) && rep.min <= 4 {
+                if let Some(exact) = &sub.exact {
+                    let mut all = Some(vec![Vec::new()]);
+                    for _ in 0..rep.min {
+                        all = all.and_then(|a| product(&a, exact));
+                    }
+                    if let Some(all) = all {
+                        return Facts::exact(all);
+                    }
+                }
+            }
+            Facts {
+                exact: None,
+                inner: sub.required(),
+            }
+        }
+        HirKind::Alternation(subs) => {
+            let subs: Vec<Facts> = subs.iter().map(facts).collect();
+            if subs.iter().all(|f| f.exact.is_some()) {
+                if let Some(exact) = union(subs.iter().map(|f| f.exact.clone())) {
+                    return Facts::exact(exact);
+                }
+            }
+            Facts {
+                exact: None,
+                inner: union(subs.into_iter().map(Facts::required)),
+            }
+        }
+        HirKind::Concat(subs) => {
+            // Runs of consecutive exact pieces concatenate into longer
+            // literals; any run, or any required set of a piece, will do:
+            // keep the best. If the whole is one run, it is exact.
+            let mut whole = true;
+            let mut run = vec![Vec::new()];
+            let mut best = None;
+            for sub in subs.iter().map(facts) {
+                match sub.exact {
+                    Some(e) => {
+                        run = match product(&run, &e) {
+                            Some(longer) => longer,
+                            None => {
+                                whole = false;
+                                best = better(best, Some(run));
+                                e
+                            }
+                        };
+                    }
+                    None => {
+                        whole = false;
+                        best = better(best, Some(std::mem::replace(&mut run, vec![Vec::new()])));
+                        best = better(best, sub.inner);
+                    }
+                }
+            }
+            if whole {
+                Facts::exact(run)
+            } else {
+                Facts {
+                    exact: None,
+                    inner: better(best, Some(run)),
+                }
+            }
+        }
+    }
+}
+
+/// A small class as one-byte (or, for a Unicode class, one-character)
+/// lower-case literals.
+fn class_literals(class: &Class) -> Option<Vec<Vec<u8>>> {
+    let mut set: Vec<Vec<u8>> = Vec::new();
+    match class {
+        Class::Bytes(bytes) => {
+            for range in bytes.ranges() {
+                if usize::from(range.end() - range.start()) >= MAX_CLASS_LITERALS * 2 {
+                    return None;
+                }
+                for b in range.start()..=range.end() {
+                    set.push(vec![b.to_ascii_lowercase()]);
+                }
+                if set.len() > MAX_CLASS_LITERALS * 2 {
+                    return None;
+                }
+            }
+        }
+        Class::Unicode(chars) => {
+            for range in chars.ranges() {
+                if (range.end() as u32 - range.start() as u32) >= MAX_CLASS_LITERALS as u32 * 2 {
+                    return None;
+                }
+                for c in range.start()..=range.end() {
+                    set.push(c.to_string().into_bytes().to_ascii_lowercase());
+                }
+                if set.len() > MAX_CLASS_LITERALS * 2 {
+                    return None;
+                }
+            }
+        }
+    }
+    set.sort();
+    set.dedup();
+    (set.len() <= MAX_CLASS_LITERALS).then_some(set)
+}
+
+/// Every `a` followed by every `b`, if not too many.
+fn product(a: &[Vec<u8>], b: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    if a.len() * b.len() > MAX_LITERALS {
+        return None;
+    }
+    let mut out: Vec<Vec<u8>> = a
+        .iter()
+        .flat_map(|x| b.iter().map(move |y| [x.as_slice(), y].concat()))
+        .collect();
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+/// The union of sets, if all are known and not too many.
+fn union(sets: impl Iterator<Item = Option<Vec<Vec<u8>>>>) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for set in sets {
+        out.extend(set?);
+    }
+    out.sort();
+    out.dedup();
+    (out.len() <= MAX_LITERALS).then_some(out)
+}
+
+/// The length of the shortest literal of `set`.
+pub fn shortest(set: &[Vec<u8>]) -> usize {
+    set.iter().map(Vec::len).min().unwrap_or(0)
+}
+
+/// The better prefilter of two required sets: longer shortest literal, then
+/// fewer literals. A set with an empty literal requires nothing.
+pub fn better(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+    let a = a.filter(|s| !s.is_empty() && shortest(s) > 0);
+    let b = b.filter(|s| !s.is_empty() && shortest(s) > 0);
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let key = |s: &Vec<Vec<u8>>| (shortest(s), std::cmp::Reverse(s.len()));
+            Some(if key(&b) > key(&a) { b } else { a })
+        }
+        (a, b) => a.or(b),
+    }
+}
