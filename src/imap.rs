@@ -1297,6 +1297,27 @@ impl ImapSession {
         })
     }
 
+    /// `STATUS mailbox (UIDVALIDITY UIDNEXT)`: where a folder that is not
+    /// selected stands, e.g. the quarantine folder just before a copy.
+    pub async fn status_uidnext(&mut self, mailbox: &str) -> Result<(u32, u32), ImapError> {
+        self.usable("STATUS")?;
+        let what = format!("STATUS {mailbox}");
+        let r = timeout(
+            self.settings.timeout,
+            self.session.status(mailbox, "(UIDVALIDITY UIDNEXT)"),
+        )
+        .await;
+        let mb = self.settle(flat(r), &what)?;
+        self.confirm_complete(&what).await?;
+        match (mb.uid_validity, mb.uid_next) {
+            (Some(validity), Some(next)) => Ok((validity, next)),
+            _ => Err(ImapError::Invalid(format!(
+                "{}: {what} did not report UIDVALIDITY and UIDNEXT",
+                self.addr
+            ))),
+        }
+    }
+
     /// The selected mailbox and whether it is read-only.
     pub fn selected(&self) -> Option<(&str, bool)> {
         self.selected.as_ref().map(|(m, ro)| (m.as_str(), *ro))

@@ -26,7 +26,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 pub const DB_FILE: &str = "state.sqlite3";
 
 /// Current schema version (see `MIGRATIONS`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Errors from the state store.
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +239,12 @@ const MIGRATIONS: &[&str] = &[
         domain      TEXT NOT NULL,
         PRIMARY KEY (account, original_id, domain)
     );",
+    // version 4: where the quarantine folder stood (UIDVALIDITY, UIDNEXT)
+    // before a COPY-fallback move, so that after a crash only a copy made
+    // by that very move can complete it (a message with the same
+    // Message-ID, or an identical one moved earlier, never can).
+    "ALTER TABLE quarantined ADD COLUMN dest_uidvalidity INTEGER;
+    ALTER TABLE quarantined ADD COLUMN dest_uidnext INTEGER;",
 ];
 
 /// An open state database.
@@ -663,21 +669,56 @@ impl Store {
     /// Records, before it happens, that a message is about to be moved to quarantine.
     /// Returns the record id for [`Store::quarantine_done`]. A record still `pending`
     /// after a crash tells the next sweep to check the quarantine folder before moving.
+    /// `dest_mark` is the quarantine folder's UIDVALIDITY and UIDNEXT just
+    /// before a COPY-fallback move (see [`Store::pending_copy`]).
     pub fn quarantine_intent(
         &self,
         account: &str,
         message_id: Option<&str>,
         content_hash: &str,
         uid: u32,
+        dest_mark: Option<(u32, u32)>,
     ) -> Result<i64, StoreError> {
         self.conn
             .execute(
-                "INSERT INTO quarantined (account, message_id, content_hash, uid, time, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
-                params![account, message_id, content_hash, uid, now_unix()],
+                "INSERT INTO quarantined
+                   (account, message_id, content_hash, uid, time, state, dest_uidvalidity, dest_uidnext)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
+                params![
+                    account,
+                    message_id,
+                    content_hash,
+                    uid,
+                    now_unix(),
+                    dest_mark.map(|m| m.0),
+                    dest_mark.map(|m| m.1)
+                ],
             )
             .ctx("recording a quarantine move")?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The unfinished COPY-fallback move of exactly this message (inbox
+    /// `uid`, this content): its record id and the quarantine folder's
+    /// UIDVALIDITY and UIDNEXT before the copy. A copy with this content at
+    /// or above that UID is this move's copy.
+    pub fn pending_copy(
+        &self,
+        account: &str,
+        content_hash: &str,
+        uid: u32,
+    ) -> Result<Option<(i64, u32, u32)>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, dest_uidvalidity, dest_uidnext FROM quarantined
+                 WHERE account = ?1 AND content_hash = ?2 AND uid = ?3 AND state = 'pending'
+                   AND dest_uidnext IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                params![account, content_hash, uid],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .ctx("looking up an unfinished copy")
     }
 
     /// Marks a quarantine move as done.
@@ -709,15 +750,19 @@ impl Store {
             .ctx("looking up a quarantine move")
     }
 
-    /// Forgets an unfinished move intent (the move was found not to have happened).
-    pub fn quarantine_forget(&self, account: &str, content_hash: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "DELETE FROM quarantined WHERE account = ?1 AND content_hash = ?2 AND state = 'pending'",
-                params![account, content_hash],
+    /// The unfinished moves of `account`: record id and inbox UID.
+    pub fn pending_moves(&self, account: &str) -> Result<Vec<(i64, u32)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, uid FROM quarantined WHERE account = ?1 AND state = 'pending' ORDER BY id",
             )
-            .map(|_| ())
-            .ctx("forgetting an unfinished quarantine move")
+            .ctx("listing unfinished moves")?;
+        let rows = stmt
+            .query_map(params![account], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx("listing unfinished moves")?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .ctx("listing unfinished moves")
     }
 
     // -- the user's own From addresses ---------------------------------------------------

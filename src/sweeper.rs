@@ -463,11 +463,14 @@ impl Sweep<'_> {
             session.select(&inbox).await
         }
         .map_err(|e| self.imap_err(e))?;
-        let last_uid = match self
+        let watermark = self
             .store
             .watermark(&name, &inbox)
-            .map_err(|e| self.store_err(e))?
-        {
+            .map_err(|e| self.store_err(e))?;
+        if !self.options.dry_run && watermark.is_some_and(|w| w.uidvalidity == status.uidvalidity) {
+            self.settle_pending_moves(session).await?;
+        }
+        let last_uid = match watermark {
             Some(w) if w.uidvalidity == status.uidvalidity => w.last_uid,
             Some(_) => {
                 tracing::info!(account = %name, "inbox UIDVALIDITY changed: looking at the whole inbox again");
@@ -568,6 +571,34 @@ impl Sweep<'_> {
             self.show_progress("sweeping", &inbox, end, uidnext);
         }
         self.end_progress();
+        Ok(())
+    }
+
+    /// Marks as done the moves a crash interrupted after the message had
+    /// left the inbox (the server moved it, but its answer was lost). Left
+    /// pending, such a record would make the message look like one caught
+    /// mid-move, not one the user took back, if it ever returned to the
+    /// inbox. A message still in the inbox is judged again as usual.
+    async fn settle_pending_moves(&self, session: &mut ImapSession) -> Result<(), SweepError> {
+        let pending = self
+            .store
+            .pending_moves(&self.account.name)
+            .map_err(|e| self.store_err(e))?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let uids: Vec<u32> = pending.iter().map(|p| p.1).collect();
+        let present = session
+            .uid_search(&format!("UID {}", crate::imap::uid_set(&uids)))
+            .await
+            .map_err(|e| self.imap_err(e))?;
+        for (id, uid) in pending {
+            if !present.contains(&uid) {
+                self.store
+                    .quarantine_done(id)
+                    .map_err(|e| self.store_err(e))?;
+            }
+        }
         Ok(())
     }
 
@@ -974,33 +1005,54 @@ impl Sweep<'_> {
         let name = self.account.name.clone();
         let dest = self.account.quarantine.clone();
         let copy_fallback = !session.has_capability("MOVE");
+        // Without MOVE a crash can fall between the COPY and the removal
+        // from the inbox. The quarantine folder's position before the copy
+        // is recorded with each intent, so that the next sweep can tell this
+        // move's copy from any other message (see `copy_exists`).
+        let dest_mark = if copy_fallback {
+            Some(
+                session
+                    .status_uidnext(&dest)
+                    .await
+                    .map_err(|e| self.imap_err(e))?,
+            )
+        } else {
+            None
+        };
+        let mut claimed: Vec<u32> = Vec::new();
         let mut intents = Vec::new();
         let mut uids = Vec::new();
         for (uid, hash, index) in to_move {
             let message_id = self.report.messages[*index].message_id.clone();
-            // A copy of an earlier, interrupted sweep may already be in
-            // quarantine (COPY done, \Deleted not yet set): never copy twice.
-            if copy_fallback
-                && self
+            if copy_fallback {
+                let pending = self
                     .store
-                    .was_quarantined(&name, hash)
-                    .map_err(|e| self.store_err(e))?
-                    .as_deref()
-                    == Some("pending")
-                && self
-                    .already_in_quarantine(session, message_id.as_deref())
-                    .await?
-            {
-                session
-                    .add_flags(&[*uid], &[BACKSCATTER_KEYWORD])
-                    .await
-                    .ok();
-                self.finish_interrupted_copy(session, *uid).await?;
-                continue;
+                    .pending_copy(&name, hash, *uid)
+                    .map_err(|e| self.store_err(e))?;
+                if let Some((id, validity, next)) = pending {
+                    if self
+                        .copy_exists(session, (validity, next), hash, &mut claimed)
+                        .await?
+                    {
+                        // The copy is there: only the inbox copy is left to remove.
+                        session
+                            .add_flags(&[*uid], &[BACKSCATTER_KEYWORD])
+                            .await
+                            .ok();
+                        self.finish_interrupted_copy(session, *uid).await?;
+                        self.store
+                            .quarantine_done(id)
+                            .map_err(|e| self.store_err(e))?;
+                        self.report.messages[*index].destination = Some(dest.clone());
+                        let report = self.report.messages[*index].clone();
+                        self.audit(*uid, &report, Some(&dest))?;
+                        continue;
+                    }
+                }
             }
             let id = self
                 .store
-                .quarantine_intent(&name, message_id.as_deref(), hash, *uid)
+                .quarantine_intent(&name, message_id.as_deref(), hash, *uid, dest_mark)
                 .map_err(|e| self.store_err(e))?;
             intents.push((id, *uid, *index));
             uids.push(*uid);
@@ -1043,26 +1095,49 @@ impl Sweep<'_> {
         Ok(())
     }
 
-    async fn already_in_quarantine(
+    /// Whether the quarantine folder holds a copy of a message with content
+    /// `hash` made at or after `mark` (its UIDVALIDITY and UIDNEXT before an
+    /// interrupted COPY) that no other message of this sweep has `claimed`.
+    /// When unsure (the folder was recreated, or too much arrived since to
+    /// check), says no: a second copy in quarantine is a nuisance, removing
+    /// the inbox message without its copy would lose it.
+    async fn copy_exists(
         &self,
         session: &mut ImapSession,
-        message_id: Option<&str>,
+        mark: (u32, u32),
+        hash: &str,
+        claimed: &mut Vec<u32>,
     ) -> Result<bool, SweepError> {
-        let Some(id) = message_id else {
-            return Ok(false);
-        };
+        /// More new quarantine messages than this are not searched through.
+        const MAX_CHECKED: usize = 5_000;
         let inbox = self.account.inbox.clone();
-        session
+        let status = session
             .examine(&self.account.quarantine)
             .await
             .map_err(|e| self.imap_err(e))?;
-        let quoted = id.replace(['\\', '"'], "");
-        let found = session
-            .uid_search(&format!("HEADER Message-ID \"{quoted}\""))
-            .await
-            .map_err(|e| self.imap_err(e))?;
+        let mut found = None;
+        if status.uidvalidity == mark.0 {
+            let mut new = session
+                .uid_search(&format!("UID {}:*", mark.1.max(1)))
+                .await
+                .map_err(|e| self.imap_err(e))?;
+            new.retain(|u| *u >= mark.1 && !claimed.contains(u));
+            if !new.is_empty() && new.len() <= MAX_CHECKED {
+                let copies = session
+                    .uid_fetch_prefixes(&new, HASH_BYTES as u32)
+                    .await
+                    .map_err(|e| self.imap_err(e))?;
+                found = copies
+                    .iter()
+                    .find(|c| content_hash(&c.data) == hash)
+                    .map(|c| c.uid);
+            }
+        }
         session.select(&inbox).await.map_err(|e| self.imap_err(e))?;
-        Ok(!found.is_empty())
+        if let Some(uid) = found {
+            claimed.push(uid);
+        }
+        Ok(found.is_some())
     }
 
     /// Completes a COPY fallback move whose copy already exists: flag the

@@ -846,6 +846,153 @@ async fn without_move_the_copy_and_uid_expunge_fallback_gives_the_same_result() 
     assert_eq!(h.folder("Quarantine").await.len(), quarantine.len());
 }
 
+/// A crash between the COPY and the removal from the inbox leaves a pending move whose
+/// copy is already in quarantine. The next sweep must remove the inbox message without
+/// copying it again, and must never take a look-alike (same Message-ID, other bytes)
+/// for the copy of a message whose own copy never happened: that message is copied.
+#[tokio::test]
+async fn an_interrupted_copy_is_finished_once_and_never_confused_with_a_look_alike() {
+    let mut h = Harness::start(TestServerOptions {
+        hide_move: true,
+        ..TestServerOptions::default()
+    });
+    let before = h.folder("INBOX").await;
+    let backscatter: Vec<&Fetched> = before
+        .iter()
+        .filter(|f| h.msg(&f.body).role == Role::Backscatter)
+        .collect();
+    assert!(
+        backscatter.len() >= 2,
+        "the fixture needs two backscatter messages"
+    );
+    let (copied, lookalike_of) = (backscatter[0].clone(), backscatter[1].clone());
+    let mut s = h.session().await;
+    s.create_folder_if_missing("Quarantine")
+        .await
+        .expect("CREATE");
+    let mark = s.status_uidnext("Quarantine").await.expect("STATUS");
+    let hash = |f: &Fetched| backsweep::sweeper::content_hash(&f.body);
+    // Both moves were recorded as intents; only the first one's COPY happened.
+    for f in [&copied, &lookalike_of] {
+        h.store
+            .quarantine_intent("alice", None, &hash(f), f.uid, Some(mark))
+            .expect("intent");
+    }
+    s.select("INBOX").await.expect("SELECT");
+    s.run_command(&format!("UID COPY {} Quarantine", copied.uid))
+        .await
+        .expect("COPY");
+    // Meanwhile a message with the second one's Message-ID but other bytes arrived.
+    let mut lookalike = lookalike_of.body.clone();
+    lookalike.splice(0..0, b"X-Look-Alike: yes\r\n".iter().copied());
+    h.server
+        .deliver(USER, "Quarantine", &lookalike, "")
+        .expect("deliver the look-alike");
+    let _ = s.logout().await;
+
+    let r = h.sweep().await;
+    let inbox = h.folder("INBOX").await;
+    let quarantine = h.folder("Quarantine").await;
+    let count = |folder: &[Fetched], body: &[u8]| folder.iter().filter(|f| f.body == body).count();
+    for f in [&copied, &lookalike_of] {
+        assert_eq!(
+            count(&inbox, &f.body),
+            0,
+            "still in the inbox: {}",
+            h.msg(&f.body).name
+        );
+        assert_eq!(
+            count(&quarantine, &f.body),
+            1,
+            "copies in quarantine of {}: {r:#?}",
+            h.msg(&f.body).name
+        );
+    }
+    assert_eq!(
+        count(&quarantine, &lookalike),
+        1,
+        "the look-alike stays as it was"
+    );
+    // Every other message as after a normal sweep.
+    let others: Vec<Fetched> = quarantine
+        .iter()
+        .filter(|f| f.body != lookalike)
+        .cloned()
+        .collect();
+    assert_swept(&h, &before, &inbox, &others, false);
+    // The finished move is recorded: the next sweep sees nothing new.
+    let r2 = h.sweep().await;
+    assert_eq!((r2.examined, r2.quarantined), (0, 0), "{r2:#?}");
+}
+
+/// A MOVE the server carried out but whose answer was lost leaves a pending record; the
+/// next sweep settles it, so that the message, once dragged back by the user, stays.
+#[tokio::test]
+async fn a_move_whose_answer_was_lost_still_counts_when_the_user_takes_it_back() {
+    let mut h = Harness::start(TestServerOptions::default());
+    h.sweep().await;
+    let template = h
+        .inbox
+        .iter()
+        .find(|m| m.role == Role::Backscatter)
+        .expect("a backscatter message")
+        .bytes
+        .clone();
+    let mut late = b"X-Arrived: later\r\n".to_vec();
+    late.extend_from_slice(&template);
+    h.server.deliver(USER, "INBOX", &late, "").expect("deliver");
+    let mut s = h.session().await;
+    s.select("INBOX").await.expect("SELECT");
+    let uid = *s
+        .uid_search("HEADER X-Arrived later")
+        .await
+        .expect("SEARCH")
+        .last()
+        .expect("the new message");
+    let data = s
+        .uid_fetch_prefix(uid, 4096)
+        .await
+        .expect("FETCH")
+        .expect("the new message");
+    h.store
+        .quarantine_intent(
+            "alice",
+            None,
+            &backsweep::sweeper::content_hash(&data),
+            uid,
+            None,
+        )
+        .expect("intent");
+    s.run_command(&format!("UID STORE {uid} +FLAGS.SILENT ($Backscatter)"))
+        .await
+        .expect("STORE");
+    s.run_command(&format!("UID MOVE {uid} Quarantine"))
+        .await
+        .expect("MOVE");
+    // The sweep after the crash finds the message gone and settles the record.
+    h.sweep().await;
+    s.select("Quarantine").await.expect("SELECT");
+    let moved = *s
+        .uid_search("HEADER X-Arrived later")
+        .await
+        .expect("SEARCH")
+        .last()
+        .expect("moved");
+    s.run_command(&format!("UID MOVE {moved} INBOX"))
+        .await
+        .expect("drag back");
+    let _ = s.logout().await;
+    let r = h.sweep().await;
+    assert_eq!(r.quarantined, 0, "moved again: {r:#?}");
+    let inbox = h.folder("INBOX").await;
+    assert!(
+        inbox
+            .iter()
+            .any(|f| f.body.starts_with(b"X-Arrived: later")),
+        "the message taken back is not in the inbox"
+    );
+}
+
 /// The state after a sweep without MOVE and UIDPLUS: nothing expunged (the INBOX still
 /// holds every message, backscatter flagged `\Deleted`), exactly one copy of each
 /// backscatter message in quarantine, `\Seen` unchanged everywhere.
