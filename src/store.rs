@@ -128,6 +128,19 @@ pub struct AuditEntry {
     pub destination: Option<String>,
 }
 
+/// A quarantine move that was begun but not recorded as done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMove {
+    /// Record id (for [`Store::quarantine_done`]).
+    pub id: i64,
+    /// The message's inbox UID.
+    pub uid: u32,
+    /// Its content hash.
+    pub content_hash: String,
+    /// The quarantine folder's UIDVALIDITY and UIDNEXT before a COPY-fallback move.
+    pub dest_mark: Option<(u32, u32)>,
+}
+
 /// An audit-log record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -750,16 +763,26 @@ impl Store {
             .ctx("looking up a quarantine move")
     }
 
-    /// The unfinished moves of `account`: record id and inbox UID.
-    pub fn pending_moves(&self, account: &str) -> Result<Vec<(i64, u32)>, StoreError> {
+    /// The unfinished moves of `account`.
+    pub fn pending_moves(&self, account: &str) -> Result<Vec<PendingMove>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, uid FROM quarantined WHERE account = ?1 AND state = 'pending' ORDER BY id",
+                "SELECT id, uid, content_hash, dest_uidvalidity, dest_uidnext FROM quarantined
+                 WHERE account = ?1 AND state = 'pending' ORDER BY id",
             )
             .ctx("listing unfinished moves")?;
         let rows = stmt
-            .query_map(params![account], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(params![account], |r| {
+                let validity: Option<u32> = r.get(3)?;
+                let next: Option<u32> = r.get(4)?;
+                Ok(PendingMove {
+                    id: r.get(0)?,
+                    uid: r.get(1)?,
+                    content_hash: r.get(2)?,
+                    dest_mark: validity.zip(next),
+                })
+            })
             .ctx("listing unfinished moves")?;
         rows.collect::<Result<Vec<_>, _>>()
             .ctx("listing unfinished moves")

@@ -574,12 +574,15 @@ impl Sweep<'_> {
         Ok(())
     }
 
-    /// Marks as done the moves a crash interrupted after the message had
-    /// left the inbox (the server moved it, but its answer was lost). Left
-    /// pending, such a record would make the message look like one caught
-    /// mid-move, not one the user took back, if it ever returned to the
-    /// inbox. A message still in the inbox is judged again as usual.
-    async fn settle_pending_moves(&self, session: &mut ImapSession) -> Result<(), SweepError> {
+    /// Finishes what a crash interrupted. A move whose message has left the
+    /// inbox (the server moved it, but its answer was lost) is marked done:
+    /// left pending, it would make the message look like one caught
+    /// mid-move, not one the user took back, if it ever returned. On the
+    /// COPY fallback with UIDPLUS, a message still here, flagged `\Deleted`,
+    /// whose copy this very move made is in quarantine (see
+    /// [`Self::copy_exists`]) is expunged, exactly it. Any other message still
+    /// in the inbox is judged again as usual.
+    async fn settle_pending_moves(&mut self, session: &mut ImapSession) -> Result<(), SweepError> {
         let pending = self
             .store
             .pending_moves(&self.account.name)
@@ -587,17 +590,59 @@ impl Sweep<'_> {
         if pending.is_empty() {
             return Ok(());
         }
-        let uids: Vec<u32> = pending.iter().map(|p| p.1).collect();
+        let uids: Vec<u32> = pending.iter().map(|p| p.uid).collect();
         let present = session
-            .uid_search(&format!("UID {}", crate::imap::uid_set(&uids)))
+            .uid_fetch_headers(&crate::imap::uid_set(&uids), &["Message-ID"])
             .await
             .map_err(|e| self.imap_err(e))?;
-        for (id, uid) in pending {
-            if !present.contains(&uid) {
+        let expunge = !session.has_capability("MOVE") && session.has_capability("UIDPLUS");
+        let mut claimed = Vec::new();
+        for p in pending {
+            let here = present.iter().find(|h| h.uid == p.uid);
+            let Some(here) = here else {
                 self.store
-                    .quarantine_done(id)
+                    .quarantine_done(p.id)
                     .map_err(|e| self.store_err(e))?;
+                continue;
+            };
+            let deleted = here
+                .flags
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case("\\Deleted"));
+            let Some(mark) = p.dest_mark.filter(|_| expunge && deleted) else {
+                continue;
+            };
+            if !self
+                .copy_exists(session, mark, &p.content_hash, &mut claimed)
+                .await?
+            {
+                continue; // someone else's \Deleted: never expunged by us
             }
+            session
+                .run_command(&format!("UID EXPUNGE {}", p.uid))
+                .await
+                .map_err(|e| self.imap_err(e))?;
+            self.store
+                .quarantine_done(p.id)
+                .map_err(|e| self.store_err(e))?;
+            let message_id = mail_parser::MessageParser::default()
+                .parse_headers(&here.header)
+                .and_then(|h| {
+                    h.message_id()
+                        .and_then(crate::analysis::text::normalize_message_id)
+                });
+            self.store
+                .audit_append(&AuditEntry {
+                    account: self.account.name.clone(),
+                    mailbox: self.account.inbox.clone(),
+                    uid: p.uid,
+                    message_id,
+                    verdict: Verdict::Backscatter.as_str().to_string(),
+                    rules: vec!["sweep.interrupted-move-finished".to_string()],
+                    action: "moved".to_string(),
+                    destination: Some(self.account.quarantine.clone()),
+                })
+                .map_err(|e| self.store_err(e))?;
         }
         Ok(())
     }

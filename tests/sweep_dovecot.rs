@@ -925,6 +925,87 @@ async fn an_interrupted_copy_is_finished_once_and_never_confused_with_a_look_ali
     assert_eq!((r2.examined, r2.quarantined), (0, 0), "{r2:#?}");
 }
 
+/// Without MOVE, a crash after `\Deleted` was set but before UID EXPUNGE leaves a
+/// flagged message the triage skips: the next sweep expunges exactly it, but only when
+/// its own copy is in quarantine. A message the user flagged `\Deleted` whose copy was
+/// never made is left alone.
+#[tokio::test]
+async fn a_copy_interrupted_before_its_expunge_is_finished_and_others_deleted_mail_is_left() {
+    let mut h = Harness::start(TestServerOptions {
+        hide_move: true,
+        ..TestServerOptions::default()
+    });
+    h.sweep().await;
+    let template = h
+        .inbox
+        .iter()
+        .find(|m| m.role == Role::Backscatter)
+        .expect("a backscatter message")
+        .bytes
+        .clone();
+    let variant = |tag: &str| {
+        let mut m = format!("X-Arrived: {tag}\r\n").into_bytes();
+        m.extend_from_slice(&template);
+        m
+    };
+    let (copied, uncopied) = (variant("one"), variant("two"));
+    for m in [&copied, &uncopied] {
+        h.server.deliver(USER, "INBOX", m, "").expect("deliver");
+    }
+    let mut s = h.session().await;
+    let mark = s.status_uidnext("Quarantine").await.expect("STATUS");
+    s.select("INBOX").await.expect("SELECT");
+    for (tag, m) in [("one", &copied), ("two", &uncopied)] {
+        let uid = *s
+            .uid_search(&format!("HEADER X-Arrived {tag}"))
+            .await
+            .expect("SEARCH")
+            .last()
+            .expect("delivered");
+        let data = s
+            .uid_fetch_prefix(uid, 4096)
+            .await
+            .expect("FETCH")
+            .expect("there");
+        assert!(data.starts_with(&m[..20]), "the message just delivered");
+        h.store
+            .quarantine_intent(
+                "alice",
+                None,
+                &backsweep::sweeper::content_hash(&data),
+                uid,
+                Some(mark),
+            )
+            .expect("intent");
+        if tag == "one" {
+            s.run_command(&format!("UID COPY {uid} Quarantine"))
+                .await
+                .expect("COPY");
+        }
+        s.run_command(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"))
+            .await
+            .expect("STORE");
+    }
+    let _ = s.logout().await;
+    h.sweep().await;
+    let inbox = h.folder("INBOX").await;
+    let quarantine = h.folder("Quarantine").await;
+    let same = |f: &Fetched, m: &[u8]| strip_cr(&f.body) == strip_cr(m);
+    let count = |folder: &[Fetched], m: &[u8]| folder.iter().filter(|f| same(f, m)).count();
+    assert_eq!(
+        (count(&inbox, &copied), count(&quarantine, &copied)),
+        (0, 1)
+    );
+    assert_eq!(
+        (count(&inbox, &uncopied), count(&quarantine, &uncopied)),
+        (1, 0)
+    );
+    assert!(inbox
+        .iter()
+        .find(|f| same(f, &uncopied))
+        .is_some_and(|f| f.has("\\Deleted")));
+}
+
 /// A MOVE the server carried out but whose answer was lost leaves a pending record; the
 /// next sweep settles it, so that the message, once dragged back by the user, stays.
 #[tokio::test]
