@@ -387,40 +387,75 @@ pub enum MoveOutcome {
 
 /// Compresses UIDs into an IMAP sequence set such as `1:3,7,9:10` (sorted, deduplicated).
 pub fn uid_set(uids: &[u32]) -> String {
-    uid_set_chunks(uids, usize::MAX)
-        .into_iter()
-        .next()
+    uid_groups(uids, usize::MAX)
+        .first()
+        .map(|g| ranges_text(g))
         .unwrap_or_default()
+}
+
+/// `uids` sorted, deduplicated and split into the groups [`ImapSession::move_uids`]
+/// sends one command each for: a caller that must know exactly which messages one
+/// COPY carried (to record where quarantine stood just before it) moves each group
+/// on its own.
+pub fn command_groups(uids: &[u32]) -> Vec<Vec<u32>> {
+    uid_groups(uids, MAX_RANGES_PER_COMMAND)
 }
 
 /// Like [`uid_set`], split so no set has more than `max_ranges` ranges.
 fn uid_set_chunks(uids: &[u32], max_ranges: usize) -> Vec<String> {
+    uid_groups(uids, max_ranges)
+        .iter()
+        .map(|g| ranges_text(g))
+        .collect()
+}
+
+/// Sorted, deduplicated non-zero `uids` in groups of at most `max_ranges` runs of
+/// consecutive UIDs.
+fn uid_groups(uids: &[u32], max_ranges: usize) -> Vec<Vec<u32>> {
     let mut v: Vec<u32> = uids.iter().copied().filter(|&u| u > 0).collect();
     v.sort_unstable();
     v.dedup();
-    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    let mut groups: Vec<Vec<u32>> = Vec::new();
+    let mut ranges = 0;
     for u in v {
+        let extends = groups
+            .last()
+            .and_then(|g| g.last())
+            .is_some_and(|&last| last.checked_add(1) == Some(u));
+        if !extends {
+            if groups.is_empty() || ranges == max_ranges.max(1) {
+                groups.push(Vec::new());
+                ranges = 0;
+            }
+            ranges += 1;
+        }
+        if let Some(g) = groups.last_mut() {
+            g.push(u);
+        }
+    }
+    groups
+}
+
+/// A sorted, deduplicated group of UIDs as an IMAP sequence set.
+fn ranges_text(group: &[u32]) -> String {
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for &u in group {
         match ranges.last_mut() {
             Some((_, end)) if end.checked_add(1) == Some(u) => *end = u,
             _ => ranges.push((u, u)),
         }
     }
     ranges
-        .chunks(max_ranges.max(1))
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|&(a, b)| {
-                    if a == b {
-                        a.to_string()
-                    } else {
-                        format!("{a}:{b}")
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(",")
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}:{b}")
+            }
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn flag_string(f: &Flag<'_>) -> String {

@@ -683,7 +683,7 @@ impl Store {
     /// Returns the record id for [`Store::quarantine_done`]. A record still `pending`
     /// after a crash tells the next sweep to check the quarantine folder before moving.
     /// `dest_mark` is the quarantine folder's UIDVALIDITY and UIDNEXT just
-    /// before a COPY-fallback move (see [`Store::pending_copy`]).
+    /// before a COPY-fallback move (see [`Store::pending_moves`]).
     pub fn quarantine_intent(
         &self,
         account: &str,
@@ -709,29 +709,6 @@ impl Store {
             )
             .ctx("recording a quarantine move")?;
         Ok(self.conn.last_insert_rowid())
-    }
-
-    /// The unfinished COPY-fallback move of exactly this message (inbox
-    /// `uid`, this content): its record id and the quarantine folder's
-    /// UIDVALIDITY and UIDNEXT before the copy. A copy with this content at
-    /// or above that UID is this move's copy.
-    pub fn pending_copy(
-        &self,
-        account: &str,
-        content_hash: &str,
-        uid: u32,
-    ) -> Result<Option<(i64, u32, u32)>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT id, dest_uidvalidity, dest_uidnext FROM quarantined
-                 WHERE account = ?1 AND content_hash = ?2 AND uid = ?3 AND state = 'pending'
-                   AND dest_uidnext IS NOT NULL
-                 ORDER BY id DESC LIMIT 1",
-                params![account, content_hash, uid],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .ctx("looking up an unfinished copy")
     }
 
     /// Marks a quarantine move as done.
@@ -761,6 +738,21 @@ impl Store {
             )
             .optional()
             .ctx("looking up a quarantine move")
+    }
+
+    /// Drops the recorded quarantine position of an unfinished move whose
+    /// COPY was found not to have happened, so that no later copy can ever
+    /// match it. The record stays pending (the message is still caught
+    /// mid-move, not taken back by the user).
+    pub fn quarantine_disarm(&self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE quarantined SET dest_uidvalidity = NULL, dest_uidnext = NULL
+                 WHERE id = ?1 AND state = 'pending'",
+                params![id],
+            )
+            .map(|_| ())
+            .ctx("dropping the position of an unfinished quarantine move")
     }
 
     /// The unfinished moves of `account`.

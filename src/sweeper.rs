@@ -467,7 +467,7 @@ impl Sweep<'_> {
             .store
             .watermark(&name, &inbox)
             .map_err(|e| self.store_err(e))?;
-        if !self.options.dry_run && watermark.is_some_and(|w| w.uidvalidity == status.uidvalidity) {
+        if !self.options.dry_run {
             self.settle_pending_moves(session).await?;
         }
         let last_uid = match watermark {
@@ -574,14 +574,19 @@ impl Sweep<'_> {
         Ok(())
     }
 
-    /// Finishes what a crash interrupted. A move whose message has left the
-    /// inbox (the server moved it, but its answer was lost) is marked done:
-    /// left pending, it would make the message look like one caught
-    /// mid-move, not one the user took back, if it ever returned. On the
-    /// COPY fallback with UIDPLUS, a message still here, flagged `\Deleted`,
-    /// whose copy this very move made is in quarantine (see
-    /// [`Self::copy_exists`]) is expunged, exactly it. Any other message still
-    /// in the inbox is judged again as usual.
+    /// Finishes what a crash interrupted, before this sweep copies anything:
+    ///
+    /// - a move whose message has left the inbox (the server moved it, but
+    ///   its answer was lost) is marked done; left pending, it would make the
+    ///   message look like one caught mid-move, not one the user took back,
+    ///   if it ever returned;
+    /// - on the COPY fallback, a message whose copy that very COPY made is in
+    ///   quarantine (see [`Self::copy_exists`]) is flagged `\Deleted` and, with
+    ///   UIDPLUS, expunged (exactly it): the move is complete;
+    /// - a COPY-fallback move whose copy is not there never happened: its
+    ///   recorded position is dropped (so no later copy can ever match it) and
+    ///   the message is judged and moved again as usual. A `\Deleted` message
+    ///   without its copy was flagged by someone else and is left alone.
     async fn settle_pending_moves(&mut self, session: &mut ImapSession) -> Result<(), SweepError> {
         let pending = self
             .store
@@ -595,33 +600,35 @@ impl Sweep<'_> {
             .uid_fetch_headers(&crate::imap::uid_set(&uids), &["Message-ID"])
             .await
             .map_err(|e| self.imap_err(e))?;
-        let expunge = !session.has_capability("MOVE") && session.has_capability("UIDPLUS");
         let mut claimed = Vec::new();
         for p in pending {
-            let here = present.iter().find(|h| h.uid == p.uid);
-            let Some(here) = here else {
+            let Some(here) = present.iter().find(|h| h.uid == p.uid) else {
                 self.store
                     .quarantine_done(p.id)
                     .map_err(|e| self.store_err(e))?;
                 continue;
             };
-            let deleted = here
-                .flags
-                .iter()
-                .any(|f| f.eq_ignore_ascii_case("\\Deleted"));
-            let Some(mark) = p.dest_mark.filter(|_| expunge && deleted) else {
-                continue;
+            let Some(mark) = p.dest_mark else {
+                continue; // a MOVE: the message is judged again
             };
-            if !self
-                .copy_exists(session, mark, &p.content_hash, &mut claimed)
-                .await?
-            {
-                continue; // someone else's \Deleted: never expunged by us
-            }
-            session
-                .run_command(&format!("UID EXPUNGE {}", p.uid))
+            // The UID must still hold that message (it always does unless
+            // the inbox was recreated), and its copy must be in quarantine.
+            let same = session
+                .uid_fetch_prefix(p.uid, HASH_BYTES as u32)
                 .await
-                .map_err(|e| self.imap_err(e))?;
+                .map_err(|e| self.imap_err(e))?
+                .is_some_and(|data| content_hash(&data) == p.content_hash);
+            if !same
+                || !self
+                    .copy_exists(session, mark, &p.content_hash, &mut claimed)
+                    .await?
+            {
+                self.store
+                    .quarantine_disarm(p.id)
+                    .map_err(|e| self.store_err(e))?;
+                continue;
+            }
+            self.finish_interrupted_copy(session, p.uid).await?;
             self.store
                 .quarantine_done(p.id)
                 .map_err(|e| self.store_err(e))?;
@@ -1050,92 +1057,73 @@ impl Sweep<'_> {
         let name = self.account.name.clone();
         let dest = self.account.quarantine.clone();
         let copy_fallback = !session.has_capability("MOVE");
-        // Without MOVE a crash can fall between the COPY and the removal
-        // from the inbox. The quarantine folder's position before the copy
-        // is recorded with each intent, so that the next sweep can tell this
-        // move's copy from any other message (see `copy_exists`).
-        let dest_mark = if copy_fallback {
-            Some(
-                session
-                    .status_uidnext(&dest)
-                    .await
-                    .map_err(|e| self.imap_err(e))?,
-            )
+        let moving: Vec<(u32, &str, usize)> = to_move
+            .iter()
+            .map(|(uid, hash, index)| (*uid, hash.as_str(), *index))
+            .collect();
+        // Without MOVE a crash can fall between a COPY and the removal from
+        // the inbox. Each COPY command's messages are then recorded and moved
+        // on their own, with the quarantine folder's position taken just
+        // before that COPY: any copy at or above it with the same content
+        // comes from that very COPY, which carried all of them or none (see
+        // `copy_exists`).
+        let groups: Vec<Vec<u32>> = if copy_fallback {
+            crate::imap::command_groups(&moving.iter().map(|m| m.0).collect::<Vec<_>>())
         } else {
-            None
+            vec![moving.iter().map(|m| m.0).collect()]
         };
-        let mut claimed: Vec<u32> = Vec::new();
-        let mut intents = Vec::new();
-        let mut uids = Vec::new();
-        for (uid, hash, index) in to_move {
-            let message_id = self.report.messages[*index].message_id.clone();
-            if copy_fallback {
-                let pending = self
+        for uids in groups.into_iter().filter(|g| !g.is_empty()) {
+            let dest_mark = if copy_fallback {
+                Some(
+                    session
+                        .status_uidnext(&dest)
+                        .await
+                        .map_err(|e| self.imap_err(e))?,
+                )
+            } else {
+                None
+            };
+            let mut intents = Vec::new();
+            for &(uid, hash, index) in moving.iter().filter(|m| uids.contains(&m.0)) {
+                let message_id = self.report.messages[index].message_id.clone();
+                let id = self
                     .store
-                    .pending_copy(&name, hash, *uid)
+                    .quarantine_intent(&name, message_id.as_deref(), hash, uid, dest_mark)
                     .map_err(|e| self.store_err(e))?;
-                if let Some((id, validity, next)) = pending {
-                    if self
-                        .copy_exists(session, (validity, next), hash, &mut claimed)
-                        .await?
-                    {
-                        // The copy is there: only the inbox copy is left to remove.
-                        session
-                            .add_flags(&[*uid], &[BACKSCATTER_KEYWORD])
-                            .await
-                            .ok();
-                        self.finish_interrupted_copy(session, *uid).await?;
-                        self.store
-                            .quarantine_done(id)
-                            .map_err(|e| self.store_err(e))?;
-                        self.report.messages[*index].destination = Some(dest.clone());
-                        let report = self.report.messages[*index].clone();
-                        self.audit(*uid, &report, Some(&dest))?;
-                        continue;
-                    }
+                intents.push((id, uid, index));
+            }
+            // The intents (and this batch's audit so far) must be on disk before
+            // anything moves: commit, move, then record the result in a new batch.
+            self.store.commit().map_err(|e| self.store_err(e))?;
+            self.store.begin().map_err(|e| self.store_err(e))?;
+            // The keyword is cosmetic; a server that refuses keywords still gets the move.
+            if let Err(e) = session.add_flags(&uids, &[BACKSCATTER_KEYWORD]).await {
+                if session.is_broken() {
+                    return Err(self.imap_err(e));
                 }
+                tracing::debug!(error = %e, "server refused the $Backscatter keyword");
             }
-            let id = self
-                .store
-                .quarantine_intent(&name, message_id.as_deref(), hash, *uid, dest_mark)
-                .map_err(|e| self.store_err(e))?;
-            intents.push((id, *uid, *index));
-            uids.push(*uid);
-        }
-        if uids.is_empty() {
-            return Ok(());
-        }
-        // The intents (and this batch's audit so far) must be on disk before
-        // anything moves: commit, move, then record the result in a new batch.
-        self.store.commit().map_err(|e| self.store_err(e))?;
-        self.store.begin().map_err(|e| self.store_err(e))?;
-        // The keyword is cosmetic; a server that refuses keywords still gets the move.
-        if let Err(e) = session.add_flags(&uids, &[BACKSCATTER_KEYWORD]).await {
-            if session.is_broken() {
-                return Err(self.imap_err(e));
+            let outcome = session
+                .move_uids(&uids, &dest)
+                .await
+                .map_err(|e| self.imap_err(e))?;
+            self.report.move_method = Some(
+                match outcome {
+                    MoveOutcome::Moved => "move",
+                    MoveOutcome::CopiedAndExpunged => "copy+expunge",
+                    MoveOutcome::CopiedAndFlaggedDeleted => "copy+flag",
+                    MoveOutcome::Nothing => "none",
+                }
+                .to_string(),
+            );
+            for (id, uid, index) in intents {
+                self.store
+                    .quarantine_done(id)
+                    .map_err(|e| self.store_err(e))?;
+                self.report.messages[index].destination = Some(dest.clone());
+                let report = self.report.messages[index].clone();
+                self.audit(uid, &report, Some(&dest))?;
             }
-            tracing::debug!(error = %e, "server refused the $Backscatter keyword");
-        }
-        let outcome = session
-            .move_uids(&uids, &dest)
-            .await
-            .map_err(|e| self.imap_err(e))?;
-        self.report.move_method = Some(
-            match outcome {
-                MoveOutcome::Moved => "move",
-                MoveOutcome::CopiedAndExpunged => "copy+expunge",
-                MoveOutcome::CopiedAndFlaggedDeleted => "copy+flag",
-                MoveOutcome::Nothing => "none",
-            }
-            .to_string(),
-        );
-        for (id, uid, index) in intents {
-            self.store
-                .quarantine_done(id)
-                .map_err(|e| self.store_err(e))?;
-            self.report.messages[index].destination = Some(dest.clone());
-            let report = self.report.messages[index].clone();
-            self.audit(uid, &report, Some(&dest))?;
         }
         Ok(())
     }
