@@ -581,8 +581,8 @@ impl Sweep<'_> {
     ///   message look like one caught mid-move, not one the user took back,
     ///   if it ever returned;
     /// - on the COPY fallback, a message whose copy that very COPY made is in
-    ///   quarantine (see [`Self::copy_exists`]) is flagged `\Deleted` and, with
-    ///   UIDPLUS, expunged (exactly it): the move is complete;
+    ///   quarantine (see [`QuarantineCopies::take`]) is flagged `\Deleted` and,
+    ///   with UIDPLUS, expunged (exactly it): the move is complete;
     /// - a COPY-fallback move whose copy is not there never happened: its
     ///   recorded position is dropped (so no later copy can ever match it) and
     ///   the message is judged and moved again as usual. A `\Deleted` message
@@ -600,7 +600,25 @@ impl Sweep<'_> {
             .uid_fetch_headers(&crate::imap::uid_set(&uids), &["Message-ID"])
             .await
             .map_err(|e| self.imap_err(e))?;
-        let mut claimed = Vec::new();
+        let is_present = |uid: u32| present.iter().any(|h| h.uid == uid);
+        // The COPY-fallback moves still in the inbox: what their UIDs hold
+        // now, and every quarantine copy made since the earliest of them
+        // (one read of each folder for all of them).
+        let copied: Vec<u32> = pending
+            .iter()
+            .filter(|p| p.dest_mark.is_some() && is_present(p.uid))
+            .map(|p| p.uid)
+            .collect();
+        let (contents, mut copies) = if copied.is_empty() {
+            (Vec::new(), QuarantineCopies::default())
+        } else {
+            let contents = session
+                .uid_fetch_prefixes(&copied, HASH_BYTES as u32)
+                .await
+                .map_err(|e| self.imap_err(e))?;
+            let marks: Vec<(u32, u32)> = pending.iter().filter_map(|p| p.dest_mark).collect();
+            (contents, self.copies_since(session, &marks).await?)
+        };
         for p in pending {
             let Some(here) = present.iter().find(|h| h.uid == p.uid) else {
                 self.store
@@ -612,17 +630,13 @@ impl Sweep<'_> {
                 continue; // a MOVE: the message is judged again
             };
             // The UID must still hold that message (it always does unless
-            // the inbox was recreated), and its copy must be in quarantine.
-            let same = session
-                .uid_fetch_prefix(p.uid, HASH_BYTES as u32)
-                .await
-                .map_err(|e| self.imap_err(e))?
-                .is_some_and(|data| content_hash(&data) == p.content_hash);
-            if !same
-                || !self
-                    .copy_exists(session, mark, &p.content_hash, &mut claimed)
-                    .await?
-            {
+            // the inbox was recreated), and its copy must be in quarantine:
+            // the same content at or above the position recorded before its
+            // COPY, not already taken by another message settled here.
+            let same = contents
+                .iter()
+                .any(|c| c.uid == p.uid && content_hash(&c.data) == p.content_hash);
+            if !same || !copies.take(mark, &p.content_hash) {
                 self.store
                     .quarantine_disarm(p.id)
                     .map_err(|e| self.store_err(e))?;
@@ -1057,20 +1071,17 @@ impl Sweep<'_> {
         let name = self.account.name.clone();
         let dest = self.account.quarantine.clone();
         let copy_fallback = !session.has_capability("MOVE");
-        let moving: Vec<(u32, &str, usize)> = to_move
-            .iter()
-            .map(|(uid, hash, index)| (*uid, hash.as_str(), *index))
-            .collect();
         // Without MOVE a crash can fall between a COPY and the removal from
         // the inbox. Each COPY command's messages are then recorded and moved
         // on their own, with the quarantine folder's position taken just
         // before that COPY: any copy at or above it with the same content
         // comes from that very COPY, which carried all of them or none (see
-        // `copy_exists`).
+        // `QuarantineCopies::take`).
+        let all: Vec<u32> = to_move.iter().map(|m| m.0).collect();
         let groups: Vec<Vec<u32>> = if copy_fallback {
-            crate::imap::command_groups(&moving.iter().map(|m| m.0).collect::<Vec<_>>())
+            crate::imap::command_groups(&all)
         } else {
-            vec![moving.iter().map(|m| m.0).collect()]
+            vec![all]
         };
         for uids in groups.into_iter().filter(|g| !g.is_empty()) {
             let dest_mark = if copy_fallback {
@@ -1084,13 +1095,13 @@ impl Sweep<'_> {
                 None
             };
             let mut intents = Vec::new();
-            for &(uid, hash, index) in moving.iter().filter(|m| uids.contains(&m.0)) {
-                let message_id = self.report.messages[index].message_id.clone();
+            for (uid, hash, index) in to_move.iter().filter(|m| uids.contains(&m.0)) {
+                let message_id = self.report.messages[*index].message_id.clone();
                 let id = self
                     .store
-                    .quarantine_intent(&name, message_id.as_deref(), hash, uid, dest_mark)
+                    .quarantine_intent(&name, message_id.as_deref(), hash, *uid, dest_mark)
                     .map_err(|e| self.store_err(e))?;
-                intents.push((id, uid, index));
+                intents.push((id, *uid, *index));
             }
             // The intents (and this batch's audit so far) must be on disk before
             // anything moves: commit, move, then record the result in a new batch.
@@ -1128,49 +1139,55 @@ impl Sweep<'_> {
         Ok(())
     }
 
-    /// Whether the quarantine folder holds a copy of a message with content
-    /// `hash` made at or after `mark` (its UIDVALIDITY and UIDNEXT before an
-    /// interrupted COPY) that no other message of this sweep has `claimed`.
-    /// When unsure (the folder was recreated, or too much arrived since to
-    /// check), says no: a second copy in quarantine is a nuisance, removing
-    /// the inbox message without its copy would lose it.
-    async fn copy_exists(
+    /// The quarantine messages made since the earliest of `marks` (each the
+    /// folder's UIDVALIDITY and UIDNEXT before an interrupted COPY) with
+    /// their content hashes, read once for all of them; the inbox is
+    /// selected again afterwards. See [`QuarantineCopies::take`].
+    async fn copies_since(
         &self,
         session: &mut ImapSession,
-        mark: (u32, u32),
-        hash: &str,
-        claimed: &mut Vec<u32>,
-    ) -> Result<bool, SweepError> {
-        /// More new quarantine messages than this are not searched through.
-        const MAX_CHECKED: usize = 5_000;
+        marks: &[(u32, u32)],
+    ) -> Result<QuarantineCopies, SweepError> {
         let inbox = self.account.inbox.clone();
         let status = session
             .examine(&self.account.quarantine)
             .await
             .map_err(|e| self.imap_err(e))?;
-        let mut found = None;
-        if status.uidvalidity == mark.0 {
+        let mut found = QuarantineCopies {
+            validity: status.uidvalidity,
+            ..QuarantineCopies::default()
+        };
+        let current = marks.iter().filter(|m| m.0 == status.uidvalidity);
+        if let Some(first) = current.clone().map(|m| m.1).min() {
             let mut new = session
-                .uid_search(&format!("UID {}:*", mark.1.max(1)))
+                .uid_search(&format!("UID {}:*", first.max(1)))
                 .await
                 .map_err(|e| self.imap_err(e))?;
-            new.retain(|u| *u >= mark.1 && !claimed.contains(u));
-            if !new.is_empty() && new.len() <= MAX_CHECKED {
-                let copies = session
-                    .uid_fetch_prefixes(&new, HASH_BYTES as u32)
+            new.retain(|u| *u >= first);
+            found.new = new;
+            // Only what some mark will look at is read.
+            let from = current
+                .map(|m| m.1)
+                .filter(|&next| found.checkable(next))
+                .min();
+            let wanted: Vec<u32> = found
+                .new
+                .iter()
+                .copied()
+                .filter(|u| from.is_some_and(|f| *u >= f))
+                .collect();
+            if !wanted.is_empty() {
+                found.copies = session
+                    .uid_fetch_prefixes(&wanted, HASH_BYTES as u32)
                     .await
-                    .map_err(|e| self.imap_err(e))?;
-                found = copies
+                    .map_err(|e| self.imap_err(e))?
                     .iter()
-                    .find(|c| content_hash(&c.data) == hash)
-                    .map(|c| c.uid);
+                    .map(|c| (c.uid, content_hash(&c.data)))
+                    .collect();
             }
         }
         session.select(&inbox).await.map_err(|e| self.imap_err(e))?;
-        if let Some(uid) = found {
-            claimed.push(uid);
-        }
-        Ok(found.is_some())
+        Ok(found)
     }
 
     /// Completes a COPY fallback move whose copy already exists: flag the
@@ -1217,6 +1234,53 @@ impl Sweep<'_> {
             .audit_append(&entry)
             .map(|_| ())
             .map_err(|e| self.store_err(e))
+    }
+}
+
+/// Quarantine messages that may be the copies of interrupted COPY-fallback
+/// moves (see [`Sweep::copies_since`]).
+#[derive(Default)]
+struct QuarantineCopies {
+    /// The folder's UIDVALIDITY when read.
+    validity: u32,
+    /// Every UID at or above the earliest mark, ascending.
+    new: Vec<u32>,
+    /// UID and content hash of those read.
+    copies: Vec<(u32, String)>,
+}
+
+impl QuarantineCopies {
+    /// More new quarantine messages than this after a mark are not searched
+    /// through for its copy.
+    const MAX_CHECKED: usize = 5_000;
+
+    /// Whether the copies at or above UID `next` are few enough to check.
+    fn checkable(&self, next: u32) -> bool {
+        let after = self.new.iter().filter(|u| **u >= next).count();
+        after > 0 && after <= Self::MAX_CHECKED
+    }
+
+    /// Takes (so that no other move can claim it) a copy with content `hash`
+    /// made at or after `mark`, the quarantine folder's UIDVALIDITY and
+    /// UIDNEXT before an interrupted COPY. When unsure (the folder was
+    /// recreated, or too much arrived since to check), says no: a second
+    /// copy in quarantine is a nuisance, removing the inbox message without
+    /// its copy would lose it.
+    fn take(&mut self, mark: (u32, u32), hash: &str) -> bool {
+        if mark.0 != self.validity || !self.checkable(mark.1) {
+            return false;
+        }
+        match self
+            .copies
+            .iter()
+            .position(|(uid, h)| *uid >= mark.1 && h == hash)
+        {
+            Some(i) => {
+                self.copies.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 }
 
