@@ -500,6 +500,64 @@ impl Harness {
     fn count(&self, role: Role) -> usize {
         self.inbox.iter().filter(|m| m.role == role).count()
     }
+
+    /// Delivers backscatter that arrives after the first sweep: a fixture message
+    /// with `X-Arrived: <tag>` in front (new content each time). Returns its bytes.
+    fn deliver_late_backscatter(&self, tag: &str) -> Vec<u8> {
+        let template = &self
+            .inbox
+            .iter()
+            .find(|m| m.role == Role::Backscatter)
+            .expect("a backscatter message")
+            .bytes;
+        let mut late = format!("X-Arrived: {tag}\r\n").into_bytes();
+        late.extend_from_slice(template);
+        self.server
+            .deliver(USER, "INBOX", &late, "")
+            .expect("deliver");
+        late
+    }
+
+    /// Records what a sweep records just before moving the message with
+    /// `X-Arrived: <tag>` (in the folder selected in `s`): a pending move, with
+    /// quarantine's position `mark` for a COPY. Returns the message's UID.
+    async fn record_move_intent(
+        &self,
+        s: &mut ImapSession,
+        tag: &str,
+        mark: Option<(u32, u32)>,
+    ) -> u32 {
+        let uid = uid_of_late(s, tag).await;
+        let data = s
+            .uid_fetch_prefix(uid, 4096)
+            .await
+            .expect("FETCH")
+            .expect("the new message");
+        let header = format!("X-Arrived: {tag}\r\n");
+        assert!(
+            data.starts_with(header.as_bytes()),
+            "the message just delivered"
+        );
+        self.store
+            .quarantine_intent(
+                "alice",
+                None,
+                &backsweep::sweeper::content_hash(&data),
+                uid,
+                mark,
+            )
+            .expect("intent");
+        uid
+    }
+}
+
+/// The UID of the message with `X-Arrived: <tag>` in the folder selected in `s`.
+async fn uid_of_late(s: &mut ImapSession, tag: &str) -> u32 {
+    *s.uid_search(&format!("HEADER X-Arrived {tag}"))
+        .await
+        .expect("SEARCH")
+        .last()
+        .expect("the message")
 }
 
 fn account_and_store(
@@ -936,47 +994,15 @@ async fn a_copy_interrupted_before_its_expunge_is_finished_and_others_deleted_ma
         ..TestServerOptions::default()
     });
     h.sweep().await;
-    let template = h
-        .inbox
-        .iter()
-        .find(|m| m.role == Role::Backscatter)
-        .expect("a backscatter message")
-        .bytes
-        .clone();
-    let variant = |tag: &str| {
-        let mut m = format!("X-Arrived: {tag}\r\n").into_bytes();
-        m.extend_from_slice(&template);
-        m
-    };
-    let (copied, uncopied) = (variant("one"), variant("two"));
-    for m in [&copied, &uncopied] {
-        h.server.deliver(USER, "INBOX", m, "").expect("deliver");
-    }
+    let (copied, uncopied) = (
+        h.deliver_late_backscatter("one"),
+        h.deliver_late_backscatter("two"),
+    );
     let mut s = h.session().await;
     let mark = s.status_uidnext("Quarantine").await.expect("STATUS");
     s.select("INBOX").await.expect("SELECT");
-    for (tag, m) in [("one", &copied), ("two", &uncopied)] {
-        let uid = *s
-            .uid_search(&format!("HEADER X-Arrived {tag}"))
-            .await
-            .expect("SEARCH")
-            .last()
-            .expect("delivered");
-        let data = s
-            .uid_fetch_prefix(uid, 4096)
-            .await
-            .expect("FETCH")
-            .expect("there");
-        assert!(data.starts_with(&m[..20]), "the message just delivered");
-        h.store
-            .quarantine_intent(
-                "alice",
-                None,
-                &backsweep::sweeper::content_hash(&data),
-                uid,
-                Some(mark),
-            )
-            .expect("intent");
+    for tag in ["one", "two"] {
+        let uid = h.record_move_intent(&mut s, tag, Some(mark)).await;
         if tag == "one" {
             s.run_command(&format!("UID COPY {uid} Quarantine"))
                 .await
@@ -1012,38 +1038,10 @@ async fn a_copy_interrupted_before_its_expunge_is_finished_and_others_deleted_ma
 async fn a_move_whose_answer_was_lost_still_counts_when_the_user_takes_it_back() {
     let mut h = Harness::start(TestServerOptions::default());
     h.sweep().await;
-    let template = h
-        .inbox
-        .iter()
-        .find(|m| m.role == Role::Backscatter)
-        .expect("a backscatter message")
-        .bytes
-        .clone();
-    let mut late = b"X-Arrived: later\r\n".to_vec();
-    late.extend_from_slice(&template);
-    h.server.deliver(USER, "INBOX", &late, "").expect("deliver");
+    h.deliver_late_backscatter("later");
     let mut s = h.session().await;
     s.select("INBOX").await.expect("SELECT");
-    let uid = *s
-        .uid_search("HEADER X-Arrived later")
-        .await
-        .expect("SEARCH")
-        .last()
-        .expect("the new message");
-    let data = s
-        .uid_fetch_prefix(uid, 4096)
-        .await
-        .expect("FETCH")
-        .expect("the new message");
-    h.store
-        .quarantine_intent(
-            "alice",
-            None,
-            &backsweep::sweeper::content_hash(&data),
-            uid,
-            None,
-        )
-        .expect("intent");
+    let uid = h.record_move_intent(&mut s, "later", None).await;
     s.run_command(&format!("UID STORE {uid} +FLAGS.SILENT ($Backscatter)"))
         .await
         .expect("STORE");
@@ -1053,12 +1051,7 @@ async fn a_move_whose_answer_was_lost_still_counts_when_the_user_takes_it_back()
     // The sweep after the crash finds the message gone and settles the record.
     h.sweep().await;
     s.select("Quarantine").await.expect("SELECT");
-    let moved = *s
-        .uid_search("HEADER X-Arrived later")
-        .await
-        .expect("SEARCH")
-        .last()
-        .expect("moved");
+    let moved = uid_of_late(&mut s, "later").await;
     s.run_command(&format!("UID MOVE {moved} INBOX"))
         .await
         .expect("drag back");
