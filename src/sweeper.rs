@@ -513,7 +513,7 @@ impl Sweep<'_> {
                     .collect(),
                 None => batch.to_vec(),
             };
-            let fetch_started = std::time::Instant::now();
+            let mut timer = StageTimer::start();
             let headers = if wanted.is_empty() {
                 Vec::new()
             } else {
@@ -524,8 +524,7 @@ impl Sweep<'_> {
             };
             let fetched: Vec<u32> = headers.iter().map(|h| h.uid).collect();
             self.check_complete(session, &wanted, &fetched).await?;
-            let fetch_ms = fetch_started.elapsed().as_millis() as u64;
-            let triage_started = std::time::Instant::now();
+            timer.lap("header fetch");
             let mut candidates = Vec::new();
             for h in headers.iter().filter(|h| h.uid >= start && h.uid <= end) {
                 self.report.bytes_downloaded += h.header.len() as u64;
@@ -537,8 +536,7 @@ impl Sweep<'_> {
                     candidates.push((h.uid, h.size, h.flags.clone()));
                 }
             }
-            let triage_ms = triage_started.elapsed().as_millis() as u64;
-            let judge_started = std::time::Instant::now();
+            timer.lap("triage");
             // One store batch per inbox batch (see `quarantine` for the
             // commit that must precede the move).
             self.store.begin().map_err(|e| self.store_err(e))?;
@@ -548,15 +546,14 @@ impl Sweep<'_> {
                 return Err(e);
             }
             self.store.commit().map_err(|e| self.store_err(e))?;
+            timer.lap("judging");
             tracing::debug!(
                 account = %name,
                 uids = %format!("{start}:{end}"),
                 messages = batch.len(),
                 headers = headers.len(),
                 candidates = candidates.len(),
-                fetch_ms,
-                triage_ms,
-                judge_ms = judge_started.elapsed().as_millis() as u64,
+                stages = %timer,
                 "inbox batch"
             );
             if !self.options.dry_run {
