@@ -49,7 +49,9 @@
 //! `BENCH_INBOX` (50000), `BENCH_SENT` (2000), `BENCH_SEED`, `BENCH_KEEP=1` (keep the
 //! work directory with the config, state and every tool's output, and print its path),
 //! `BENCH_BACKSWEEP_BIN` (another backsweep binary, e.g. to compare two builds),
-//! `BENCH_IMAPFILTER` (another imapfilter), `BENCH_SEARCH_NET` (`auto`, `on` or `off`: the
+//! `BENCH_IMAPFILTER` (another imapfilter), `BENCH_COMPRESS=off` (a server that does not
+//! offer COMPRESS=DEFLATE; by default it does, like Gmail, Cyrus and many Dovecot hosts),
+//! `BENCH_SEARCH_NET` (`auto`, `on` or `off`: the
 //! account's `search_net` key; unset: the default). `BACKSWEEP_LOG` reaches backsweep unchanged.
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -2022,12 +2024,24 @@ fn run() -> Result<bool> {
         .context("creating the work directory")?;
     let users = [USER_SWEEP, USER_FILTER, USER_FLOOR];
     let creds: Vec<(&str, &str)> = users.iter().map(|u| (*u, PASSWORD)).collect();
-    let server = TestServer::start(&creds, TestServerOptions::default())
+    // Like Gmail, Cyrus and many Dovecot hosts, the server offers COMPRESS=DEFLATE (which
+    // backsweep uses and imapfilter does not); BENCH_COMPRESS=off measures a server without.
+    let offer_compress = std::env::var("BENCH_COMPRESS").map_or(true, |v| v != "off");
+    let options = TestServerOptions {
+        offer_compress,
+        ..TestServerOptions::default()
+    };
+    let server = TestServer::start(&creds, options)
         .map_err(|e| anyhow!("{e}"))
         .context("starting Dovecot")?;
     println!(
-        "  dovecot on 127.0.0.1 (tls port {}), started in {}",
+        "  dovecot on 127.0.0.1 (tls port {}{}), started in {}",
         server.tls_port(),
+        if offer_compress {
+            ", offers COMPRESS=DEFLATE"
+        } else {
+            ", no COMPRESS"
+        },
         secs(started.elapsed())
     );
     // Both tools start with their destination folder in place.

@@ -309,6 +309,10 @@ pub struct Account {
     pub provider: Option<Provider>,
     /// Whether to narrow the inbox with a server-side search first.
     pub search_net: SearchNet,
+    /// Whether to compress the connection (`COMPRESS=DEFLATE`, RFC 4978)
+    /// when the server offers it: a sweep's header pass is mostly field
+    /// names and addresses, which shrink tenfold (default on).
+    pub compress: bool,
 }
 
 /// An account's settings for evidence beyond the sent index (see
@@ -394,6 +398,7 @@ struct RawAccount {
     oauth: Option<Spanned<RawOAuth>>,
     #[serde(default)]
     search_net: SearchNet,
+    compress: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -941,6 +946,7 @@ impl Validator<'_> {
             evidence,
             provider,
             search_net: ra.search_net,
+            compress: ra.compress.unwrap_or(true),
         })
     }
 
@@ -1335,6 +1341,15 @@ accounts:
         }
         let e = err(&format!("{MINIMAL}    search_net: maybe\n"));
         assert!(e.contains("config.yaml:7"), "{e}");
+    }
+
+    #[test]
+    fn compression_is_on_unless_turned_off() {
+        assert!(load(MINIMAL).expect("valid").accounts[0].compress);
+        let c = load(&format!("{MINIMAL}    compress: false\n")).expect("valid");
+        assert!(!c.accounts[0].compress);
+        let e = err(&format!("{MINIMAL}    compress: sometimes\n"));
+        assert!(e.contains("compress"), "{e}");
     }
 
     #[test]

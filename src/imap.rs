@@ -51,8 +51,12 @@ use crate::secrets::Secret;
 const MAX_UNSOLICITED: usize = 10_000;
 /// Longest pre-authentication response line accepted.
 const MAX_LINE: usize = 64 * 1024;
-/// Most UID ranges per command (keeps command lines short).
-const MAX_RANGES_PER_COMMAND: usize = 200;
+/// Longest UID set sent in one command, in bytes. RFC 7162 (section 4) asks
+/// clients to keep command lines to about 8,192 octets; the rest of the line
+/// (tag, command, folder name or fetch items) fits in what is left. Long sets
+/// matter: a server pays much of a MOVE or STORE per command (Dovecot rescans
+/// a Maildir for each), so scattered backscatter should go in few commands.
+const MAX_SET_BYTES: usize = 7_000;
 
 /// What is needed to open a session (a subset of [`Account`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +76,9 @@ pub struct ConnectSettings {
     /// For an OAuth2 account: authenticate with the secret as a bearer token
     /// (XOAUTH2/OAUTHBEARER) and refresh it once when the server rejects it.
     pub oauth: Option<OAuthLogin>,
+    /// Compress the connection after login when the server offers
+    /// `COMPRESS=DEFLATE` (RFC 4978).
+    pub compress: bool,
 }
 
 /// How an OAuth2 account logs in: which account's tokens, with which settings.
@@ -99,6 +106,7 @@ impl ConnectSettings {
             username: username.into(),
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             oauth: None,
+            compress: true,
         }
     }
 
@@ -127,6 +135,7 @@ impl From<&Account> for ConnectSettings {
                 }),
                 _ => None,
             },
+            compress: a.compress,
         }
     }
 }
@@ -270,6 +279,8 @@ pub enum ImapStream {
     Plain(TcpStream),
     /// TLS (implicit or after STARTTLS).
     Tls(Box<TlsStream<TcpStream>>),
+    /// Either of them after `COMPRESS DEFLATE`.
+    Compressed(Box<async_imap::DeflateStream<ImapStream>>),
 }
 
 impl AsyncRead for ImapStream {
@@ -281,6 +292,7 @@ impl AsyncRead for ImapStream {
         match self.get_mut() {
             ImapStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            ImapStream::Compressed(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -294,6 +306,7 @@ impl AsyncWrite for ImapStream {
         match self.get_mut() {
             ImapStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            ImapStream::Compressed(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -301,6 +314,7 @@ impl AsyncWrite for ImapStream {
         match self.get_mut() {
             ImapStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            ImapStream::Compressed(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -308,6 +322,7 @@ impl AsyncWrite for ImapStream {
         match self.get_mut() {
             ImapStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            ImapStream::Compressed(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -359,11 +374,22 @@ pub struct FetchedHeaders {
     pub header: Vec<u8>,
 }
 
+/// One message's result of [`ImapSession::uid_fetch_header_fields`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedHeaderFields {
+    /// The message UID.
+    pub uid: u32,
+    /// The requested header fields as raw bytes (ends with the blank line).
+    pub header: Vec<u8>,
+}
+
 /// One message's result of [`ImapSession::uid_fetch_prefixes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedPrefix {
     /// The message UID.
     pub uid: u32,
+    /// Its flags (`\Seen`, keywords, ...), `\Recent` included if the server sent it.
+    pub flags: Vec<String>,
     /// RFC822.SIZE of the whole message.
     pub size: Option<u32>,
     /// The bytes asked for: the message's first bytes, or those from the
@@ -398,36 +424,52 @@ pub fn uid_set(uids: &[u32]) -> String {
 /// COPY carried (to record where quarantine stood just before it) moves each group
 /// on its own.
 pub fn command_groups(uids: &[u32]) -> Vec<Vec<u32>> {
-    uid_groups(uids, MAX_RANGES_PER_COMMAND)
+    uid_groups(uids, MAX_SET_BYTES)
 }
 
-/// Like [`uid_set`], split so no set has more than `max_ranges` ranges.
-fn uid_set_chunks(uids: &[u32], max_ranges: usize) -> Vec<String> {
-    uid_groups(uids, max_ranges)
+/// Like [`uid_set`], split so no set is longer than `max_bytes` (but never
+/// empty: a set has at least one range).
+fn uid_set_chunks(uids: &[u32], max_bytes: usize) -> Vec<String> {
+    uid_groups(uids, max_bytes)
         .iter()
         .map(|g| ranges_text(g))
         .collect()
 }
 
-/// Sorted, deduplicated non-zero `uids` in groups of at most `max_ranges` runs of
-/// consecutive UIDs.
-fn uid_groups(uids: &[u32], max_ranges: usize) -> Vec<Vec<u32>> {
+/// Sorted, deduplicated non-zero `uids` in groups whose sequence set
+/// ([`ranges_text`]) is at most `max_bytes` long; a group always takes at
+/// least one range.
+fn uid_groups(uids: &[u32], max_bytes: usize) -> Vec<Vec<u32>> {
+    /// Room a range may still need when it starts: `,` and `N:M` at most.
+    const RANGE_ROOM: usize = 1 + 10 + 1 + 10;
+    let digits = |u: u32| u.checked_ilog10().map_or(1, |d| d as usize + 1);
     let mut v: Vec<u32> = uids.iter().copied().filter(|&u| u > 0).collect();
     v.sort_unstable();
     v.dedup();
     let mut groups: Vec<Vec<u32>> = Vec::new();
-    let mut ranges = 0;
+    // Length of the last group's text, and the start of its last range.
+    let mut len = 0;
+    let mut start = 0;
     for u in v {
-        let extends = groups
-            .last()
-            .and_then(|g| g.last())
-            .is_some_and(|&last| last.checked_add(1) == Some(u));
-        if !extends {
-            if groups.is_empty() || ranges == max_ranges.max(1) {
-                groups.push(Vec::new());
-                ranges = 0;
+        let last = groups.last().and_then(|g| g.last()).copied();
+        match last {
+            Some(last) if last.checked_add(1) == Some(u) => {
+                // "start" or "start:last" becomes "start:u".
+                // (u > last, so u has at least as many digits.)
+                len += if last == start {
+                    1 + digits(u)
+                } else {
+                    digits(u) - digits(last)
+                };
             }
-            ranges += 1;
+            _ => {
+                if groups.is_empty() || len + RANGE_ROOM > max_bytes {
+                    groups.push(Vec::new());
+                    len = 0;
+                }
+                len += usize::from(len > 0) + digits(u);
+                start = u;
+            }
         }
         if let Some(g) = groups.last_mut() {
             g.push(u);
@@ -1119,7 +1161,64 @@ impl ImapSession {
             unsolicited: VecDeque::new(),
         };
         me.refresh_capabilities().await?;
+        if me.settings.compress && me.has_capability("COMPRESS=DEFLATE") {
+            me = me.compressed().await?;
+        }
         Ok(me)
+    }
+
+    /// Turns on `COMPRESS DEFLATE` (RFC 4978). Worth it even on a fast link:
+    /// a sweep's header pass is mostly repeated field names and addresses
+    /// (a tenth of the bytes), and the server's work to compress them is
+    /// small next to reading the messages.
+    async fn compressed(self) -> Result<ImapSession, ImapError> {
+        let ImapSession {
+            session,
+            caps,
+            settings,
+            addr,
+            broken,
+            selected,
+            unsolicited,
+        } = self;
+        let r = timeout(
+            settings.timeout,
+            session.compress(|s| ImapStream::Compressed(Box::new(s))),
+        )
+        .await;
+        let session =
+            match r {
+                Ok(Ok(session)) => session,
+                Err(_) => {
+                    return Err(ImapError::Timeout {
+                        addr,
+                        during: "waiting for COMPRESS DEFLATE".into(),
+                        after: settings.timeout,
+                    })
+                }
+                Ok(Err(e)) => return Err(ImapError::Command {
+                    addr,
+                    command:
+                        "COMPRESS DEFLATE (set `compress: false` for this account to do without)"
+                            .into(),
+                    source: e,
+                }),
+            };
+        tracing::debug!(%addr, "connection compressed (COMPRESS=DEFLATE)");
+        Ok(ImapSession {
+            session,
+            caps,
+            settings,
+            addr,
+            broken,
+            selected,
+            unsolicited,
+        })
+    }
+
+    /// Whether the connection is compressed (`COMPRESS DEFLATE` is on).
+    pub fn is_compressed(&self) -> bool {
+        matches!(self.session.get_ref(), ImapStream::Compressed(_))
     }
 
     /// The server address (`host:port`).
@@ -1423,6 +1522,51 @@ impl ImapSession {
         uids: &str,
         fields: &[&str],
     ) -> Result<Vec<FetchedHeaders>, ImapError> {
+        let fetches = self
+            .fetch_header_fields(uids, fields, "UID FLAGS RFC822.SIZE")
+            .await?;
+        Ok(fetches
+            .iter()
+            .filter_map(|f| {
+                Some(FetchedHeaders {
+                    uid: f.uid?,
+                    flags: f.flags().map(|fl| flag_string(&fl)).collect(),
+                    size: f.size,
+                    header: f.header().map(<[u8]>::to_vec).unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    /// Fetches only UID and `BODY.PEEK[HEADER.FIELDS (fields)]`, like
+    /// [`ImapSession::uid_fetch_headers`] without flags and size: what a sweep
+    /// asks of every message. The size is not free: a server that does not
+    /// store it (a Maildir whose file names lack `W=`) reads the whole message
+    /// to count its line ends, which made a sweep's header pass a third slower.
+    pub async fn uid_fetch_header_fields(
+        &mut self,
+        uids: &str,
+        fields: &[&str],
+    ) -> Result<Vec<FetchedHeaderFields>, ImapError> {
+        let fetches = self.fetch_header_fields(uids, fields, "UID").await?;
+        Ok(fetches
+            .iter()
+            .filter_map(|f| {
+                Some(FetchedHeaderFields {
+                    uid: f.uid?,
+                    header: f.header().map(<[u8]>::to_vec).unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    /// `UID FETCH uids (items BODY.PEEK[HEADER.FIELDS (fields)])`, checked.
+    async fn fetch_header_fields(
+        &mut self,
+        uids: &str,
+        fields: &[&str],
+        items: &str,
+    ) -> Result<Vec<Fetch>, ImapError> {
         self.usable("UID FETCH")?;
         self.require_selected(false)?;
         if fields.is_empty() {
@@ -1441,22 +1585,8 @@ impl ImapSession {
             )));
         }
         validate_uid_set(uids)?;
-        let query = format!(
-            "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({})])",
-            fields.join(" ")
-        );
-        let fetches = self.fetch_all(uids, &query, "UID FETCH (headers)").await?;
-        Ok(fetches
-            .iter()
-            .filter_map(|f| {
-                Some(FetchedHeaders {
-                    uid: f.uid?,
-                    flags: f.flags().map(|fl| flag_string(&fl)).collect(),
-                    size: f.size,
-                    header: f.header().map(<[u8]>::to_vec).unwrap_or_default(),
-                })
-            })
-            .collect())
+        let query = format!("({items} BODY.PEEK[HEADER.FIELDS ({})])", fields.join(" "));
+        self.fetch_all(uids, &query, "UID FETCH (headers)").await
     }
 
     /// Fetches at most `max_bytes` of one message from its start (`BODY.PEEK[]<0.N>`).
@@ -1495,12 +1625,13 @@ impl ImapSession {
         self.usable("UID FETCH")?;
         self.require_selected(false)?;
         let mut out = Vec::new();
-        for set in uid_set_chunks(uids, MAX_RANGES_PER_COMMAND) {
-            let query = format!("(UID RFC822.SIZE BODY.PEEK[]<{offset}.{max_bytes}>)");
+        for set in uid_set_chunks(uids, MAX_SET_BYTES) {
+            let query = format!("(UID FLAGS RFC822.SIZE BODY.PEEK[]<{offset}.{max_bytes}>)");
             let fetches = self.fetch_all(&set, &query, "UID FETCH (prefix)").await?;
             out.extend(fetches.iter().filter_map(|f| {
                 Some(FetchedPrefix {
                     uid: f.uid?,
+                    flags: f.flags().map(|fl| flag_string(&fl)).collect(),
                     size: f.size,
                     data: f.body().map(<[u8]>::to_vec).unwrap_or_default(),
                 })
@@ -1546,7 +1677,7 @@ impl ImapSession {
     pub async fn move_uids(&mut self, uids: &[u32], dest: &str) -> Result<MoveOutcome, ImapError> {
         self.usable("MOVE")?;
         self.require_selected(true)?;
-        let chunks = uid_set_chunks(uids, MAX_RANGES_PER_COMMAND);
+        let chunks = uid_set_chunks(uids, MAX_SET_BYTES);
         if chunks.is_empty() {
             return Ok(MoveOutcome::Nothing);
         }
@@ -1610,7 +1741,7 @@ impl ImapSession {
             return Ok(());
         }
         let t = self.settings.timeout;
-        for set in uid_set_chunks(uids, MAX_RANGES_PER_COMMAND) {
+        for set in uid_set_chunks(uids, MAX_SET_BYTES) {
             let q = format!("+FLAGS.SILENT ({})", flags.join(" "));
             let r = async {
                 let stream = flat(timeout(t, self.session.uid_store(&set, &q)).await)?;
@@ -1846,7 +1977,7 @@ impl ImapSession {
             .collect();
         let query = format!("(UID {})", items.join(" "));
         let mut out = Vec::new();
-        for set in uid_set_chunks(uids, MAX_RANGES_PER_COMMAND) {
+        for set in uid_set_chunks(uids, MAX_SET_BYTES) {
             let fetches = self.fetch_all(&set, &query, "UID FETCH (parts)").await?;
             out.extend(fetches.iter().filter_map(|f| {
                 let parts = (1..=max_bytes.len() as u32)
@@ -1888,7 +2019,28 @@ mod tests {
             uid_set(&[u32::MAX, u32::MAX - 1]),
             format!("{}:{}", u32::MAX - 1, u32::MAX)
         );
-        assert_eq!(uid_set_chunks(&[1, 3, 5, 7], 2), vec!["1,3", "5,7"]);
+        assert_eq!(uid_set_chunks(&[1, 3, 5, 7], 1 + 22), vec!["1,3", "5,7"]);
+        assert_eq!(uid_set_chunks(&[1, 3, 5, 7], 0), vec!["1", "3", "5", "7"]);
+        // Scattered UIDs of every width, and runs: every chunk within the
+        // bound and filled close to it (the counting matches the text).
+        let uids: Vec<u32> = (0..20_000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) % 3_000_000 + 1)
+            .chain(99_990..100_020)
+            .chain(u32::MAX - 3..=u32::MAX)
+            .collect();
+        let chunks = uid_set_chunks(&uids, MAX_SET_BYTES);
+        assert!(chunks.len() > 1);
+        assert!(
+            chunks.iter().all(|c| c.len() <= MAX_SET_BYTES),
+            "a chunk is too long"
+        );
+        let (last, full) = chunks.split_last().expect("more than one chunk");
+        assert!(
+            full.iter().all(|c| c.len() > MAX_SET_BYTES - 30),
+            "a chunk ends too early"
+        );
+        assert!(!last.is_empty());
+        assert_eq!(chunks.join(","), uid_set(&uids));
     }
 
     #[test]

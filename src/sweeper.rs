@@ -38,9 +38,27 @@ use crate::verdict::{self, Judgement, Reason, SentEvidence, Verdict};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// Messages per triage / sent-index fetch: large enough to amortise round
-/// trips, small enough that a batch commits often.
-const BATCH: usize = 1000;
+/// Messages per triage / sent-index fetch, and per watermark step. Large,
+/// because every command that reads headers the server has not cached yet
+/// ends with a write of its cache (Dovecot: about 10 ms per command, half a
+/// second per 50,000 messages in batches of 1,000), and every batch with
+/// backscatter costs one keyword STORE and one MOVE, whose price is mostly
+/// per command (Dovecot rescans a Maildir of 50,000 messages for each: a MOVE
+/// of 240 messages takes 0.15 s, of 1,250 only 0.19 s). Small enough that a
+/// batch's headers (a few hundred bytes per message) stay a few megabytes.
+const BATCH: usize = 5000;
+
+/// Candidates whose content is fetched and judged at a time: bounds the
+/// memory a batch of large bounces can take (each is read to at most
+/// [`SECOND_PREFIX_BYTES`]). Their moves still wait for the end of the batch.
+const JUDGE_BATCH: usize = 500;
+
+/// Moves wait, across batches, until this many are due or the sweep ends:
+/// a server pays for a MOVE (and the keyword STORE before it) mostly per
+/// command, so backscatter spread over a large inbox is moved in a few
+/// commands, not one pair per batch. The watermark waits with them (a crash
+/// before the moves means those batches are judged again, nothing more).
+const MOVE_FLUSH: usize = 1000;
 
 /// How much of a candidate is downloaded first. The notice, its
 /// delivery-status part and the returned header usually fit in 4 KB; when
@@ -412,7 +430,7 @@ impl Sweep<'_> {
             for asked in visible.chunks(BATCH) {
                 let (start, end) = (asked[0], asked[asked.len() - 1]);
                 let fetched = session
-                    .uid_fetch_headers(&crate::imap::uid_set(asked), &fields)
+                    .uid_fetch_header_fields(&crate::imap::uid_set(asked), &fields)
                     .await
                     .map_err(|e| self.imap_err(e))?;
                 let uids: Vec<u32> = fetched.iter().map(|f| f.uid).collect();
@@ -502,10 +520,50 @@ impl Sweep<'_> {
         // With a search net, the server names the messages worth a header
         // look; the triage below then decides exactly as without it.
         let netted = self.search_net_hits(session, last_uid + 1, high).await?;
-        for batch in visible.chunks(BATCH) {
+        let swept = self
+            .sweep_batches(
+                session,
+                &visible,
+                netted.as_deref(),
+                &field_refs,
+                status.uidvalidity,
+                uidnext,
+            )
+            .await;
+        if swept.is_err() {
+            // Whatever the batches wrote since their last move is undone:
+            // without a watermark step, they are simply judged again.
+            self.store.rollback();
+        }
+        swept?;
+        self.end_progress();
+        Ok(())
+    }
+
+    /// Triages, judges and moves the visible new inbox messages batch by
+    /// batch, moving the watermark on after each batch whose moves are made.
+    /// On an error, store writes since the last commit are left open for the
+    /// caller to roll back.
+    async fn sweep_batches(
+        &mut self,
+        session: &mut ImapSession,
+        visible: &[u32],
+        netted: Option<&[u32]>,
+        field_refs: &[&str],
+        uidvalidity: u32,
+        uidnext: u32,
+    ) -> Result<(), SweepError> {
+        let name = self.account.name.clone();
+        let inbox = self.account.inbox.clone();
+        // Moves judged but not made yet, and whether their batches' store
+        // writes are still open (committed together with the moves).
+        let mut to_move = Vec::new();
+        let mut open = false;
+        let batches = visible.len().div_ceil(BATCH);
+        for (number, batch) in visible.chunks(BATCH).enumerate() {
             let (start, end) = (batch[0], batch[batch.len() - 1]);
             self.report.examined += batch.len() as u64;
-            let wanted: Vec<u32> = match &netted {
+            let wanted: Vec<u32> = match netted {
                 Some(hits) => hits
                     .iter()
                     .copied()
@@ -518,7 +576,7 @@ impl Sweep<'_> {
                 Vec::new()
             } else {
                 session
-                    .uid_fetch_headers(&crate::imap::uid_set(&wanted), &field_refs)
+                    .uid_fetch_header_fields(&crate::imap::uid_set(&wanted), field_refs)
                     .await
                     .map_err(|e| self.imap_err(e))?
             };
@@ -528,37 +586,51 @@ impl Sweep<'_> {
             let mut candidates = Vec::new();
             for h in headers.iter().filter(|h| h.uid >= start && h.uid <= end) {
                 self.report.bytes_downloaded += h.header.len() as u64;
-                let deleted = h.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"));
                 // A header the server cannot split (no line ends) cannot be
                 // triaged: look at the message itself.
                 let unreadable = h.header.iter().all(u8::is_ascii_whitespace);
-                if !deleted && (unreadable || self.analyzer.is_candidate(&h.header)) {
-                    candidates.push((h.uid, h.size, h.flags.clone()));
+                if unreadable || self.analyzer.is_candidate(&h.header) {
+                    candidates.push(h.uid);
                 }
             }
             timer.lap("triage");
-            // One store batch per inbox batch (see `quarantine` for the
-            // commit that must precede the move).
-            self.store.begin().map_err(|e| self.store_err(e))?;
-            let judged = self.judge_and_move(session, &candidates).await;
-            if let Err(e) = judged {
-                self.store.rollback();
-                return Err(e);
+            // One store batch per inbox batch, or per run of batches whose
+            // moves wait (see `quarantine` for the commit that must precede
+            // the move).
+            if !open {
+                self.store.begin().map_err(|e| self.store_err(e))?;
+                open = true;
             }
-            self.store.commit().map_err(|e| self.store_err(e))?;
+            for chunk in candidates.chunks(JUDGE_BATCH) {
+                let moves = self.judge(session, chunk).await?;
+                to_move.extend(moves);
+            }
             timer.lap("judging");
+            let last = number + 1 == batches;
+            if !to_move.is_empty() && (to_move.len() >= MOVE_FLUSH || last) {
+                self.quarantine(session, &to_move).await?;
+                to_move.clear();
+                timer.lap("moves");
+            }
             tracing::debug!(
                 account = %name,
                 uids = %format!("{start}:{end}"),
                 messages = batch.len(),
                 headers = headers.len(),
                 candidates = candidates.len(),
+                waiting_moves = to_move.len(),
                 stages = %timer,
                 "inbox batch"
             );
+            if !to_move.is_empty() {
+                // Their moves wait: no commit, no watermark step yet.
+                continue;
+            }
+            self.store.commit().map_err(|e| self.store_err(e))?;
+            open = false;
             if !self.options.dry_run {
                 let wm = Watermark {
-                    uidvalidity: status.uidvalidity,
+                    uidvalidity,
                     last_uid: end,
                 };
                 self.store
@@ -567,7 +639,6 @@ impl Sweep<'_> {
             }
             self.show_progress("sweeping", &inbox, end, uidnext);
         }
-        self.end_progress();
         Ok(())
     }
 
@@ -813,18 +884,21 @@ impl Sweep<'_> {
         Ok(uids.first().map_or(u32::MAX - 1, |u| u.saturating_sub(1)))
     }
 
-    async fn judge_and_move(
+    /// Fetches and judges a chunk of candidates (uid, size, flags), records
+    /// the verdicts of those that stay, and returns those to move (uid,
+    /// content hash, index into the report) without moving them: a batch
+    /// moves all of its backscatter together (see [`BATCH`]).
+    async fn judge(
         &mut self,
         session: &mut ImapSession,
-        candidates: &[(u32, Option<u32>, Vec<String>)],
-    ) -> Result<(), SweepError> {
+        candidates: &[u32],
+    ) -> Result<Vec<(u32, String, usize)>, SweepError> {
         if candidates.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let uids: Vec<u32> = candidates.iter().map(|c| c.0).collect();
         let mut timer = StageTimer::start();
         let prefixes = session
-            .uid_fetch_prefixes(&uids, PREFIX_BYTES)
+            .uid_fetch_prefixes(candidates, PREFIX_BYTES)
             .await
             .map_err(|e| self.imap_err(e))?;
         timer.lap("prefixes");
@@ -836,11 +910,11 @@ impl Sweep<'_> {
         // command.
         let mut looked: Vec<(u32, Vec<String>, Vec<u8>, Analysis)> = Vec::new();
         let mut again: Vec<u32> = Vec::new();
-        for (uid, size, flags) in candidates {
+        for uid in candidates {
             let prefix = prefixes.iter().find(|p| p.uid == *uid);
             // A message that exists but came back without content must not be
             // judged as empty (and passed by for good): retry the batch later.
-            if prefix.is_none_or(|p| p.data.is_empty() && size.is_some_and(|s| s > 0))
+            if prefix.is_none_or(|p| p.data.is_empty() && p.size.is_some_and(|s| s > 0))
                 && session
                     .uid_search(&format!("UID {uid}"))
                     .await
@@ -854,6 +928,15 @@ impl Sweep<'_> {
             let Some(prefix) = prefix else {
                 continue; // expunged meanwhile
             };
+            // On its way out (another client's expunge, or our own move
+            // interrupted: see `settle_pending_moves`).
+            if prefix
+                .flags
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case("\\Deleted"))
+            {
+                continue;
+            }
             self.report.candidates += 1;
             self.report.bytes_downloaded += prefix.data.len() as u64;
             let data = prefix.data.clone();
@@ -862,17 +945,18 @@ impl Sweep<'_> {
                 .map_err(|e| self.store_err(e))?
                 .with_evidence(&self.evidence);
             let judgement = verdict::judge(&analysis, &evidence, header_date(&data));
-            let cut_short = size.is_some_and(|s| s > PREFIX_BYTES);
+            let cut_short = prefix.size.is_some_and(|s| s > PREFIX_BYTES);
             if cut_short && self.needs_more(&data, &analysis, &judgement) {
                 again.push(*uid);
             }
-            looked.push((*uid, flags.clone(), data, analysis));
+            looked.push((*uid, prefix.flags.clone(), data, analysis));
         }
         // A report cut off before its status or returned header: its parts'
         // starts, without whatever lies between (a long transcript, the
         // original's body). Only a reading that needs nothing more is kept;
         // the others are fetched further, as one prefix.
         timer.lap("first analysis");
+        let mut kb = vec![self.report.bytes_downloaded];
         let reports: Vec<u32> = looked
             .iter()
             .filter(|l| again.contains(&l.0) && is_multipart_report(&l.2))
@@ -908,38 +992,63 @@ impl Sweep<'_> {
             }
         }
         timer.lap("report parts");
+        kb.push(self.report.bytes_downloaded);
         // The rest, up to SECOND_PREFIX_BYTES in all, continues each prefix
-        // where it ended (one command per prefix length; normally one).
-        let mut offsets: Vec<u32> = again
-            .iter()
-            .filter_map(|u| looked.iter().find(|l| l.0 == *u))
-            .map(|l| l.2.len() as u32)
-            .collect();
-        offsets.sort_unstable();
-        offsets.dedup();
-        for offset in offsets {
-            let uids: Vec<u32> = again
+        // where it ended, reading as much again as has been read in each round
+        // (4 KB more, then 8, 16, ...): a message that needs a little more
+        // costs a little more. One command per round and prefix length.
+        let read_further = again.len();
+        while !again.is_empty() {
+            let mut offsets: Vec<u32> = again
                 .iter()
-                .copied()
-                .filter(|u| {
-                    looked
-                        .iter()
-                        .any(|l| l.0 == *u && l.2.len() as u32 == offset)
-                })
+                .filter_map(|u| looked.iter().find(|l| l.0 == *u))
+                .map(|l| l.2.len() as u32)
                 .collect();
-            let rest = session
-                .uid_fetch_slices(&uids, offset, SECOND_PREFIX_BYTES.saturating_sub(offset))
-                .await
-                .map_err(|e| self.imap_err(e))?;
-            for m in rest {
-                if let Some(entry) = looked.iter_mut().find(|l| l.0 == m.uid) {
+            offsets.sort_unstable();
+            offsets.dedup();
+            let mut still = Vec::new();
+            for offset in offsets {
+                let want = offset.min(SECOND_PREFIX_BYTES.saturating_sub(offset));
+                if want == 0 {
+                    continue;
+                }
+                let uids: Vec<u32> = again
+                    .iter()
+                    .copied()
+                    .filter(|u| {
+                        looked
+                            .iter()
+                            .any(|l| l.0 == *u && l.2.len() as u32 == offset)
+                    })
+                    .collect();
+                let rest = session
+                    .uid_fetch_slices(&uids, offset, want)
+                    .await
+                    .map_err(|e| self.imap_err(e))?;
+                for m in rest {
+                    let Some(entry) = looked.iter_mut().find(|l| l.0 == m.uid) else {
+                        continue;
+                    };
                     self.report.bytes_downloaded += m.data.len() as u64;
                     entry.2.extend_from_slice(&m.data);
                     entry.3 = self.analyzer.analyze(&entry.2);
+                    // Less than asked: the message ended.
+                    let ended = (m.data.len() as u32) < want;
+                    if !ended {
+                        let evidence = StoreEvidence::new(self.store, self.account)
+                            .map_err(|e| self.store_err(e))?
+                            .with_evidence(&self.evidence);
+                        let judgement = verdict::judge(&entry.3, &evidence, header_date(&entry.2));
+                        if self.needs_more(&entry.2, &entry.3, &judgement) {
+                            still.push(m.uid);
+                        }
+                    }
                 }
             }
+            again = still;
         }
         timer.lap("rest");
+        kb.push(self.report.bytes_downloaded);
         let mut to_move: Vec<(u32, String, usize)> = Vec::new();
         for (uid, flags, data, analysis) in &looked {
             let received_at = header_date(data);
@@ -1007,10 +1116,8 @@ impl Sweep<'_> {
             self.report.messages.push(report);
         }
         timer.lap("verdicts");
-        self.quarantine(session, &to_move).await?;
-        timer.lap("moves");
-        tracing::debug!(account = %name, candidates = candidates.len(), again = again.len(), stages = %timer, "judged");
-        Ok(())
+        tracing::debug!(account = %name, candidates = candidates.len(), read_further, stages = %timer, bytes = ?kb, "judged");
+        Ok(to_move)
     }
 
     /// Remembers the relays of a bounce whose original is in the sent index
@@ -1041,7 +1148,8 @@ impl Sweep<'_> {
     fn needs_more(&self, data: &[u8], analysis: &Analysis, judgement: &Judgement) -> bool {
         analysis.kind == Kind::None
             || analysis.original_message_ids.is_empty()
-            || (self.wants_move(analysis, judgement) && !original_header_complete(data, analysis))
+            || (self.wants_move(analysis, judgement)
+                && !original_header_complete(self.analyzer, data, analysis))
     }
 
     /// Whether a judged message goes to quarantine: backscatter, and unknown
@@ -1080,6 +1188,7 @@ impl Sweep<'_> {
         } else {
             vec![all]
         };
+        let mut timer = StageTimer::start();
         for uids in groups.into_iter().filter(|g| !g.is_empty()) {
             let dest_mark = if copy_fallback {
                 Some(
@@ -1104,6 +1213,7 @@ impl Sweep<'_> {
             // anything moves: commit, move, then record the result in a new batch.
             self.store.commit().map_err(|e| self.store_err(e))?;
             self.store.begin().map_err(|e| self.store_err(e))?;
+            timer.lap("intents");
             // The keyword is cosmetic; a server that refuses keywords still gets the move.
             if let Err(e) = session.add_flags(&uids, &[BACKSCATTER_KEYWORD]).await {
                 if session.is_broken() {
@@ -1111,6 +1221,7 @@ impl Sweep<'_> {
                 }
                 tracing::debug!(error = %e, "server refused the $Backscatter keyword");
             }
+            timer.lap("keyword");
             let outcome = session
                 .move_uids(&uids, &dest)
                 .await
@@ -1124,6 +1235,7 @@ impl Sweep<'_> {
                 }
                 .to_string(),
             );
+            timer.lap("move");
             for (id, uid, index) in intents {
                 self.store
                     .quarantine_done(id)
@@ -1132,7 +1244,9 @@ impl Sweep<'_> {
                 let report = self.report.messages[index].clone();
                 self.audit(uid, &report, Some(&dest))?;
             }
+            timer.lap("records");
         }
+        tracing::debug!(account = %name, moved = to_move.len(), stages = %timer, "quarantined");
         Ok(())
     }
 
@@ -1315,20 +1429,37 @@ impl std::fmt::Display for StageTimer {
 }
 
 /// True if a cut-off prefix already settles the original: its id came from
-/// an enclosed original only (not from quoted text, which a later part may
-/// contradict, nor from an enclosed notice whose own original is cut off),
-/// and that header block ends inside the prefix (so the id is not cut either).
-fn original_header_complete(data: &[u8], analysis: &Analysis) -> bool {
-    use crate::analysis::original::{FROM_ENCLOSED, FROM_HEADERS_PART};
-    let structural_only = analysis
+/// an enclosed original only (not from an enclosed notice whose own original
+/// is cut off), or from header lines quoted in a single-part notice (Exim,
+/// qmail) that are not themselves a notice's, and that header block ends
+/// inside the prefix (so the id is not cut either). Quoted lines in a
+/// multipart message are not enough: a later part may name the original.
+/// In a single-part notice the first quoted header that is not a notice's is
+/// the original, whatever follows it.
+fn original_header_complete(analyzer: &Analyzer, data: &[u8], analysis: &Analysis) -> bool {
+    use crate::analysis::original::{
+        is_notice_header, FROM_ENCLOSED, FROM_HEADERS_PART, FROM_QUOTED,
+    };
+    let sources: Vec<&str> = analysis
         .rules
         .iter()
+        .map(String::as_str)
         .filter(|r| r.starts_with("original."))
-        .all(|r| r == FROM_ENCLOSED || r == FROM_HEADERS_PART);
+        .collect();
+    let structural_only = sources
+        .iter()
+        .all(|r| *r == FROM_ENCLOSED || *r == FROM_HEADERS_PART);
+    let quoted_in_single_part = sources == [FROM_QUOTED]
+        && !top_level_is_multipart(data)
+        && !is_notice_header(
+            analyzer,
+            analysis.original.from.as_deref(),
+            analysis.original.subject.as_deref(),
+        );
     let Some(id) = analysis.original_message_ids.first() else {
         return false;
     };
-    if !structural_only || analysis.original_message_ids.len() > 1 {
+    if !(structural_only || quoted_in_single_part) || analysis.original_message_ids.len() > 1 {
         return false;
     }
     let text = String::from_utf8_lossy(data);
@@ -1347,6 +1478,23 @@ const REPORT_PART_BYTES: [u32; 3] = [2 * 1024, 16 * 1024, 8 * 1024];
 /// Whether a message (its prefix) is a `multipart/report`.
 fn is_multipart_report(prefix: &[u8]) -> bool {
     report_boundary(prefix).is_some()
+}
+
+/// Whether a message (its prefix) says it is `multipart/*`. A header that
+/// cannot be read counts as multipart: the cautious answer.
+fn top_level_is_multipart(prefix: &[u8]) -> bool {
+    use mail_parser::MimeHeaders;
+    std::panic::catch_unwind(|| {
+        let parsed = mail_parser::MessageParser::default().parse_headers(prefix)?;
+        Some(
+            parsed
+                .content_type()
+                .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart")),
+        )
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(true)
 }
 
 /// The boundary of a `multipart/report` from its header (parsed with the
@@ -1492,12 +1640,69 @@ mod tests {
             )),
         ];
         let rebuilt = rebuild_report(prefix, &parts).expect("rebuilt");
-        let analysis = Analyzer::builtin().expect("rules").analyze(&rebuilt);
+        let analyzer = Analyzer::builtin().expect("rules");
+        let analysis = analyzer.analyze(&rebuilt);
         assert_eq!(analysis.kind, Kind::Bounce);
         assert_eq!(analysis.original_message_ids, vec!["orig@example.com"]);
         assert_eq!(analysis.recipients, vec!["a@b.example"]);
-        assert!(original_header_complete(&rebuilt, &analysis));
+        assert!(original_header_complete(&analyzer, &rebuilt, &analysis));
         assert_eq!(rebuild_report(prefix, &[None, None]), None);
         assert_eq!(rebuild_report(b"no header end", &parts), None);
+    }
+
+    /// A header quoted in a single-part notice settles the original once its
+    /// block ends in the prefix, unless it is itself a notice's (a bounce of
+    /// a bounce: the user's message lies further in) or the notice is
+    /// multipart (a later part may name the original).
+    #[test]
+    fn a_quoted_header_settles_a_cut_single_part_notice() {
+        let analyzer = Analyzer::builtin().expect("rules");
+        let notice = |content_type: &str, quoted_from: &str, quoted_subject: &str| {
+            format!(
+                "From: Mail Delivery System <Mailer-Daemon@mx.example.org>\r\n\
+                 Subject: Mail delivery failed: returning message to sender\r\n\
+                 X-Failed-Recipients: a@b.example\r\n{content_type}\r\n\
+                 This message was created automatically by mail delivery software.\r\n\r\n\
+                 A message that you sent could not be delivered to one or more of its\r\n\
+                 recipients. This is a permanent error. The following address(es) failed:\r\n\r\n\
+                 \x20 a@b.example\r\n\r\n\
+                 ------ This is a copy of the message, including all the headers. ------\r\n\r\n\
+                 Message-ID: <orig@example.com>\r\nFrom: {quoted_from}\r\nTo: a@b.example\r\n\
+                 Subject: {quoted_subject}\r\n\r\nThe body, cut her"
+            )
+            .into_bytes()
+        };
+        let settled = |data: &[u8]| {
+            let analysis = analyzer.analyze(data);
+            assert_eq!(analysis.original_message_ids, vec!["orig@example.com"]);
+            original_header_complete(&analyzer, data, &analysis)
+        };
+        let plain = "Content-Type: text/plain\r\n";
+        assert!(settled(&notice(plain, "carol@example.com", "lunch")));
+        assert!(settled(&notice("", "carol@example.com", "lunch")));
+        assert!(!settled(&notice(
+            plain,
+            "MAILER-DAEMON@relay.example.net",
+            "Undelivered Mail Returned to Sender"
+        )));
+        assert!(!settled(&notice(
+            "Content-Type: multipart/mixed; boundary=\"x\"\r\n",
+            "carol@example.com",
+            "lunch"
+        )));
+        // The block must end inside the prefix.
+        let mut cut = notice(plain, "carol@example.com", "lunch");
+        let end = cut
+            .windows(7)
+            .position(|w| w == b"Subject")
+            .and_then(|first| {
+                cut[first + 1..]
+                    .windows(7)
+                    .position(|w| w == b"Subject")
+                    .map(|p| first + 1 + p)
+            })
+            .expect("the quoted subject");
+        cut.truncate(end);
+        assert!(!settled(&cut));
     }
 }

@@ -140,6 +140,9 @@ pub struct TestServerOptions {
     /// token by POSTing it to this introspection URL (RFC 7662 style; see
     /// [`crate::oauth::testprovider`]), which must answer `active` and the user's `username`.
     pub oauth2_introspection_url: Option<String>,
+    /// Offer `COMPRESS=DEFLATE` (Dovecot's `imap_zlib` plugin), as Gmail, Cyrus and many
+    /// Dovecot hosts do.
+    pub offer_compress: bool,
 }
 
 impl Default for TestServerOptions {
@@ -151,6 +154,7 @@ impl Default for TestServerOptions {
             with_quarantine: true,
             start_timeout: Duration::from_secs(15),
             oauth2_introspection_url: None,
+            offer_compress: false,
         }
     }
 }
@@ -661,6 +665,7 @@ impl TestServer {
                 .iter()
                 .copied()
                 .filter(|c| !hidden.contains(c))
+                .chain(self.options.offer_compress.then_some("COMPRESS=DEFLATE"))
                 .collect();
             format!("imap_capability = {}\n", caps.join(" "))
         };
@@ -698,6 +703,11 @@ impl TestServer {
             } else {
                 ("plain login", String::new(), "")
             };
+        let zlib = if self.options.offer_compress {
+            "mail_plugins = $mail_plugins zlib\nprotocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}\n"
+        } else {
+            ""
+        };
         let ssl_dh = if Path::new("/usr/share/dovecot/dh.pem").is_file() {
             "ssl_dh = </usr/share/dovecot/dh.pem\n"
         } else {
@@ -715,7 +725,7 @@ listen = 127.0.0.1
 {users_section}mail_uid = {muid}
 mail_gid = {mgid}
 mail_location = maildir:~/Maildir
-disable_plaintext_auth = no
+{zlib}disable_plaintext_auth = no
 auth_mechanisms = {mechanisms}
 ssl = yes
 ssl_cert = <{base}/tls/server.crt

@@ -517,3 +517,62 @@ async fn uidvalidity_reset_gives_new_uidvalidity() {
         .expect("fetch");
     assert_eq!(h.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![1, 2]);
 }
+
+/// With a server that offers COMPRESS=DEFLATE, a session compresses unless
+/// told not to, and reads exactly what an uncompressed one reads; with a
+/// server that does not offer it, nothing changes.
+#[tokio::test]
+async fn compress_deflate_when_the_server_offers_it() {
+    let server = start(TestServerOptions {
+        offer_compress: true,
+        ..TestServerOptions::default()
+    });
+    for n in 1..=40 {
+        server
+            .deliver(
+                USER,
+                "INBOX",
+                &message(n),
+                if n % 3 == 0 { "S" } else { "" },
+            )
+            .expect("deliver");
+    }
+    let mut compressed = login(&server, TlsMode::Implicit).await;
+    assert!(compressed.has_capability("COMPRESS=DEFLATE"));
+    assert!(compressed.is_compressed());
+    let mut off = settings(&server, TlsMode::Implicit, true);
+    off.compress = false;
+    let mut plain = ImapSession::connect(&off, &Secret::new(PASS))
+        .await
+        .expect("login without compression");
+    assert!(!plain.is_compressed());
+
+    let mut seen = Vec::new();
+    for s in [&mut compressed, &mut plain] {
+        s.examine("INBOX").await.expect("examine");
+        let headers = s
+            .uid_fetch_header_fields("1:*", &["Subject", "From"])
+            .await
+            .expect("header fields");
+        let uids: Vec<u32> = headers.iter().map(|h| h.uid).collect();
+        let prefixes = s.uid_fetch_prefixes(&uids, 64).await.expect("prefixes");
+        assert_eq!(headers.len(), 40);
+        seen.push((headers, prefixes));
+    }
+    assert_eq!(seen[0], seen[1], "a compressed session read something else");
+    assert!(
+        seen[0].1.iter().filter(|p| has(&p.flags, "\\Seen")).count() == 13,
+        "flags came through"
+    );
+    // Commands keep working on the compressed stream after a large answer.
+    compressed.select("INBOX").await.expect("select");
+    assert_eq!(
+        compressed.uid_search("ALL").await.expect("search").len(),
+        40
+    );
+
+    let ordinary = start(TestServerOptions::default());
+    let s = login(&ordinary, TlsMode::Implicit).await;
+    assert!(!s.has_capability("COMPRESS=DEFLATE"));
+    assert!(!s.is_compressed());
+}

@@ -269,16 +269,7 @@ fn quoted_original(analyzer: &Analyzer, pieces: &Pieces, own_id: Option<&str>, f
                 .is_some_and(|id| !own_id.is_some_and(|o| o.eq_ignore_ascii_case(&id)))
         })
         .collect();
-    let is_notice = |b: &HeaderBlock| {
-        let from_system = b.get("from").is_some_and(|f| {
-            addresses_in(f).iter().any(|a| is_system_local_part(a))
-                || f.to_ascii_lowercase().contains("mailer-daemon")
-        });
-        let bounce_subject = b
-            .get("subject")
-            .is_some_and(|s| analyzer.is_bounce_subject(s));
-        from_system && bounce_subject
-    };
+    let is_notice = |b: &HeaderBlock| is_notice_header(analyzer, b.get("from"), b.get("subject"));
     if blocks.is_empty() {
         // No quoted Message-ID: still learn the original's From/To/Subject
         // from the first quoted header that is not the notice's own.
@@ -297,6 +288,20 @@ fn quoted_original(analyzer: &Analyzer, pieces: &Pieces, own_id: Option<&str>, f
             }
         }
     }
+}
+
+/// Whether a quoted header (its From and Subject) is itself a notice: from a
+/// mail system, with a bounce subject. The user's message lies further in.
+pub(crate) fn is_notice_header(
+    analyzer: &Analyzer,
+    from: Option<&str>,
+    subject: Option<&str>,
+) -> bool {
+    let from_system = from.is_some_and(|f| {
+        addresses_in(f).iter().any(|a| is_system_local_part(a))
+            || f.to_ascii_lowercase().contains("mailer-daemon")
+    });
+    from_system && subject.is_some_and(|s| analyzer.is_bounce_subject(s))
 }
 
 fn header_block_of(bytes: &[u8]) -> HeaderBlock {
