@@ -220,12 +220,9 @@ fn parse_as_text(bytes: &[u8]) -> Pieces {
         Some(i) => (&text[..i], &text[i + 2..]),
         None => (&text[..], ""),
     };
-    let headers: Vec<(String, String)> = super::text::field_groups(head)
+    let headers: Vec<(String, String)> = super::text::first_field_group(head)
         .into_iter()
-        .next()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|f| (f.name, f.value))
+        .map(|f| (f.name.to_string(), f.value.into_owned()))
         .collect();
     let subject = headers
         .iter()

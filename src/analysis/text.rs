@@ -112,16 +112,81 @@ impl Field {
     }
 }
 
+/// A header field borrowed from the text it was found in: the value is
+/// copied only when folded lines had to be joined. Scans that look at many
+/// fields and keep few (quoted header blocks, the header triage) use it, so
+/// that the fields they drop cost no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRef<'a> {
+    /// The field name as written.
+    pub name: &'a str,
+    /// The unfolded value, trimmed.
+    pub value: Cow<'a, str>,
+}
+
+impl<'a> FieldRef<'a> {
+    /// A field from a `Name: value` line as [`split_field`] splits it.
+    fn new(name: &'a str, value: &'a str) -> FieldRef<'a> {
+        FieldRef {
+            name,
+            value: Cow::Borrowed(value.trim()),
+        }
+    }
+
+    /// Appends a folded continuation line to the value, as [`Field::append`].
+    pub fn append(&mut self, continuation: &str) {
+        let continuation = continuation.trim();
+        if continuation.is_empty() {
+            return;
+        }
+        let value = self.value.to_mut();
+        if !value.is_empty() {
+            value.push(' ');
+        }
+        value.push_str(continuation);
+    }
+
+    /// Case-insensitive name comparison, since header names are.
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+
+    /// The owned field.
+    pub fn into_field(self) -> Field {
+        Field {
+            name: self.name.to_string(),
+            value: self.value.into_owned(),
+        }
+    }
+}
+
 /// Splits `text` into groups of header fields separated by blank lines, the
 /// shape of a `message/delivery-status` body (one per-message group, then one
 /// group per recipient). Lines that are not fields are ignored.
 pub fn field_groups(text: &str) -> Vec<Vec<Field>> {
-    let mut groups: Vec<Vec<Field>> = Vec::new();
-    let mut current: Vec<Field> = Vec::new();
+    field_group_refs(text, usize::MAX)
+        .into_iter()
+        .map(|group| group.into_iter().map(FieldRef::into_field).collect())
+        .collect()
+}
+
+/// The first group of [`field_groups`], borrowed from `text`: a header
+/// block read for a few of its fields.
+pub fn first_field_group(text: &str) -> Vec<FieldRef<'_>> {
+    field_group_refs(text, 1).pop().unwrap_or_default()
+}
+
+/// The first `max_groups` groups of [`field_groups`], borrowed.
+fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
+    let mut groups: Vec<Vec<FieldRef<'_>>> = Vec::new();
+    let mut current: Vec<FieldRef<'_>> = Vec::new();
     for line in text.lines() {
         if line.trim().is_empty() {
             if !current.is_empty() {
                 groups.push(std::mem::take(&mut current));
+                if groups.len() >= max_groups {
+                    return groups;
+                }
             }
             continue;
         }
@@ -132,10 +197,7 @@ pub fn field_groups(text: &str) -> Vec<Vec<Field>> {
             continue;
         }
         if let Some((name, value)) = split_field(line) {
-            current.push(Field {
-                name: name.to_string(),
-                value: value.trim().to_string(),
-            });
+            current.push(FieldRef::new(name, value));
         }
     }
     if !current.is_empty() {
@@ -190,33 +252,39 @@ impl HeaderBlock {
     /// two or more of them (or one Message-ID) is a quoted header, not prose
     /// that happens to contain a colon.
     pub fn message_header_score(&self) -> usize {
-        const TYPICAL: &[&str] = &[
-            "from",
-            "to",
-            "cc",
-            "subject",
-            "date",
-            "message-id",
-            "received",
-            "return-path",
-            "mime-version",
-            "content-type",
-            "reply-to",
-            "in-reply-to",
-            "references",
-            "x-mailer",
-            "user-agent",
-            "sender",
-            "delivered-to",
-            "content-transfer-encoding",
-            "dkim-signature",
-            "authentication-results",
-        ];
         self.fields
             .iter()
-            .filter(|f| TYPICAL.iter().any(|t| f.is(t)))
+            .filter(|f| is_typical_header_name(&f.name))
             .count()
     }
+}
+
+/// True for the names of fields typical of a message header (see
+/// [`HeaderBlock::message_header_score`]).
+fn is_typical_header_name(name: &str) -> bool {
+    const TYPICAL: &[&str] = &[
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "received",
+        "return-path",
+        "mime-version",
+        "content-type",
+        "reply-to",
+        "in-reply-to",
+        "references",
+        "x-mailer",
+        "user-agent",
+        "sender",
+        "delivered-to",
+        "content-transfer-encoding",
+        "dkim-signature",
+        "authentication-results",
+    ];
+    TYPICAL.iter().any(|t| name.eq_ignore_ascii_case(t))
 }
 
 /// The header at the top of a message (or of a header-only part). A blank
@@ -236,14 +304,7 @@ pub fn leading_header_block(text: &str) -> HeaderBlock {
                     .peek()
                     .and_then(|l| split_field(l))
                     .is_some_and(|(name, _)| {
-                        let probe = HeaderBlock {
-                            fields: vec![Field {
-                                name: name.to_string(),
-                                value: String::new(),
-                            }],
-                        };
-                        probe.message_header_score() == 1
-                            || name.to_ascii_lowercase().starts_with("x-")
+                        is_typical_header_name(name) || name.to_ascii_lowercase().starts_with("x-")
                     });
             if next_is_header {
                 continue;
@@ -279,48 +340,61 @@ pub fn leading_header_block(text: &str) -> HeaderBlock {
 /// Finds header blocks quoted anywhere in `text`: lines that look like
 /// `Name: value`, optionally behind `>` quote marks and/or indentation, with
 /// deeper-indented lines as folded continuations.
+///
+/// Fields are borrowed while a block is read and copied only for the blocks
+/// kept: most `Name: value` lines of a notice's text are prose or DSN
+/// fields, not a quoted header.
 pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock> {
     let mut blocks = Vec::new();
-    let mut current: Option<(usize, HeaderBlock)> = None;
+    // The open block: its indentation and its fields (never empty).
+    let mut base: Option<usize> = None;
+    let mut fields: Vec<FieldRef<'_>> = Vec::new();
     for raw_line in text.lines() {
         let line = strip_quote_marks(raw_line);
-        let indent = line.len() - line.trim_start().len();
         let content = line.trim_start();
+        let indent = line.len() - content.len();
         if content.is_empty() {
-            finish_block(&mut current, &mut blocks);
+            finish_block(&mut base, &mut fields, &mut blocks);
             continue;
         }
-        if let Some((base, block)) = current.as_mut() {
-            if indent > *base {
-                if let Some(last) = block.fields.last_mut() {
-                    last.append(content);
-                }
-                continue;
+        if base.is_some_and(|base| indent > base) {
+            if let Some(last) = fields.last_mut() {
+                last.append(content);
             }
+            continue;
         }
         match split_field(content) {
             Some((name, value)) if !value.starts_with("//") => {
-                let (base, block) = current.get_or_insert_with(|| (indent, HeaderBlock::default()));
-                if indent < *base {
-                    *base = indent;
-                }
-                block.fields.push(Field {
-                    name: name.to_string(),
-                    value: value.trim().to_string(),
-                });
+                base = Some(base.map_or(indent, |base| base.min(indent)));
+                fields.push(FieldRef::new(name, value));
             }
-            _ => finish_block(&mut current, &mut blocks),
+            _ => finish_block(&mut base, &mut fields, &mut blocks),
         }
     }
-    finish_block(&mut current, &mut blocks);
+    finish_block(&mut base, &mut fields, &mut blocks);
     blocks
 }
 
-fn finish_block(current: &mut Option<(usize, HeaderBlock)>, blocks: &mut Vec<HeaderBlock>) {
-    if let Some((_, block)) = current.take() {
-        if block.message_header_score() >= 2 || block.get("message-id").is_some() {
-            blocks.push(block);
-        }
+/// Closes the open block of [`quoted_header_blocks`], keeping it if it looks
+/// like a message header.
+fn finish_block(
+    base: &mut Option<usize>,
+    fields: &mut Vec<FieldRef<'_>>,
+    blocks: &mut Vec<HeaderBlock>,
+) {
+    if base.take().is_none() {
+        return;
+    }
+    let score = fields
+        .iter()
+        .filter(|f| is_typical_header_name(f.name))
+        .count();
+    if score >= 2 || fields.iter().any(|f| f.is("message-id")) {
+        blocks.push(HeaderBlock {
+            fields: fields.drain(..).map(FieldRef::into_field).collect(),
+        });
+    } else {
+        fields.clear();
     }
 }
 
