@@ -190,7 +190,8 @@ impl Analyzer {
     }
 
     fn analyze_bounded(&self, raw: &[u8], depth: usize) -> Analysis {
-        let pieces = parse::parse(raw);
+        let normalized = text::normalize_newlines(raw);
+        let pieces = parse::parse(&normalized);
         let own_id = pieces
             .header("message-id")
             .and_then(text::normalize_message_id);

@@ -10,6 +10,7 @@
 
 use super::mime;
 use super::text::{html_to_text, lossy, normalize_newlines};
+use std::borrow::Cow;
 
 /// How much explanatory text is kept per message. A bounce's explanation is
 /// short; the cap keeps a huge text attachment from costing time.
@@ -29,9 +30,10 @@ pub enum Enclosed {
 
 /// The parts of one message that analysis looks at.
 #[derive(Debug, Default)]
-pub struct Pieces {
-    /// Top-level header fields, unfolded, raw (RFC 2047 words not decoded).
-    pub headers: Vec<(String, String)>,
+pub struct Pieces<'a> {
+    /// Top-level header fields, unfolded, raw (RFC 2047 words not decoded),
+    /// borrowed from the message unless they had to be unfolded or repaired.
+    pub headers: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// The decoded Subject.
     pub subject: String,
     /// The `report-type` of every multipart/report, lower case.
@@ -51,13 +53,13 @@ pub struct Pieces {
     pub unparsed: bool,
 }
 
-impl Pieces {
+impl Pieces<'_> {
     /// The first value of a top-level header, case-insensitive.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
     }
 
     fn push_body(&mut self, text: &str) {
@@ -76,33 +78,31 @@ impl Pieces {
     }
 }
 
-/// Parses `raw` (already bounded by the caller) into [`Pieces`].
+/// Parses `normalized` (bounded by the caller, line ends made LF with
+/// [`normalize_newlines`]) into [`Pieces`], which borrow from it.
 ///
-/// `mail-parser` promises not to panic, but has had panics reported; the call
-/// is contained so one hostile message yields an "unparsed" analysis instead
-/// of taking the daemon down.
-pub fn parse(raw: &[u8]) -> Pieces {
-    let normalized = normalize_newlines(raw);
-    if too_deeply_nested(&normalized) {
-        // mail-parser keeps nested messages as nested values; thousands of
-        // levels exhaust a thread's stack when they are dropped, which is an
-        // abort, not a catchable panic. No real bounce nests this deep.
-        return parse_as_text(&normalized);
+/// The walker is bounded and should not panic, but the call is contained so
+/// that one hostile message yields an "unparsed" analysis instead of taking
+/// the daemon down.
+pub fn parse(normalized: &[u8]) -> Pieces<'_> {
+    if too_deeply_nested(normalized) {
+        // No real bounce nests this deep; read such a message as text.
+        return parse_as_text(normalized);
     }
-    let parsed = std::panic::catch_unwind(|| parse_mime(&normalized));
+    let parsed = std::panic::catch_unwind(|| parse_mime(normalized));
     match parsed {
         Ok(Some(pieces)) => pieces,
-        _ => parse_as_text(&normalized),
+        _ => parse_as_text(normalized),
     }
 }
 
-fn parse_mime(bytes: &[u8]) -> Option<Pieces> {
+fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
     let mut parts = mime::parts(bytes);
     // The top-level fields move into the pieces (the loop below looks at
     // the fields of inner parts only).
-    let headers: Vec<(String, String)> = std::mem::take(&mut parts.first_mut()?.fields)
+    let headers: Vec<(Cow<'_, str>, Cow<'_, str>)> = std::mem::take(&mut parts.first_mut()?.fields)
         .into_iter()
-        .map(|f| (f.name, f.value))
+        .map(|f| (Cow::Borrowed(f.name), f.value))
         .collect();
     if headers.is_empty() {
         return None;
@@ -214,20 +214,25 @@ fn too_deeply_nested(bytes: &[u8]) -> bool {
 
 /// The fallback when MIME parsing fails: our own header split, the rest as
 /// text.
-fn parse_as_text(bytes: &[u8]) -> Pieces {
+fn parse_as_text(bytes: &[u8]) -> Pieces<'static> {
     let text = lossy(bytes);
     let (head, body) = match text.find("\n\n") {
         Some(i) => (&text[..i], &text[i + 2..]),
         None => (&text[..], ""),
     };
-    let headers: Vec<(String, String)> = super::text::first_field_group(head)
+    let headers: Vec<(Cow<'static, str>, Cow<'static, str>)> = super::text::first_field_group(head)
         .into_iter()
-        .map(|f| (f.name.to_string(), f.value.into_owned()))
+        .map(|f| {
+            (
+                Cow::Owned(f.name.to_string()),
+                Cow::Owned(f.value.into_owned()),
+            )
+        })
         .collect();
     let subject = headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("subject"))
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| v.to_string())
         .unwrap_or_default();
     let mut pieces = Pieces {
         headers,
@@ -256,7 +261,8 @@ mod tests {
     #[test]
     fn multipart_report_is_taken_apart() {
         let raw = b"From: MAILER-DAEMON@example.org\r\nSubject: Undelivered\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\nFinal-Recipient: rfc822; a@b.example\r\nAction: failed\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <o@example.org>\r\n--b--\r\n";
-        let p = parse(raw);
+        let normalized = normalize_newlines(raw);
+        let p = parse(&normalized);
         assert_eq!(p.report_types, vec!["delivery-status"]);
         assert_eq!(p.dsn_texts.len(), 1);
         assert!(p.dsn_texts[0].contains("Final-Recipient"));

@@ -125,12 +125,15 @@ pub struct FieldRef<'a> {
 }
 
 impl<'a> FieldRef<'a> {
-    /// A field from a `Name: value` line as [`split_field`] splits it.
-    fn new(name: &'a str, value: &'a str) -> FieldRef<'a> {
-        FieldRef {
-            name,
-            value: Cow::Borrowed(value.trim()),
-        }
+    /// A field named `name` with the raw `value` after its colon, trimmed
+    /// (copied only if it was already a copy).
+    pub fn new(name: &'a str, value: Cow<'a, str>) -> FieldRef<'a> {
+        let value = match value {
+            Cow::Borrowed(value) => Cow::Borrowed(value.trim()),
+            Cow::Owned(value) if value.trim().len() == value.len() => Cow::Owned(value),
+            Cow::Owned(value) => Cow::Owned(value.trim().to_string()),
+        };
+        FieldRef { name, value }
     }
 
     /// Appends a folded continuation line to the value, as [`Field::append`].
@@ -197,7 +200,7 @@ fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
             continue;
         }
         if let Some((name, value)) = split_field(line) {
-            current.push(FieldRef::new(name, value));
+            current.push(FieldRef::new(name, Cow::Borrowed(value)));
         }
     }
     if !current.is_empty() {
@@ -366,7 +369,7 @@ pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock> {
         match split_field(content) {
             Some((name, value)) if !value.starts_with("//") => {
                 base = Some(base.map_or(indent, |base| base.min(indent)));
-                fields.push(FieldRef::new(name, value));
+                fields.push(FieldRef::new(name, Cow::Borrowed(value)));
             }
             _ => finish_block(&mut base, &mut fields, &mut blocks),
         }
