@@ -84,38 +84,11 @@ pub fn lossy(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// One `Name: value` field, with folded lines joined by a single space.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
-    /// The field name as written.
-    pub name: String,
-    /// The unfolded value, trimmed.
-    pub value: String,
-}
-
-impl Field {
-    /// Appends a folded continuation line to the value.
-    pub fn append(&mut self, continuation: &str) {
-        let continuation = continuation.trim();
-        if continuation.is_empty() {
-            return;
-        }
-        if !self.value.is_empty() {
-            self.value.push(' ');
-        }
-        self.value.push_str(continuation);
-    }
-
-    /// Case-insensitive name comparison, since header names are.
-    pub fn is(&self, name: &str) -> bool {
-        self.name.eq_ignore_ascii_case(name)
-    }
-}
-
-/// A header field borrowed from the text it was found in: the value is
-/// copied only when folded lines had to be joined. Scans that look at many
-/// fields and keep few (quoted header blocks, the header triage) use it, so
-/// that the fields they drop cost no allocation.
+/// One `Name: value` field, with folded lines joined by a single space,
+/// borrowed from the text it was found in: the value is copied only when
+/// folded lines had to be joined. Analysis looks at many fields and keeps
+/// few (quoted header blocks, DSN groups, the header triage), so fields
+/// that are dropped cost no allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldRef<'a> {
     /// The field name as written.
@@ -136,11 +109,18 @@ impl<'a> FieldRef<'a> {
         FieldRef { name, value }
     }
 
-    /// Appends a folded continuation line to the value, as [`Field::append`].
+    /// Appends a folded continuation line to the value.
     pub fn append(&mut self, continuation: &str) {
         let continuation = continuation.trim();
         if continuation.is_empty() {
             return;
+        }
+        if let Cow::Borrowed(value) = self.value {
+            // Room for this line and a few more: folded fields (Received,
+            // DKIM-Signature) often run over several lines.
+            let mut owned = String::with_capacity(value.len() + 2 * continuation.len() + 64);
+            owned.push_str(value);
+            self.value = Cow::Owned(owned);
         }
         let value = self.value.to_mut();
         if !value.is_empty() {
@@ -153,24 +133,13 @@ impl<'a> FieldRef<'a> {
     pub fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
     }
-
-    /// The owned field.
-    pub fn into_field(self) -> Field {
-        Field {
-            name: self.name.to_string(),
-            value: self.value.into_owned(),
-        }
-    }
 }
 
 /// Splits `text` into groups of header fields separated by blank lines, the
 /// shape of a `message/delivery-status` body (one per-message group, then one
 /// group per recipient). Lines that are not fields are ignored.
-pub fn field_groups(text: &str) -> Vec<Vec<Field>> {
+pub fn field_groups(text: &str) -> Vec<Vec<FieldRef<'_>>> {
     field_group_refs(text, usize::MAX)
-        .into_iter()
-        .map(|group| group.into_iter().map(FieldRef::into_field).collect())
-        .collect()
 }
 
 /// The first group of [`field_groups`], borrowed from `text`: a header
@@ -229,18 +198,15 @@ pub fn split_field(line: &str) -> Option<(&str, &str)> {
 /// headers quoted by a text-only bounce (`> Message-ID: ...`, indented, or
 /// plain after a "copy of the message follows" line).
 #[derive(Debug, Clone, Default)]
-pub struct HeaderBlock {
+pub struct HeaderBlock<'a> {
     /// The fields in order, folded lines joined.
-    pub fields: Vec<Field>,
+    pub fields: Vec<FieldRef<'a>>,
 }
 
-impl HeaderBlock {
+impl HeaderBlock<'_> {
     /// The first value of a field, case-insensitive.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|f| f.is(name))
-            .map(|f| f.value.as_str())
+        self.fields.iter().find(|f| f.is(name)).map(|f| &*f.value)
     }
 
     /// Every value of a field, in order.
@@ -248,7 +214,7 @@ impl HeaderBlock {
         self.fields
             .iter()
             .filter(move |f| f.is(name))
-            .map(|f| f.value.as_str())
+            .map(|f| &*f.value)
     }
 
     /// How many fields carry names typical of a message header; a block of
@@ -257,7 +223,7 @@ impl HeaderBlock {
     pub fn message_header_score(&self) -> usize {
         self.fields
             .iter()
-            .filter(|f| is_typical_header_name(&f.name))
+            .filter(|f| is_typical_header_name(f.name))
             .count()
     }
 }
@@ -294,7 +260,7 @@ fn is_typical_header_name(name: &str) -> bool {
 /// line ends it unless the next line is again a well-known header field:
 /// anonymised and hand-edited samples, and some MTAs, leave stray blank
 /// lines inside the returned header.
-pub fn leading_header_block(text: &str) -> HeaderBlock {
+pub fn leading_header_block(text: &str) -> HeaderBlock<'_> {
     let mut block = HeaderBlock::default();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
@@ -321,10 +287,7 @@ pub fn leading_header_block(text: &str) -> HeaderBlock {
             continue;
         }
         match split_field(line) {
-            Some((name, value)) => block.fields.push(Field {
-                name: name.to_string(),
-                value: value.trim().to_string(),
-            }),
+            Some((name, value)) => block.fields.push(FieldRef::new(name, Cow::Borrowed(value))),
             // An mbox separator before the header is not part of it.
             None if block.fields.is_empty() && line.starts_with("From ") => continue,
             None if block.fields.is_empty() => break,
@@ -344,10 +307,9 @@ pub fn leading_header_block(text: &str) -> HeaderBlock {
 /// `Name: value`, optionally behind `>` quote marks and/or indentation, with
 /// deeper-indented lines as folded continuations.
 ///
-/// Fields are borrowed while a block is read and copied only for the blocks
-/// kept: most `Name: value` lines of a notice's text are prose or DSN
-/// fields, not a quoted header.
-pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock> {
+/// Most `Name: value` lines of a notice's text are prose or DSN fields, not
+/// a quoted header: fields are borrowed, so the blocks dropped cost little.
+pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock<'_>> {
     let mut blocks = Vec::new();
     // The open block: its indentation and its fields (never empty).
     let mut base: Option<usize> = None;
@@ -380,10 +342,10 @@ pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock> {
 
 /// Closes the open block of [`quoted_header_blocks`], keeping it if it looks
 /// like a message header.
-fn finish_block(
+fn finish_block<'a>(
     base: &mut Option<usize>,
-    fields: &mut Vec<FieldRef<'_>>,
-    blocks: &mut Vec<HeaderBlock>,
+    fields: &mut Vec<FieldRef<'a>>,
+    blocks: &mut Vec<HeaderBlock<'a>>,
 ) {
     if base.take().is_none() {
         return;
@@ -394,7 +356,7 @@ fn finish_block(
         .count();
     if score >= 2 || fields.iter().any(|f| f.is("message-id")) {
         blocks.push(HeaderBlock {
-            fields: fields.drain(..).map(FieldRef::into_field).collect(),
+            fields: std::mem::take(fields),
         });
     } else {
         fields.clear();
