@@ -143,9 +143,14 @@ impl<'a> Part<'a> {
 
     /// The body decoded to text: transfer encoding undone, then the declared
     /// charset (UTF-8, with invalid bytes replaced, when none is declared or
-    /// it is unknown).
-    pub fn text(&self) -> String {
-        decode_charset(&self.decoded(), self.content_type.param("charset"))
+    /// it is unknown). Borrowed from the message when it needs no decoding,
+    /// as most text parts do.
+    pub fn text(&self) -> Cow<'a, str> {
+        let charset = self.content_type.param("charset");
+        match self.decoded() {
+            Cow::Borrowed(bytes) => decode_charset(bytes, charset),
+            Cow::Owned(bytes) => Cow::Owned(decode_charset(&bytes, charset).into_owned()),
+        }
     }
 }
 
@@ -497,8 +502,8 @@ fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes `bytes` from `charset` to text; UTF-8 (lossy) when the charset is
-/// absent, UTF-8 itself, or unknown.
-fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
+/// absent, UTF-8 itself, or unknown (borrowed if it is valid UTF-8).
+fn decode_charset<'b>(bytes: &'b [u8], charset: Option<&str>) -> Cow<'b, str> {
     let charset = charset.map(str::trim).filter(|c| {
         !c.is_empty()
             && !c.eq_ignore_ascii_case("utf-8")
@@ -510,9 +515,9 @@ fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
         .filter(|_| !bytes.is_ascii() || bytes.contains(&0x1b))
         .and_then(|c| mail_parser::decoders::charsets::map::charset_decoder(c.as_bytes()))
     {
-        return decoder(bytes);
+        return Cow::Owned(decoder(bytes));
     }
-    lossy(bytes).into_owned()
+    lossy(bytes)
 }
 
 /// Decodes RFC 2047 encoded words (`=?charset?B?...?=`) in a header value

@@ -21,9 +21,11 @@ const MAX_ENCLOSED: usize = 8;
 
 /// An original message returned inside a bounce or report.
 #[derive(Debug, Clone)]
-pub enum Enclosed {
-    /// A whole `message/rfc822` (or `message/global`) part, as raw bytes.
-    Message(Vec<u8>),
+pub enum Enclosed<'a> {
+    /// A whole `message/rfc822` (or `message/global`) part, as raw bytes:
+    /// borrowed from the message unless it had a transfer encoding (usually
+    /// only its header is read, and it may carry big attachments).
+    Message(Cow<'a, [u8]>),
     /// A `text/rfc822-headers` part: the original's header only.
     Headers(String),
 }
@@ -45,7 +47,7 @@ pub struct Pieces<'a> {
     /// Bodies of message/feedback-report parts (ARF).
     pub feedback_texts: Vec<String>,
     /// Enclosed originals, in order.
-    pub enclosed: Vec<Enclosed>,
+    pub enclosed: Vec<Enclosed<'a>>,
     /// The explanation: text parts outside the enclosed original, HTML
     /// flattened, JSON kept, bounded by [`MAX_BODY_TEXT`].
     pub body: String,
@@ -130,23 +132,23 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
                 }
             }
             ("multipart", _) => {}
-            ("message", "delivery-status" | "global-delivery-status") => {
-                pieces.dsn_texts.push(normalize_text(part.text()))
-            }
-            ("message", "disposition-notification" | "global-disposition-notification") => {
-                pieces.mdn_texts.push(normalize_text(part.text()))
-            }
-            ("message", "feedback-report") => {
-                pieces.feedback_texts.push(normalize_text(part.text()))
-            }
+            ("message", "delivery-status" | "global-delivery-status") => pieces
+                .dsn_texts
+                .push(normalize_text(part.text()).into_owned()),
+            ("message", "disposition-notification" | "global-disposition-notification") => pieces
+                .mdn_texts
+                .push(normalize_text(part.text()).into_owned()),
+            ("message", "feedback-report") => pieces
+                .feedback_texts
+                .push(normalize_text(part.text()).into_owned()),
             ("message", "rfc822" | "global" | "partial" | "rfc822-headers" | "global-headers")
             | ("text", "rfc822-headers" | "rfc822-header" | "global-headers")
                 if pieces.enclosed.len() < MAX_ENCLOSED =>
             {
                 let enclosed = if ct.subtype.contains("header") {
-                    Enclosed::Headers(normalize_text(part.text()))
+                    Enclosed::Headers(normalize_text(part.text()).into_owned())
                 } else {
-                    Enclosed::Message(part.decoded().into_owned())
+                    Enclosed::Message(part.decoded())
                 };
                 pieces.enclosed.push(enclosed);
             }
@@ -183,7 +185,7 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
             html.push_str(&html_to_text(&text));
             html.push('\n');
         }
-        pieces.push_body(&normalize_text(html));
+        pieces.push_body(&normalize_text(Cow::Owned(html)));
     }
     let nothing_found = pieces.body.trim().is_empty()
         && pieces.dsn_texts.is_empty()
@@ -246,9 +248,9 @@ fn parse_as_text(bytes: &[u8]) -> Pieces<'static> {
 
 /// Decoded text parts may still carry CR line ends (e.g. a base64 part
 /// encoded on Windows).
-fn normalize_text(text: String) -> String {
+fn normalize_text(text: Cow<'_, str>) -> Cow<'_, str> {
     if text.contains('\r') {
-        lossy(&normalize_newlines(text.as_bytes())).into_owned()
+        Cow::Owned(lossy(&normalize_newlines(text.as_bytes())).into_owned())
     } else {
         text
     }
