@@ -61,11 +61,11 @@ impl ContentType {
     /// Parses a field value such as `text/plain; charset="utf-8"`.
     pub fn parse(value: &str) -> ContentType {
         let (mime, rest) = value.split_once(';').unwrap_or((value, ""));
-        let mime = strip_comment(mime).trim().to_ascii_lowercase();
+        let mime = strip_comment(mime).trim();
         let (kind, subtype) = match mime.split_once('/') {
-            Some((k, s)) => (k.trim().to_string(), s.trim().to_string()),
+            Some((k, s)) => (k.trim().to_ascii_lowercase(), s.trim().to_ascii_lowercase()),
             None if mime.is_empty() => ("text".to_string(), "plain".to_string()),
-            None => (mime, String::new()),
+            None => (mime.to_ascii_lowercase(), String::new()),
         };
         ContentType {
             kind,

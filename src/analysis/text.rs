@@ -444,13 +444,18 @@ pub fn normalize_message_id(value: &str) -> Option<String> {
         (Some(start), None) => &value[start + 1..],
         _ => value,
     };
-    let id: String = inner.chars().filter(|c| !c.is_whitespace()).collect();
-    let id = id.trim_matches(['<', '>', '"']).to_string();
+    // Copied to drop white space only when there is some (rarely).
+    let id: Cow<'_, str> = if inner.contains(char::is_whitespace) {
+        Cow::Owned(inner.chars().filter(|c| !c.is_whitespace()).collect())
+    } else {
+        Cow::Borrowed(inner)
+    };
+    let id = id.trim_matches(['<', '>', '"']);
     let plausible = !id.is_empty()
         && id.len() <= MAX_MESSAGE_ID
         && id.chars().any(|c| c.is_ascii_alphanumeric())
         && !id.contains(['<', '>']);
-    plausible.then_some(id)
+    plausible.then(|| id.to_string())
 }
 
 /// All `<...>` Message-IDs in a References/In-Reply-To style value, in order.
