@@ -104,15 +104,22 @@ fn run() -> Result<ExitCode> {
         &chunks,
     )?;
     let lines = json_lines(&backsweep.stdout);
-    println!(
-        "  backsweep inspect --json            {:>9.3} s  {:>8.0} files/s  (default: {cpus} jobs, all CPUs)",
-        secs(backsweep.wall),
-        files.len() as f64 / secs(backsweep.wall)
+    let timing = |label: &str, wall: Duration, note: &str| {
+        println!(
+            "  {label:<40} {:>7.3} s  {:>6.0} files/s  ({note})",
+            secs(wall),
+            files.len() as f64 / secs(wall)
+        );
+    };
+    timing(
+        "backsweep inspect --json",
+        backsweep.wall,
+        &format!("default: {cpus} jobs, all CPUs"),
     );
-    println!(
-        "  backsweep inspect --json --jobs 1   {:>9.3} s  {:>8.0} files/s  (one core)",
-        secs(one_core.wall),
-        files.len() as f64 / secs(one_core.wall)
+    timing(
+        "backsweep inspect --json --jobs 1",
+        one_core.wall,
+        "one core",
     );
     if one_core.stdout != backsweep.stdout {
         println!("    note: the --jobs 1 output differs from the default output");
@@ -140,18 +147,26 @@ fn run() -> Result<ExitCode> {
     if let Some(problem) = sisimai.problems.first() {
         bail!("the Sisimai script failed: {problem}");
     }
-    println!(
-        "  sisimai {sisimai_version:<8} (perl)              {:>9.3} s  {:>8.0} files/s  (one process, one core)",
-        secs(sisimai.wall),
-        files.len() as f64 / secs(sisimai.wall)
+    timing(
+        &format!("sisimai {sisimai_version} (perl)"),
+        sisimai.wall,
+        "one process, one core",
     );
-    println!(
-        "  ratio sisimai/backsweep, default ({cpus} jobs)  {:>7.1}x  (whole process, backsweep on all CPUs)",
-        secs(sisimai.wall) / secs(backsweep.wall)
+    let ratio = |label: &str, wall: Duration, note: &str| {
+        println!(
+            "  {label:<40} {:>7.1}x  ({note})",
+            secs(sisimai.wall) / secs(wall)
+        );
+    };
+    ratio(
+        &format!("ratio sisimai/backsweep, default ({cpus} jobs)"),
+        backsweep.wall,
+        "whole process, backsweep on all CPUs",
     );
-    println!(
-        "  ratio sisimai/backsweep, --jobs 1       {:>7.1}x  (whole process, both on one core)",
-        secs(sisimai.wall) / secs(one_core.wall)
+    ratio(
+        "ratio sisimai/backsweep, --jobs 1",
+        one_core.wall,
+        "whole process, both on one core",
     );
     sisimai_summary(&corpus, &sisimai.stdout);
     if !sisimai.stderr.is_empty() {
