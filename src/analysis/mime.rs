@@ -432,6 +432,34 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
+/// [`BASE64_VALUES`] of `=`, which ends a group.
+const BASE64_PAD: u8 = 0xFE;
+
+/// The value of each byte in base64 (standard and URL-safe alphabets), or
+/// [`BASE64_PAD`], or `0xFF` for a byte to skip: one lookup per byte, where
+/// a chain of range tests was a visible part of analysis (base64 text
+/// parts are common in bounces).
+const BASE64_VALUES: [u8; 256] = {
+    let mut table = [0xFF_u8; 256];
+    let mut i = 0;
+    while i < 26 {
+        table[b'A' as usize + i] = i as u8;
+        table[b'a' as usize + i] = 26 + i as u8;
+        i += 1;
+    }
+    let mut d = 0;
+    while d < 10 {
+        table[b'0' as usize + d] = 52 + d as u8;
+        d += 1;
+    }
+    table[b'+' as usize] = 62;
+    table[b'-' as usize] = 62;
+    table[b'/' as usize] = 63;
+    table[b'_' as usize] = 63;
+    table[b'=' as usize] = BASE64_PAD;
+    table
+};
+
 /// Decodes base64, skipping line breaks and any byte outside the alphabet;
 /// `=` ends a group (some encoders concatenate padded chunks).
 fn decode_base64(input: &[u8]) -> Vec<u8> {
@@ -439,19 +467,14 @@ fn decode_base64(input: &[u8]) -> Vec<u8> {
     let mut acc: u32 = 0;
     let mut bits = 0;
     for &b in input {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => {
+        let v = BASE64_VALUES[usize::from(b)];
+        if v >= 64 {
+            if v == BASE64_PAD {
                 acc = 0;
                 bits = 0;
-                continue;
             }
-            _ => continue,
-        };
+            continue;
+        }
         acc = (acc << 6) | u32::from(v);
         bits += 6;
         if bits >= 8 {
