@@ -49,9 +49,17 @@ where
         room: Condvar::new(),
         arrived: Condvar::new(),
     };
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| shared.work(items, window, &map));
+    let outcome = std::thread::scope(|scope| {
+        // A thread the system refuses is one worker fewer, not a panic.
+        let spawned = (0..workers)
+            .take_while(|_| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, || shared.work(items, window, &map))
+                    .is_ok()
+            })
+            .count();
+        if spawned == 0 {
+            return None;
         }
         let mut outcome = Ok(());
         for _ in 0..items.len() {
@@ -66,8 +74,10 @@ where
         }
         shared.lock().stop = true;
         shared.room.notify_all();
-        outcome
-    })
+        Some(outcome)
+    });
+    // Without any worker thread, everything runs here.
+    outcome.unwrap_or_else(|| items.iter().try_for_each(|item| sink(map(item))))
 }
 
 /// What the workers and the printer share.
