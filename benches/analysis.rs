@@ -12,14 +12,17 @@
 //! 2. **Whole process, backsweep**: runs the release binary
 //!    `backsweep inspect --json FILE...` over the same files (paths relative
 //!    to `tests/corpus/`, which is the working directory) and takes the best
-//!    wall-clock time of 3 runs. Cargo builds the binary for the bench
+//!    wall-clock time of 3 runs; once with the default jobs (one per CPU)
+//!    and once with `--jobs 1` (one core, as Sisimai runs), each with its
+//!    own ratio, so that the two are never confused. Cargo builds the binary for the bench
 //!    (`CARGO_BIN_EXE_backsweep`); if it is missing, this runs
 //!    `cargo build --release --bin backsweep` first. The number of JSON lines
 //!    printed is checked against the number of files and reported, but a
 //!    shortfall or a non-zero exit status is only a note.
 //! 3. **Whole process, Sisimai** (Perl): runs `contrib/bench/sisimai-parse.pl`
-//!    over the same files the same way and reports its best of 3, the ratio
-//!    Sisimai/backsweep, and how many files Sisimai recognised per label kind.
+//!    over the same files the same way and reports its best of 3, the two
+//!    ratios Sisimai/backsweep, and how many files Sisimai recognised per
+//!    label kind.
 //!
 //! Both tools get the files as argument lists, split into identical chunks
 //! of at most [`MAX_ARG_BYTES`] bytes of arguments if needed; a run's time is
@@ -93,13 +96,34 @@ fn run() -> Result<ExitCode> {
     );
 
     let backsweep_bin = backsweep_binary(manifest_dir)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let backsweep = best_of(&backsweep_bin, &["inspect", "--json"], &chunks)?;
+    let one_core = best_of(
+        &backsweep_bin,
+        &["inspect", "--json", "--jobs", "1"],
+        &chunks,
+    )?;
     let lines = json_lines(&backsweep.stdout);
-    println!(
-        "  backsweep inspect --json  {:>9.3} s  {:>8.0} files/s",
-        secs(backsweep.wall),
-        files.len() as f64 / secs(backsweep.wall)
+    let timing = |label: &str, wall: Duration, note: &str| {
+        println!(
+            "  {label:<40} {:>7.3} s  {:>6.0} files/s  ({note})",
+            secs(wall),
+            files.len() as f64 / secs(wall)
+        );
+    };
+    timing(
+        "backsweep inspect --json",
+        backsweep.wall,
+        &format!("default: {cpus} jobs, all CPUs"),
     );
+    timing(
+        "backsweep inspect --json --jobs 1",
+        one_core.wall,
+        "one core",
+    );
+    if one_core.stdout != backsweep.stdout {
+        println!("    note: the --jobs 1 output differs from the default output");
+    }
     if lines.total < files.len() {
         println!(
             "    note: printed {} JSON line(s) for {} files ({} not JSON) - is `inspect --json` implemented?",
@@ -110,7 +134,7 @@ fn run() -> Result<ExitCode> {
     } else {
         println!("    kinds: {}", histogram(&lines.kinds));
     }
-    for problem in &backsweep.problems {
+    for problem in backsweep.problems.iter().chain(&one_core.problems) {
         println!("    note: {problem}");
     }
 
@@ -123,14 +147,26 @@ fn run() -> Result<ExitCode> {
     if let Some(problem) = sisimai.problems.first() {
         bail!("the Sisimai script failed: {problem}");
     }
-    println!(
-        "  sisimai {sisimai_version:<8} (perl)    {:>9.3} s  {:>8.0} files/s",
-        secs(sisimai.wall),
-        files.len() as f64 / secs(sisimai.wall)
+    timing(
+        &format!("sisimai {sisimai_version} (perl)"),
+        sisimai.wall,
+        "one process, one core",
     );
-    println!(
-        "  ratio sisimai/backsweep   {:>9.1}x",
-        secs(sisimai.wall) / secs(backsweep.wall)
+    let ratio = |label: &str, wall: Duration, note: &str| {
+        println!(
+            "  {label:<40} {:>7.1}x  ({note})",
+            secs(sisimai.wall) / secs(wall)
+        );
+    };
+    ratio(
+        &format!("ratio sisimai/backsweep, default ({cpus} jobs)"),
+        backsweep.wall,
+        "whole process, backsweep on all CPUs",
+    );
+    ratio(
+        "ratio sisimai/backsweep, --jobs 1",
+        one_core.wall,
+        "whole process, both on one core",
     );
     sisimai_summary(&corpus, &sisimai.stdout);
     if !sisimai.stderr.is_empty() {

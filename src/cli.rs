@@ -126,6 +126,12 @@ pub enum Command {
         /// The account whose sent index judges the files (default: the first).
         #[arg(long, value_name = "NAME")]
         account: Option<String>,
+        /// Analyse up to N files at once [default: the number of CPUs]; 1
+        /// analyses one after another. The output is the same whatever N:
+        /// in argument order, as each file's turn comes. (Files judged
+        /// against a sent index are always judged one after another.)
+        #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=MAX_INSPECT_JOBS))]
+        jobs: Option<u16>,
         /// Message files (RFC 5322, as saved by a mail client or a Maildir);
         /// `-` reads one message from standard input.
         #[arg(required = true, value_name = "FILE")]
@@ -228,8 +234,18 @@ pub fn main() -> ExitCode {
         Command::Inspect {
             json,
             account,
+            jobs,
             files,
-        } => inspect(json, config_path.as_deref(), account.as_deref(), &files),
+        } => {
+            let jobs = jobs.map_or_else(default_jobs, usize::from);
+            inspect(
+                json,
+                config_path.as_deref(),
+                account.as_deref(),
+                jobs,
+                &files,
+            )
+        }
         Command::Sweep {
             account,
             dry_run,
@@ -1031,6 +1047,7 @@ fn inspect(
     json: bool,
     config_path: Option<&Path>,
     account: Option<&str>,
+    jobs: usize,
     files: &[PathBuf],
 ) -> ExitCode {
     // A config named explicitly must load; the platform default is used
@@ -1091,28 +1108,35 @@ fn inspect(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = false;
+    let mut print = |(line, error): (String, bool)| {
+        failed |= error;
+        out.write_all(line.as_bytes())
+    };
     // Analysis is pure and the analyzer is shared, so files are analysed on
-    // every core; judging reads the state store, whose connection is not
+    // `jobs` threads; judging reads the state store, whose connection is not
     // shared between threads, so it stays on this one.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for chunk in files.chunks(INSPECT_BATCH) {
-        let rendered: Vec<(String, bool)> = match &judge_with {
-            Some((account, store, evidence)) => chunk
-                .iter()
-                .map(|p| render_file(p, json, &analyzer, Some((account, store, evidence))))
-                .collect(),
-            None => map_in_parallel(chunk, threads, |p| render_file(p, json, &analyzer, None)),
-        };
-        for (line, error) in rendered {
-            failed |= error;
-            if let Err(e) = out.write_all(line.as_bytes()) {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
-                eprintln!("backsweep: cannot write output: {e}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
+    let printed = match &judge_with {
+        Some((account, store, evidence)) => files.iter().try_for_each(|p| {
+            print(render_file(
+                p,
+                json,
+                &analyzer,
+                Some((account, store, evidence)),
+            ))
+        }),
+        None => crate::ordered::for_each_ordered(
+            files,
+            jobs,
+            |p| render_file(p, json, &analyzer, None),
+            print,
+        ),
+    };
+    if let Err(e) = printed {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return ExitCode::SUCCESS;
         }
+        eprintln!("backsweep: cannot write output: {e}");
+        return ExitCode::from(EXIT_FAILURE);
     }
     if let Err(e) = out.flush() {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
@@ -1127,40 +1151,13 @@ fn inspect(
     }
 }
 
-/// How many files `inspect` analyses between two writes of its output. A
-/// batch ends when its slowest file is done, the other threads idle until
-/// then, so batches are big (with 256, a run over the 1,357 corpus files took
-/// a fifth longer); the results of one batch (a line per file) are held in
-/// memory, and output still streams on long file lists.
-const INSPECT_BATCH: usize = 4096;
+/// The most threads `inspect --jobs` accepts (more than any machine's cores
+/// gains nothing, and each thread costs a stack).
+const MAX_INSPECT_JOBS: i64 = 256;
 
-/// `f` applied to every item on up to `threads` threads (this one
-/// included), results in the order of `items`.
-fn map_in_parallel<T: Sync, R: Send + Sync + Default>(
-    items: &[T],
-    threads: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    if threads <= 1 || items.len() < 2 {
-        return items.iter().map(f).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::OnceLock<R>> = items.iter().map(|_| Default::default()).collect();
-    let work = || loop {
-        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Some(item) = items.get(i) else { break };
-        let _ = slots[i].set(f(item));
-    };
-    std::thread::scope(|scope| {
-        for _ in 1..threads.min(items.len()) {
-            scope.spawn(work);
-        }
-        work();
-    });
-    slots
-        .into_iter()
-        .map(|slot| slot.into_inner().unwrap_or_default())
-        .collect()
+/// `inspect`'s default number of jobs: one per CPU this process may use.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Analyses one file for `inspect` (and judges it when a store is given):
@@ -1253,9 +1250,15 @@ fn json_line(
         verdict: judgement.map(|j| j.verdict.as_str()),
         reasons: judgement.map(|j| j.reasons.as_slice()),
     };
-    let mut out = serde_json::to_string(&line).unwrap_or_default();
-    out.push('\n');
-    out
+    // Sized for a typical line (about 600 bytes): growing from empty was
+    // most of the allocator's work in printing.
+    let mut out = Vec::with_capacity(1024);
+    if serde_json::to_writer(&mut out, &line).is_err() {
+        out.clear();
+    }
+    out.push(b'\n');
+    // serde_json writes valid UTF-8 (it escapes nothing it cannot).
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn human_report(file: &str, a: &Analysis, judgement: Option<&crate::verdict::Judgement>) -> String {

@@ -19,6 +19,7 @@
 //! - [`daemon`] — every account watched at once (IDLE), reconnecting after faults.
 //! - [`testserver`] — a private Dovecot on loopback for the demo and the tests.
 //! - [`demo`] — the built-in demo: a private Dovecot seeded with sample mail, one sweep.
+//! - [`ordered`] — work on several threads, results in order (`inspect`).
 //! - [`cli`] — the command-line contract (`inspect`, `sweep`, ...), human and
 //!   JSON output, exit codes.
 
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod evidence;
 pub mod imap;
 pub mod oauth;
+pub mod ordered;
 pub mod search_net;
 pub mod secrets;
 pub mod store;

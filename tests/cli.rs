@@ -87,6 +87,57 @@ fn inspect_json_gives_one_line_per_file_and_an_error_line_for_a_missing_one() {
         .is_some_and(Vec::is_empty));
 }
 
+/// `--jobs N` analyses files on N threads; the output must not depend on
+/// N: the same bytes, in argument order, error lines included.
+#[test]
+fn inspect_output_is_the_same_for_any_number_of_jobs() {
+    let mut files: Vec<PathBuf> = common::labelled_corpus()
+        .iter()
+        .step_by(5)
+        .map(|m| corpus(&m.file))
+        .collect();
+    assert!(files.len() > 200, "only {} files", files.len());
+    files.insert(37, corpus("ham/no-such-file.eml"));
+    let with_jobs = |jobs: &str| {
+        let o = run(backsweep()
+            .args(["inspect", "--json", "--jobs", jobs])
+            .args(&files));
+        assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+        o.stdout
+    };
+    let serial = with_jobs("1");
+    let lines: Vec<&str> = std::str::from_utf8(&serial)
+        .expect("UTF-8 output")
+        .lines()
+        .collect();
+    assert_eq!(lines.len(), files.len());
+    assert!(lines[37].contains("\"error\""), "{}", lines[37]);
+    for (line, file) in lines.iter().zip(&files) {
+        let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(value["file"], file.display().to_string());
+    }
+    for jobs in ["2", "7"] {
+        assert!(
+            with_jobs(jobs) == serial,
+            "--jobs {jobs} printed other output"
+        );
+    }
+    // The default (one job per CPU) too, and human output.
+    let o = run(backsweep().args(["inspect", "--json"]).args(&files));
+    assert!(o.stdout == serial, "the default printed other output");
+    let human = |jobs: &str| run(backsweep().args(["inspect", "--jobs", jobs]).args(&files)).stdout;
+    assert!(human("1") == human("2"), "human output differs with --jobs");
+}
+
+#[test]
+fn inspect_rejects_zero_jobs() {
+    let o = run(backsweep()
+        .args(["inspect", "--jobs", "0"])
+        .arg(corpus("ham/rspamd/newsletter.eml")));
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(text(&o.stderr).contains("--jobs"), "{}", describe(&o));
+}
+
 #[test]
 fn inspect_reads_standard_input() {
     let bytes = std::fs::read(corpus("sisimai/maildir/bsd/rfc3834-03.eml")).expect("corpus");

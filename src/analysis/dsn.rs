@@ -109,7 +109,7 @@ pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
                 }
                 "action" | "status" | "diagnostic-code" if current.is_some() => {
                     if let Some(record) = current.as_mut() {
-                        let value = Some(field.value.clone());
+                        let value = Some(field.value.to_string());
                         match name.as_str() {
                             "action" => record.action = value,
                             "status" => record.status = value,
@@ -117,7 +117,9 @@ pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
                         }
                     }
                 }
-                _ if current.is_none() => status.per_message.push((field.name, field.value)),
+                _ if current.is_none() => status
+                    .per_message
+                    .push((field.name.to_string(), field.value.into_owned())),
                 _ => {}
             }
         }

@@ -190,7 +190,8 @@ impl Analyzer {
     }
 
     fn analyze_bounded(&self, raw: &[u8], depth: usize) -> Analysis {
-        let pieces = parse::parse(raw);
+        let normalized = text::normalize_newlines(raw);
+        let pieces = parse::parse(&normalized);
         let own_id = pieces
             .header("message-id")
             .and_then(text::normalize_message_id);
@@ -277,11 +278,9 @@ impl Analyzer {
     /// through the rule sets (a sweep runs it on every new message).
     pub fn is_candidate(&self, header: &[u8]) -> bool {
         let text = text::lossy(header);
-        let fields = text::field_groups(&text)
-            .into_iter()
-            .next()
-            .unwrap_or_default();
-        let get = |name: &str| fields.iter().find(|f| f.is(name)).map(|f| f.value.as_str());
+        // Borrowed: a header has dozens of fields and triage reads a few.
+        let fields = text::first_field_group(&text);
+        let get = |name: &str| fields.iter().find(|f| f.is(name)).map(|f| f.value.as_ref());
         let lower = |name: &str| {
             get(name)
                 .map(|v| v.to_ascii_lowercase())
@@ -311,12 +310,15 @@ impl Analyzer {
             return true;
         }
         fields.iter().any(|f| {
-            let name = f.name.to_ascii_lowercase();
-            self.header_targets.contains(&name)
-                && !self
-                    .rules
-                    .matching(&Target::Header(name), &f.value)
-                    .is_empty()
+            self.header_targets
+                .iter()
+                .find(|target| f.name.eq_ignore_ascii_case(target))
+                .is_some_and(|name| {
+                    !self
+                        .rules
+                        .matching(&Target::Header(name.clone()), &f.value)
+                        .is_empty()
+                })
         })
     }
 

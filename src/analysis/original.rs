@@ -74,7 +74,7 @@ impl Found {
         true
     }
 
-    fn take_headers(&mut self, block: &HeaderBlock) {
+    fn take_headers(&mut self, block: &HeaderBlock<'_>) {
         let h = &mut self.headers;
         if h.from.is_none() {
             h.from = block.get("from").map(str::to_string);
@@ -108,7 +108,8 @@ pub fn find_original(
     for enclosed in &pieces.enclosed {
         match enclosed {
             Enclosed::Message(bytes) => {
-                let block = header_block_of(bytes);
+                let text = super::text::lossy(bytes);
+                let block = leading_header_block(&text);
                 // Only an enclosed message whose header looks like a notice
                 // is analysed as one (the same header triage a sweep uses):
                 // the usual enclosure is the user's own message, and a full
@@ -144,7 +145,7 @@ pub fn find_original(
                 }
             }
             Enclosed::Headers(text) => {
-                let block = header_block_of(text.as_bytes());
+                let block = leading_header_block(text);
                 found.take_headers(&block);
                 if let Some(id) = block.get("message-id").and_then(normalize_message_id) {
                     if found.add_structural_id(id) {
@@ -255,12 +256,12 @@ fn quoted_original(analyzer: &Analyzer, pieces: &Pieces, own_id: Option<&str>, f
     // (The body's blocks are kept whole for the fallback below: the body
     // can be long, and is scanned once.)
     let body_blocks = quoted_header_blocks(&pieces.body);
-    let dsn_blocks: Vec<HeaderBlock> = pieces
+    let dsn_blocks: Vec<HeaderBlock<'_>> = pieces
         .dsn_texts
         .iter()
         .flat_map(|t| quoted_header_blocks(t))
         .collect();
-    let blocks: Vec<&HeaderBlock> = body_blocks
+    let blocks: Vec<&HeaderBlock<'_>> = body_blocks
         .iter()
         .chain(&dsn_blocks)
         .filter(|b| {
@@ -269,7 +270,8 @@ fn quoted_original(analyzer: &Analyzer, pieces: &Pieces, own_id: Option<&str>, f
                 .is_some_and(|id| !own_id.is_some_and(|o| o.eq_ignore_ascii_case(&id)))
         })
         .collect();
-    let is_notice = |b: &HeaderBlock| is_notice_header(analyzer, b.get("from"), b.get("subject"));
+    let is_notice =
+        |b: &HeaderBlock<'_>| is_notice_header(analyzer, b.get("from"), b.get("subject"));
     if blocks.is_empty() {
         // No quoted Message-ID: still learn the original's From/To/Subject
         // from the first quoted header that is not the notice's own.
@@ -302,10 +304,6 @@ pub(crate) fn is_notice_header(
             || f.to_ascii_lowercase().contains("mailer-daemon")
     });
     from_system && subject.is_some_and(|s| analyzer.is_bounce_subject(s))
-}
-
-fn header_block_of(bytes: &[u8]) -> HeaderBlock {
-    leading_header_block(&super::text::lossy(bytes))
 }
 
 fn json_message_id_regex() -> &'static Regex {

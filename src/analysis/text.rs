@@ -84,26 +84,49 @@ pub fn lossy(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// One `Name: value` field, with folded lines joined by a single space.
+/// One `Name: value` field, with folded lines joined by a single space,
+/// borrowed from the text it was found in: the value is copied only when
+/// folded lines had to be joined. Analysis looks at many fields and keeps
+/// few (quoted header blocks, DSN groups, the header triage), so fields
+/// that are dropped cost no allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
+pub struct FieldRef<'a> {
     /// The field name as written.
-    pub name: String,
+    pub name: &'a str,
     /// The unfolded value, trimmed.
-    pub value: String,
+    pub value: Cow<'a, str>,
 }
 
-impl Field {
+impl<'a> FieldRef<'a> {
+    /// A field named `name` with the raw `value` after its colon, trimmed
+    /// (copied only if it was already a copy).
+    pub fn new(name: &'a str, value: Cow<'a, str>) -> FieldRef<'a> {
+        let value = match value {
+            Cow::Borrowed(value) => Cow::Borrowed(value.trim()),
+            Cow::Owned(value) if value.trim().len() == value.len() => Cow::Owned(value),
+            Cow::Owned(value) => Cow::Owned(value.trim().to_string()),
+        };
+        FieldRef { name, value }
+    }
+
     /// Appends a folded continuation line to the value.
     pub fn append(&mut self, continuation: &str) {
         let continuation = continuation.trim();
         if continuation.is_empty() {
             return;
         }
-        if !self.value.is_empty() {
-            self.value.push(' ');
+        if let Cow::Borrowed(value) = self.value {
+            // Room for this line and a few more: folded fields (Received,
+            // DKIM-Signature) often run over several lines.
+            let mut owned = String::with_capacity(value.len() + 2 * continuation.len() + 64);
+            owned.push_str(value);
+            self.value = Cow::Owned(owned);
         }
-        self.value.push_str(continuation);
+        let value = self.value.to_mut();
+        if !value.is_empty() {
+            value.push(' ');
+        }
+        value.push_str(continuation);
     }
 
     /// Case-insensitive name comparison, since header names are.
@@ -115,13 +138,27 @@ impl Field {
 /// Splits `text` into groups of header fields separated by blank lines, the
 /// shape of a `message/delivery-status` body (one per-message group, then one
 /// group per recipient). Lines that are not fields are ignored.
-pub fn field_groups(text: &str) -> Vec<Vec<Field>> {
-    let mut groups: Vec<Vec<Field>> = Vec::new();
-    let mut current: Vec<Field> = Vec::new();
+pub fn field_groups(text: &str) -> Vec<Vec<FieldRef<'_>>> {
+    field_group_refs(text, usize::MAX)
+}
+
+/// The first group of [`field_groups`], borrowed from `text`: a header
+/// block read for a few of its fields.
+pub fn first_field_group(text: &str) -> Vec<FieldRef<'_>> {
+    field_group_refs(text, 1).pop().unwrap_or_default()
+}
+
+/// The first `max_groups` groups of [`field_groups`], borrowed.
+fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
+    let mut groups: Vec<Vec<FieldRef<'_>>> = Vec::new();
+    let mut current: Vec<FieldRef<'_>> = Vec::new();
     for line in text.lines() {
         if line.trim().is_empty() {
             if !current.is_empty() {
                 groups.push(std::mem::take(&mut current));
+                if groups.len() >= max_groups {
+                    return groups;
+                }
             }
             continue;
         }
@@ -132,10 +169,7 @@ pub fn field_groups(text: &str) -> Vec<Vec<Field>> {
             continue;
         }
         if let Some((name, value)) = split_field(line) {
-            current.push(Field {
-                name: name.to_string(),
-                value: value.trim().to_string(),
-            });
+            current.push(FieldRef::new(name, Cow::Borrowed(value)));
         }
     }
     if !current.is_empty() {
@@ -164,18 +198,15 @@ pub fn split_field(line: &str) -> Option<(&str, &str)> {
 /// headers quoted by a text-only bounce (`> Message-ID: ...`, indented, or
 /// plain after a "copy of the message follows" line).
 #[derive(Debug, Clone, Default)]
-pub struct HeaderBlock {
+pub struct HeaderBlock<'a> {
     /// The fields in order, folded lines joined.
-    pub fields: Vec<Field>,
+    pub fields: Vec<FieldRef<'a>>,
 }
 
-impl HeaderBlock {
+impl HeaderBlock<'_> {
     /// The first value of a field, case-insensitive.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|f| f.is(name))
-            .map(|f| f.value.as_str())
+        self.fields.iter().find(|f| f.is(name)).map(|f| &*f.value)
     }
 
     /// Every value of a field, in order.
@@ -183,47 +214,53 @@ impl HeaderBlock {
         self.fields
             .iter()
             .filter(move |f| f.is(name))
-            .map(|f| f.value.as_str())
+            .map(|f| &*f.value)
     }
 
     /// How many fields carry names typical of a message header; a block of
     /// two or more of them (or one Message-ID) is a quoted header, not prose
     /// that happens to contain a colon.
     pub fn message_header_score(&self) -> usize {
-        const TYPICAL: &[&str] = &[
-            "from",
-            "to",
-            "cc",
-            "subject",
-            "date",
-            "message-id",
-            "received",
-            "return-path",
-            "mime-version",
-            "content-type",
-            "reply-to",
-            "in-reply-to",
-            "references",
-            "x-mailer",
-            "user-agent",
-            "sender",
-            "delivered-to",
-            "content-transfer-encoding",
-            "dkim-signature",
-            "authentication-results",
-        ];
         self.fields
             .iter()
-            .filter(|f| TYPICAL.iter().any(|t| f.is(t)))
+            .filter(|f| is_typical_header_name(f.name))
             .count()
     }
+}
+
+/// True for the names of fields typical of a message header (see
+/// [`HeaderBlock::message_header_score`]).
+fn is_typical_header_name(name: &str) -> bool {
+    const TYPICAL: &[&str] = &[
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "received",
+        "return-path",
+        "mime-version",
+        "content-type",
+        "reply-to",
+        "in-reply-to",
+        "references",
+        "x-mailer",
+        "user-agent",
+        "sender",
+        "delivered-to",
+        "content-transfer-encoding",
+        "dkim-signature",
+        "authentication-results",
+    ];
+    TYPICAL.iter().any(|t| name.eq_ignore_ascii_case(t))
 }
 
 /// The header at the top of a message (or of a header-only part). A blank
 /// line ends it unless the next line is again a well-known header field:
 /// anonymised and hand-edited samples, and some MTAs, leave stray blank
 /// lines inside the returned header.
-pub fn leading_header_block(text: &str) -> HeaderBlock {
+pub fn leading_header_block(text: &str) -> HeaderBlock<'_> {
     let mut block = HeaderBlock::default();
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
@@ -236,14 +273,7 @@ pub fn leading_header_block(text: &str) -> HeaderBlock {
                     .peek()
                     .and_then(|l| split_field(l))
                     .is_some_and(|(name, _)| {
-                        let probe = HeaderBlock {
-                            fields: vec![Field {
-                                name: name.to_string(),
-                                value: String::new(),
-                            }],
-                        };
-                        probe.message_header_score() == 1
-                            || name.to_ascii_lowercase().starts_with("x-")
+                        is_typical_header_name(name) || name.to_ascii_lowercase().starts_with("x-")
                     });
             if next_is_header {
                 continue;
@@ -257,10 +287,7 @@ pub fn leading_header_block(text: &str) -> HeaderBlock {
             continue;
         }
         match split_field(line) {
-            Some((name, value)) => block.fields.push(Field {
-                name: name.to_string(),
-                value: value.trim().to_string(),
-            }),
+            Some((name, value)) => block.fields.push(FieldRef::new(name, Cow::Borrowed(value))),
             // An mbox separator before the header is not part of it.
             None if block.fields.is_empty() && line.starts_with("From ") => continue,
             None if block.fields.is_empty() => break,
@@ -279,48 +306,60 @@ pub fn leading_header_block(text: &str) -> HeaderBlock {
 /// Finds header blocks quoted anywhere in `text`: lines that look like
 /// `Name: value`, optionally behind `>` quote marks and/or indentation, with
 /// deeper-indented lines as folded continuations.
-pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock> {
+///
+/// Most `Name: value` lines of a notice's text are prose or DSN fields, not
+/// a quoted header: fields are borrowed, so the blocks dropped cost little.
+pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock<'_>> {
     let mut blocks = Vec::new();
-    let mut current: Option<(usize, HeaderBlock)> = None;
+    // The open block: its indentation and its fields (never empty).
+    let mut base: Option<usize> = None;
+    let mut fields: Vec<FieldRef<'_>> = Vec::new();
     for raw_line in text.lines() {
         let line = strip_quote_marks(raw_line);
-        let indent = line.len() - line.trim_start().len();
         let content = line.trim_start();
+        let indent = line.len() - content.len();
         if content.is_empty() {
-            finish_block(&mut current, &mut blocks);
+            finish_block(&mut base, &mut fields, &mut blocks);
             continue;
         }
-        if let Some((base, block)) = current.as_mut() {
-            if indent > *base {
-                if let Some(last) = block.fields.last_mut() {
-                    last.append(content);
-                }
-                continue;
+        if base.is_some_and(|base| indent > base) {
+            if let Some(last) = fields.last_mut() {
+                last.append(content);
             }
+            continue;
         }
         match split_field(content) {
             Some((name, value)) if !value.starts_with("//") => {
-                let (base, block) = current.get_or_insert_with(|| (indent, HeaderBlock::default()));
-                if indent < *base {
-                    *base = indent;
-                }
-                block.fields.push(Field {
-                    name: name.to_string(),
-                    value: value.trim().to_string(),
-                });
+                base = Some(base.map_or(indent, |base| base.min(indent)));
+                fields.push(FieldRef::new(name, Cow::Borrowed(value)));
             }
-            _ => finish_block(&mut current, &mut blocks),
+            _ => finish_block(&mut base, &mut fields, &mut blocks),
         }
     }
-    finish_block(&mut current, &mut blocks);
+    finish_block(&mut base, &mut fields, &mut blocks);
     blocks
 }
 
-fn finish_block(current: &mut Option<(usize, HeaderBlock)>, blocks: &mut Vec<HeaderBlock>) {
-    if let Some((_, block)) = current.take() {
-        if block.message_header_score() >= 2 || block.get("message-id").is_some() {
-            blocks.push(block);
-        }
+/// Closes the open block of [`quoted_header_blocks`], keeping it if it looks
+/// like a message header.
+fn finish_block<'a>(
+    base: &mut Option<usize>,
+    fields: &mut Vec<FieldRef<'a>>,
+    blocks: &mut Vec<HeaderBlock<'a>>,
+) {
+    if base.take().is_none() {
+        return;
+    }
+    let score = fields
+        .iter()
+        .filter(|f| is_typical_header_name(f.name))
+        .count();
+    if score >= 2 || fields.iter().any(|f| f.is("message-id")) {
+        blocks.push(HeaderBlock {
+            fields: std::mem::take(fields),
+        });
+    } else {
+        fields.clear();
     }
 }
 
@@ -405,13 +444,18 @@ pub fn normalize_message_id(value: &str) -> Option<String> {
         (Some(start), None) => &value[start + 1..],
         _ => value,
     };
-    let id: String = inner.chars().filter(|c| !c.is_whitespace()).collect();
-    let id = id.trim_matches(['<', '>', '"']).to_string();
+    // Copied to drop white space only when there is some (rarely).
+    let id: Cow<'_, str> = if inner.contains(char::is_whitespace) {
+        Cow::Owned(inner.chars().filter(|c| !c.is_whitespace()).collect())
+    } else {
+        Cow::Borrowed(inner)
+    };
+    let id = id.trim_matches(['<', '>', '"']);
     let plausible = !id.is_empty()
         && id.len() <= MAX_MESSAGE_ID
         && id.chars().any(|c| c.is_ascii_alphanumeric())
         && !id.contains(['<', '>']);
-    plausible.then_some(id)
+    plausible.then(|| id.to_string())
 }
 
 /// All `<...>` Message-IDs in a References/In-Reply-To style value, in order.
