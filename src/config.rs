@@ -1349,7 +1349,10 @@ accounts:
         let c = load(&format!("{MINIMAL}    compress: false\n")).expect("valid");
         assert!(!c.accounts[0].compress);
         let e = err(&format!("{MINIMAL}    compress: sometimes\n"));
-        assert!(e.contains("compress"), "{e}");
+        assert!(
+            e.contains("config.yaml:7:15") && e.contains("boolean"),
+            "{e}"
+        );
     }
 
     #[test]

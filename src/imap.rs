@@ -1485,15 +1485,39 @@ impl ImapSession {
         query: &str,
         command: &str,
     ) -> Result<Vec<Fetch>, ImapError> {
+        let mut fetched = Vec::new();
+        self.fetch_each(set, query, command, |f| fetched.push(f))
+            .await?;
+        Ok(fetched)
+    }
+
+    /// Like [`ImapSession::fetch_all`], but hands each response to `each`
+    /// as it arrives, so the caller works while the server is still
+    /// sending. Until this returns `Ok`, what `each` saw may be an answer
+    /// cut short: nothing may be decided on it before.
+    async fn fetch_each(
+        &mut self,
+        set: &str,
+        query: &str,
+        command: &str,
+        mut each: impl FnMut(Fetch),
+    ) -> Result<(), ImapError> {
         let t = self.settings.timeout;
         let r = async {
             let stream = flat(timeout(t, self.session.uid_fetch(set, query)).await)?;
-            collect_stream(t, stream).await
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                match timeout(t, stream.next()).await {
+                    Err(_) => return Err(Fail::Timeout),
+                    Ok(None) => return Ok(()),
+                    Ok(Some(Err(e))) => return Err(Fail::Imap(e)),
+                    Ok(Some(Ok(f))) => each(f),
+                }
+            }
         }
         .await;
-        let fetched = self.settle(r, command)?;
-        self.confirm_complete(command).await?;
-        Ok(fetched)
+        self.settle(r, command)?;
+        self.confirm_complete(command).await
     }
 
     /// Proves that a response really ended with its tagged completion. async-imap ends a
@@ -1622,22 +1646,39 @@ impl ImapSession {
         offset: u32,
         max_bytes: u32,
     ) -> Result<Vec<FetchedPrefix>, ImapError> {
+        let mut out = Vec::new();
+        self.uid_fetch_slices_each(uids, offset, max_bytes, |p| out.push(p))
+            .await?;
+        Ok(out)
+    }
+
+    /// Like [`ImapSession::uid_fetch_slices`], handing each message to
+    /// `each` as it arrives: a sweep analyses one prefix while the server
+    /// sends the next. Only an `Ok` says the answer was complete.
+    pub async fn uid_fetch_slices_each(
+        &mut self,
+        uids: &[u32],
+        offset: u32,
+        max_bytes: u32,
+        mut each: impl FnMut(FetchedPrefix),
+    ) -> Result<(), ImapError> {
         self.usable("UID FETCH")?;
         self.require_selected(false)?;
-        let mut out = Vec::new();
+        let query = format!("(UID FLAGS RFC822.SIZE BODY.PEEK[]<{offset}.{max_bytes}>)");
         for set in uid_set_chunks(uids, MAX_SET_BYTES) {
-            let query = format!("(UID FLAGS RFC822.SIZE BODY.PEEK[]<{offset}.{max_bytes}>)");
-            let fetches = self.fetch_all(&set, &query, "UID FETCH (prefix)").await?;
-            out.extend(fetches.iter().filter_map(|f| {
-                Some(FetchedPrefix {
-                    uid: f.uid?,
-                    flags: f.flags().map(|fl| flag_string(&fl)).collect(),
-                    size: f.size,
-                    data: f.body().map(<[u8]>::to_vec).unwrap_or_default(),
-                })
-            }));
+            self.fetch_each(&set, &query, "UID FETCH (prefix)", |f| {
+                if let Some(uid) = f.uid {
+                    each(FetchedPrefix {
+                        uid,
+                        flags: f.flags().map(|fl| flag_string(&fl)).collect(),
+                        size: f.size,
+                        data: f.body().map(<[u8]>::to_vec).unwrap_or_default(),
+                    });
+                }
+            })
+            .await?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Creates a folder unless it exists (and subscribes it). Returns whether it was created.

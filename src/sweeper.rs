@@ -30,21 +30,18 @@ use crate::analysis::{Analysis, Analyzer, Kind};
 use crate::config::{Account, SearchNet as SearchNetSwitch, UnknownAction};
 use crate::evidence::window::SentTo;
 use crate::evidence::Evidence;
-use crate::imap::{ConnectSettings, ImapError, ImapSession, MoveOutcome};
+use crate::imap::{ConnectSettings, FetchedPrefix, ImapError, ImapSession, MoveOutcome};
 use crate::search_net::{self, SearchNet};
 use crate::secrets::{self, Secret, SecretError};
 use crate::store::{AuditEntry, SentEntry, Store, StoreError, Watermark};
 use crate::verdict::{self, Judgement, Reason, SentEvidence, Verdict};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 /// Messages per triage / sent-index fetch, and per watermark step. Large,
-/// because every command that reads headers the server has not cached yet
-/// ends with a write of its cache (Dovecot: about 10 ms per command, half a
-/// second per 50,000 messages in batches of 1,000), and every batch with
-/// backscatter costs one keyword STORE and one MOVE, whose price is mostly
-/// per command (Dovecot rescans a Maildir of 50,000 messages for each: a MOVE
-/// of 240 messages takes 0.15 s, of 1,250 only 0.19 s). Small enough that a
+/// because a server pays for part of a header fetch per command (Dovecot
+/// writes its cache of the fields at the end of each); small enough that a
 /// batch's headers (a few hundred bytes per message) stay a few megabytes.
 const BATCH: usize = 5000;
 
@@ -897,11 +894,19 @@ impl Sweep<'_> {
             return Ok(Vec::new());
         }
         let mut timer = StageTimer::start();
-        let prefixes = session
-            .uid_fetch_prefixes(candidates, PREFIX_BYTES)
+        // Each prefix is analysed as it arrives, while the server sends the
+        // next; nothing is decided until the whole answer is in.
+        let analyzer = self.analyzer;
+        let mut prefixes: HashMap<u32, (FetchedPrefix, Analysis)> =
+            HashMap::with_capacity(candidates.len());
+        session
+            .uid_fetch_slices_each(candidates, 0, PREFIX_BYTES, |p| {
+                let analysis = analyzer.analyze(&p.data);
+                prefixes.insert(p.uid, (p, analysis));
+            })
             .await
             .map_err(|e| self.imap_err(e))?;
-        timer.lap("prefixes");
+        timer.lap("prefixes and first analysis");
         let name = self.account.name.clone();
         // First look: the prefixes. A cut-off prefix may hide the notice or
         // the returned original (and quoted text may then name the wrong
@@ -911,10 +916,12 @@ impl Sweep<'_> {
         let mut looked: Vec<(u32, Vec<String>, Vec<u8>, Analysis)> = Vec::new();
         let mut again: Vec<u32> = Vec::new();
         for uid in candidates {
-            let prefix = prefixes.iter().find(|p| p.uid == *uid);
+            let prefix = prefixes.remove(uid);
             // A message that exists but came back without content must not be
             // judged as empty (and passed by for good): retry the batch later.
-            if prefix.is_none_or(|p| p.data.is_empty() && p.size.is_some_and(|s| s > 0))
+            if prefix
+                .as_ref()
+                .is_none_or(|(p, _)| p.data.is_empty() && p.size.is_some_and(|s| s > 0))
                 && session
                     .uid_search(&format!("UID {uid}"))
                     .await
@@ -925,7 +932,7 @@ impl Sweep<'_> {
                     "the server returned no content for inbox UID {uid}; will try again"
                 ))));
             }
-            let Some(prefix) = prefix else {
+            let Some((prefix, analysis)) = prefix else {
                 continue; // expunged meanwhile
             };
             // On its way out (another client's expunge, or our own move
@@ -939,8 +946,7 @@ impl Sweep<'_> {
             }
             self.report.candidates += 1;
             self.report.bytes_downloaded += prefix.data.len() as u64;
-            let data = prefix.data.clone();
-            let analysis = self.analyzer.analyze(&data);
+            let data = prefix.data;
             let evidence = StoreEvidence::new(self.store, self.account)
                 .map_err(|e| self.store_err(e))?
                 .with_evidence(&self.evidence);
@@ -949,14 +955,13 @@ impl Sweep<'_> {
             if cut_short && self.needs_more(&data, &analysis, &judgement) {
                 again.push(*uid);
             }
-            looked.push((*uid, prefix.flags.clone(), data, analysis));
+            looked.push((*uid, prefix.flags, data, analysis));
         }
         // A report cut off before its status or returned header: its parts'
         // starts, without whatever lies between (a long transcript, the
         // original's body). Only a reading that needs nothing more is kept;
         // the others are fetched further, as one prefix.
-        timer.lap("first analysis");
-        let mut kb = vec![self.report.bytes_downloaded];
+        timer.lap("first verdicts");
         let reports: Vec<u32> = looked
             .iter()
             .filter(|l| again.contains(&l.0) && is_multipart_report(&l.2))
@@ -992,7 +997,6 @@ impl Sweep<'_> {
             }
         }
         timer.lap("report parts");
-        kb.push(self.report.bytes_downloaded);
         // The rest, up to SECOND_PREFIX_BYTES in all, continues each prefix
         // where it ended, reading as much again as has been read in each round
         // (4 KB more, then 8, 16, ...): a message that needs a little more
@@ -1048,7 +1052,6 @@ impl Sweep<'_> {
             again = still;
         }
         timer.lap("rest");
-        kb.push(self.report.bytes_downloaded);
         let mut to_move: Vec<(u32, String, usize)> = Vec::new();
         for (uid, flags, data, analysis) in &looked {
             let received_at = header_date(data);
@@ -1116,7 +1119,7 @@ impl Sweep<'_> {
             self.report.messages.push(report);
         }
         timer.lap("verdicts");
-        tracing::debug!(account = %name, candidates = candidates.len(), read_further, stages = %timer, bytes = ?kb, "judged");
+        tracing::debug!(account = %name, candidates = candidates.len(), read_further, stages = %timer, "judged");
         Ok(to_move)
     }
 
