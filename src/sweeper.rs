@@ -472,12 +472,14 @@ impl Sweep<'_> {
     async fn sweep_inbox(&mut self, session: &mut ImapSession) -> Result<(), SweepError> {
         let name = self.account.name.clone();
         let inbox = self.account.inbox.clone();
+        let mut timer = StageTimer::start();
         let status = if self.options.dry_run {
             session.examine(&inbox).await
         } else {
             session.select(&inbox).await
         }
         .map_err(|e| self.imap_err(e))?;
+        timer.lap("select");
         let watermark = self
             .store
             .watermark(&name, &inbox)
@@ -485,6 +487,7 @@ impl Sweep<'_> {
         if !self.options.dry_run {
             self.settle_pending_moves(session).await?;
         }
+        timer.lap("settling");
         let last_uid = match watermark {
             Some(w) if w.uidvalidity == status.uidvalidity => w.last_uid,
             Some(_) => {
@@ -503,6 +506,7 @@ impl Sweep<'_> {
         } else {
             Vec::new()
         };
+        timer.lap("search");
         let Some(&high) = visible.last() else {
             return Ok(());
         };
@@ -517,6 +521,8 @@ impl Sweep<'_> {
         // With a search net, the server names the messages worth a header
         // look; the triage below then decides exactly as without it.
         let netted = self.search_net_hits(session, last_uid + 1, high).await?;
+        timer.lap("folder and net");
+        tracing::debug!(account = %name, visible = visible.len(), stages = %timer, "inbox opened");
         let swept = self
             .sweep_batches(
                 session,
