@@ -295,6 +295,9 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
+        // Every per-message lookup of a sweep goes through the statement
+        // cache (see `cached_row`); this holds all of them.
+        conn.set_prepared_statement_cache_capacity(64);
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -317,31 +320,29 @@ impl Store {
 
     /// The schema version recorded in the database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.conn
-            .query_row("SELECT MAX(version) FROM schema_version", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
-            .map(|v| v.unwrap_or(0))
-            .ctx("reading the schema version")
+        self.cached_row("SELECT MAX(version) FROM schema_version", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .map(|v| v.unwrap_or(0))
+        .ctx("reading the schema version")
     }
 
     // -- watermarks --------------------------------------------------------------------
 
     /// The watermark of a folder, if it was ever processed.
     pub fn watermark(&self, account: &str, mailbox: &str) -> Result<Option<Watermark>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT uidvalidity, last_uid FROM folders WHERE account = ?1 AND mailbox = ?2",
-                params![account, mailbox],
-                |r| {
-                    Ok(Watermark {
-                        uidvalidity: r.get(0)?,
-                        last_uid: r.get(1)?,
-                    })
-                },
-            )
-            .optional()
-            .ctx("reading a folder watermark")
+        self.cached_row(
+            "SELECT uidvalidity, last_uid FROM folders WHERE account = ?1 AND mailbox = ?2",
+            params![account, mailbox],
+            |r| {
+                Ok(Watermark {
+                    uidvalidity: r.get(0)?,
+                    last_uid: r.get(1)?,
+                })
+            },
+        )
+        .optional()
+        .ctx("reading a folder watermark")
     }
 
     /// Records a folder's watermark (insert or replace).
@@ -351,14 +352,13 @@ impl Store {
         mailbox: &str,
         wm: Watermark,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO folders (account, mailbox, uidvalidity, last_uid) VALUES (?1, ?2, ?3, ?4)
+        self.cached_execute(
+            "INSERT INTO folders (account, mailbox, uidvalidity, last_uid) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (account, mailbox) DO UPDATE SET uidvalidity = ?3, last_uid = ?4",
-                params![account, mailbox, wm.uidvalidity, wm.last_uid],
-            )
-            .map(|_| ())
-            .ctx("writing a folder watermark")
+            params![account, mailbox, wm.uidvalidity, wm.last_uid],
+        )
+        .map(|_| ())
+        .ctx("writing a folder watermark")
     }
 
     /// Starts a folder over after a UIDVALIDITY change: deletes the folder's sent-index rows
@@ -445,39 +445,36 @@ impl Store {
 
     /// Whether the account's sent index holds this Message-ID.
     pub fn sent_contains(&self, account: &str, message_id: &str) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM sent WHERE account = ?1 AND message_id = ?2",
-                params![account, message_id],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|o| o.is_some())
-            .ctx("looking up a Message-ID")
+        self.cached_row(
+            "SELECT 1 FROM sent WHERE account = ?1 AND message_id = ?2",
+            params![account, message_id],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|o| o.is_some())
+        .ctx("looking up a Message-ID")
     }
 
     /// The oldest date in the account's sent index: the index covers mail sent since then.
     /// `None` if the index is empty or no entry has a date.
     pub fn sent_coverage(&self, account: &str) -> Result<Option<i64>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT MIN(date) FROM sent WHERE account = ?1",
-                params![account],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .ctx("reading the sent index coverage")
+        self.cached_row(
+            "SELECT MIN(date) FROM sent WHERE account = ?1",
+            params![account],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .ctx("reading the sent index coverage")
     }
 
     /// Number of entries in the account's sent index.
     pub fn sent_count(&self, account: &str) -> Result<u64, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM sent WHERE account = ?1",
-                params![account],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| u64::try_from(n).unwrap_or(0))
-            .ctx("counting the sent index")
+        self.cached_row(
+            "SELECT COUNT(*) FROM sent WHERE account = ?1",
+            params![account],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| u64::try_from(n).unwrap_or(0))
+        .ctx("counting the sent index")
     }
 
     /// Sent entries addressed to `recipient` (case-insensitive) dated within
@@ -524,8 +521,7 @@ impl Store {
 
     /// Appends an audit record stamped with the current time; returns its id.
     pub fn audit_append(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
-        self.conn
-            .execute(
+        self.cached_execute(
                 "INSERT INTO audit (time, account, mailbox, uid, message_id, verdict, rules, action, destination)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
@@ -590,8 +586,7 @@ impl Store {
         message_id: Option<&str>,
         content_hash: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
+        self.cached_execute(
                 "INSERT INTO released (account, message_id, content_hash, time) VALUES (?1, ?2, ?3, ?4)",
                 params![account, message_id, content_hash, now_unix()],
             )
@@ -609,8 +604,7 @@ impl Store {
         if message_id.is_none() && content_hash.is_none() {
             return Ok(false);
         }
-        self.conn
-            .query_row(
+        self.cached_row(
                 "SELECT 1 FROM released WHERE account = ?1
                    AND ((?2 IS NOT NULL AND message_id = ?2) OR (?3 IS NOT NULL AND content_hash = ?3))
                  LIMIT 1",
@@ -677,6 +671,22 @@ impl Store {
         }
     }
 
+    /// `query_row` through the connection's statement cache: a sweep runs
+    /// the same few lookups for every candidate, and preparing them anew
+    /// each time cost more than running them.
+    fn cached_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.conn.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    /// `execute` through the statement cache (see [`Store::cached_row`]).
+    fn cached_execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute(params)
+    }
+
     // -- quarantine moves ---------------------------------------------------------------
 
     /// Records, before it happens, that a message is about to be moved to quarantine.
@@ -692,8 +702,7 @@ impl Store {
         uid: u32,
         dest_mark: Option<(u32, u32)>,
     ) -> Result<i64, StoreError> {
-        self.conn
-            .execute(
+        self.cached_execute(
                 "INSERT INTO quarantined
                    (account, message_id, content_hash, uid, time, state, dest_uidvalidity, dest_uidnext)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
@@ -713,13 +722,12 @@ impl Store {
 
     /// Marks a quarantine move as done.
     pub fn quarantine_done(&self, id: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE quarantined SET state = 'moved' WHERE id = ?1",
-                params![id],
-            )
-            .map(|_| ())
-            .ctx("completing a quarantine move")
+        self.cached_execute(
+            "UPDATE quarantined SET state = 'moved' WHERE id = ?1",
+            params![id],
+        )
+        .map(|_| ())
+        .ctx("completing a quarantine move")
     }
 
     /// Whether a message with this content was moved to quarantine before (or was
@@ -729,15 +737,14 @@ impl Store {
         account: &str,
         content_hash: &str,
     ) -> Result<Option<String>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT state FROM quarantined WHERE account = ?1 AND content_hash = ?2
+        self.cached_row(
+            "SELECT state FROM quarantined WHERE account = ?1 AND content_hash = ?2
                  ORDER BY id DESC LIMIT 1",
-                params![account, content_hash],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()
-            .ctx("looking up a quarantine move")
+            params![account, content_hash],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()
+        .ctx("looking up a quarantine move")
     }
 
     /// Drops the recorded quarantine position of an unfinished move whose
@@ -745,14 +752,13 @@ impl Store {
     /// match it. The record stays pending (the message is still caught
     /// mid-move, not taken back by the user).
     pub fn quarantine_disarm(&self, id: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE quarantined SET dest_uidvalidity = NULL, dest_uidnext = NULL
+        self.cached_execute(
+            "UPDATE quarantined SET dest_uidvalidity = NULL, dest_uidnext = NULL
                  WHERE id = ?1 AND state = 'pending'",
-                params![id],
-            )
-            .map(|_| ())
-            .ctx("dropping the position of an unfinished quarantine move")
+            params![id],
+        )
+        .map(|_| ())
+        .ctx("dropping the position of an unfinished quarantine move")
     }
 
     /// The unfinished moves of `account`.
@@ -797,15 +803,14 @@ impl Store {
 
     /// Whether the user's sent mail was ever sent from `address`.
     pub fn is_sent_sender(&self, account: &str, address: &str) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM sent_senders WHERE account = ?1 AND address = ?2",
-                params![account, address.to_lowercase()],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|o| o.is_some())
-            .ctx("looking up a sender address")
+        self.cached_row(
+            "SELECT 1 FROM sent_senders WHERE account = ?1 AND address = ?2",
+            params![account, address.to_lowercase()],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|o| o.is_some())
+        .ctx("looking up a sender address")
     }
 
     // -- learned fingerprints ------------------------------------------------------------
@@ -873,45 +878,42 @@ impl Store {
 
     /// Records the start of a sweep; returns its id for [`Store::sweep_finished`].
     pub fn sweep_started(&self, account: &str) -> Result<i64, StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO sweeps (account, started) VALUES (?1, ?2)",
-                params![account, now_unix()],
-            )
-            .ctx("recording a sweep start")?;
+        self.cached_execute(
+            "INSERT INTO sweeps (account, started) VALUES (?1, ?2)",
+            params![account, now_unix()],
+        )
+        .ctx("recording a sweep start")?;
         Ok(self.conn.last_insert_rowid())
     }
 
     /// Records the end of a sweep with its counts (a JSON object text).
     pub fn sweep_finished(&self, id: i64, counts_json: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE sweeps SET finished = ?2, counts = ?3 WHERE id = ?1",
-                params![id, now_unix(), counts_json],
-            )
-            .map(|_| ())
-            .ctx("recording a sweep end")
+        self.cached_execute(
+            "UPDATE sweeps SET finished = ?2, counts = ?3 WHERE id = ?1",
+            params![id, now_unix(), counts_json],
+        )
+        .map(|_| ())
+        .ctx("recording a sweep end")
     }
 
     /// The most recent sweep of an account (finished or not).
     pub fn last_sweep(&self, account: &str) -> Result<Option<SweepInfo>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT id, account, started, finished, counts FROM sweeps
+        self.cached_row(
+            "SELECT id, account, started, finished, counts FROM sweeps
                  WHERE account = ?1 ORDER BY id DESC LIMIT 1",
-                params![account],
-                |r| {
-                    Ok(SweepInfo {
-                        id: r.get(0)?,
-                        account: r.get(1)?,
-                        started: r.get(2)?,
-                        finished: r.get(3)?,
-                        counts_json: r.get(4)?,
-                    })
-                },
-            )
-            .optional()
-            .ctx("reading the last sweep")
+            params![account],
+            |r| {
+                Ok(SweepInfo {
+                    id: r.get(0)?,
+                    account: r.get(1)?,
+                    started: r.get(2)?,
+                    finished: r.get(3)?,
+                    counts_json: r.get(4)?,
+                })
+            },
+        )
+        .optional()
+        .ctx("reading the last sweep")
     }
 }
 
