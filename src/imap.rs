@@ -1167,10 +1167,11 @@ impl ImapSession {
         Ok(me)
     }
 
-    /// Turns on `COMPRESS DEFLATE` (RFC 4978). Worth it even on a fast link:
-    /// a sweep's header pass is mostly repeated field names and addresses
-    /// (a tenth of the bytes), and the server's work to compress them is
-    /// small next to reading the messages.
+    /// Turns on `COMPRESS DEFLATE` (RFC 4978). A sweep's header pass is
+    /// mostly repeated field names and addresses and shrinks about tenfold,
+    /// which saves time on any real network link. (On loopback, where bytes
+    /// are free, the server's compressing costs a first sweep of 50,000
+    /// messages about 0.3–0.45 s of Dovecot's CPU: see the README.)
     async fn compressed(self) -> Result<ImapSession, ImapError> {
         let ImapSession {
             session,
