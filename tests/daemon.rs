@@ -324,6 +324,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn everyday_service(options: TestServerOptions, poll: bool) {
     let _serial = SERIAL.lock().await;
+    let compressed = options.offer_compress;
     let (mut server, dir, pw) = server(options);
     let config = write_config(dir.path(), &pw, server.plain_port());
     let log = dir.path().join("daemon.log");
@@ -337,7 +338,9 @@ async fn everyday_service(options: TestServerOptions, poll: bool) {
         "0.2",
     ];
     args.extend_from_slice(poll_args);
-    let mut d = DaemonProcess::start(BIN, &config, &args, &log);
+    // (backsweep::imap says at debug level when a connection is compressed.)
+    let env = [("BACKSWEEP_LOG", "info,backsweep::imap=debug")];
+    let mut d = DaemonProcess::start_with_env(BIN, &config, &args, &log, &env);
     let mut mail = Mail::new(&server, 20);
     // Mail waiting before the start, then mail arriving while it watches.
     for _ in 0..3 {
@@ -389,6 +392,11 @@ async fn everyday_service(options: TestServerOptions, poll: bool) {
         log_text.contains("configuration reloaded"),
         "no reload in the log:\n{log_text}"
     );
+    assert_eq!(
+        log_text.contains("connection compressed"),
+        compressed,
+        "compression (offered: {compressed}) in the log:\n{log_text}"
+    );
     // The messages quarantined before the folder was deleted went with it.
     let mut after = Mail::new(&server, 0);
     after.delivered = mail
@@ -402,10 +410,13 @@ async fn everyday_service(options: TestServerOptions, poll: bool) {
         if poll { "NOOP polling" } else { "IDLE" });
 }
 
+/// Over a compressed connection (COMPRESS=DEFLATE), as with most providers:
+/// IDLE and its DONE must get through the compression layer.
 #[tokio::test(flavor = "current_thread")]
 async fn the_daemon_quarantines_new_backscatter_recreates_quarantine_reloads_and_stops() {
     let options = TestServerOptions {
         with_quarantine: false,
+        offer_compress: true,
         ..TestServerOptions::default()
     };
     everyday_service(options, false).await;
