@@ -57,6 +57,10 @@ pub enum Command {
         /// Print the report as JSON (one object per account, one per line).
         #[arg(long)]
         json: bool,
+        /// Messages per header fetch, and how often progress is recorded
+        /// (a sweep that is stopped starts again from the last recorded batch).
+        #[arg(long, value_name = "N", default_value_t = sweeper::BATCH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+        batch: usize,
     },
     /// Run in the background: watch every account at once (IMAP IDLE, or
     /// NOOP polling where the server has no IDLE) and sweep each as soon as
@@ -250,8 +254,9 @@ pub fn main() -> ExitCode {
             account,
             dry_run,
             json,
+            batch,
         } => with_config(config_path.as_deref(), |ctx| {
-            sweep(ctx, account.as_deref(), dry_run, json)
+            sweep(ctx, account.as_deref(), dry_run, json, batch)
         }),
         Command::Daemon {
             idle_renew_secs,
@@ -421,7 +426,13 @@ fn open_store(config: &Config) -> Result<Store, ExitCode> {
 
 /// `backsweep sweep`: each account in turn; one failing account does not
 /// stop the others, but makes the exit status 1.
-fn sweep(ctx: &Context, account: Option<&str>, dry_run: bool, json: bool) -> ExitCode {
+fn sweep(
+    ctx: &Context,
+    account: Option<&str>,
+    dry_run: bool,
+    json: bool,
+    batch: usize,
+) -> ExitCode {
     let accounts = match select_accounts(&ctx.config, account) {
         Ok(a) => a,
         Err(code) => return code,
@@ -440,6 +451,7 @@ fn sweep(ctx: &Context, account: Option<&str>, dry_run: bool, json: bool) -> Exi
         let options = SweepOptions {
             dry_run,
             progress: !json && std::io::stderr().is_terminal(),
+            batch,
         };
         match rt.block_on(sweeper::sweep_account(
             account,

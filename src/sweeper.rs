@@ -43,11 +43,11 @@ use std::collections::HashMap;
 /// because a server pays for part of a header fetch per command (Dovecot
 /// writes its cache of the fields at the end of each); small enough that a
 /// batch's headers (a few hundred bytes per message) stay a few megabytes.
-const BATCH: usize = 5000;
+pub const BATCH: usize = 5000;
 
 /// Candidates whose content is fetched and judged at a time: bounds the
 /// memory a batch of large bounces can take (each is read to at most
-/// [`SECOND_PREFIX_BYTES`]). Their moves still wait for the end of the batch.
+/// [`SECOND_PREFIX_BYTES`]). Their moves wait (see [`MOVE_FLUSH`]).
 const JUDGE_BATCH: usize = 500;
 
 /// Moves wait, across batches, until this many are due or the sweep ends:
@@ -56,6 +56,11 @@ const JUDGE_BATCH: usize = 500;
 /// commands, not one pair per batch. The watermark waits with them (a crash
 /// before the moves means those batches are judged again, nothing more).
 const MOVE_FLUSH: usize = 1000;
+
+/// Nor do moves wait longer than this: their batches' store writes stay open
+/// meanwhile, which would keep another writer (`backsweep release`) waiting
+/// on a slow server.
+const MOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How much of a candidate is downloaded first. The notice, its
 /// delivery-status part and the returned header usually fit in 4 KB; when
@@ -111,7 +116,7 @@ pub enum SweepError {
 }
 
 /// How to sweep.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct SweepOptions {
     /// Judge and report, but move nothing and advance no watermark (the
     /// sent index is still filled, so the verdicts are the real ones).
@@ -119,6 +124,19 @@ pub struct SweepOptions {
     /// Show the progress of long work (the first Sent indexing, a large
     /// inbox) on standard error; for an interactive terminal only.
     pub progress: bool,
+    /// Messages per header fetch and watermark step (default [`BATCH`];
+    /// at least 1): smaller batches record progress more often.
+    pub batch: usize,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        SweepOptions {
+            dry_run: false,
+            progress: false,
+            batch: BATCH,
+        }
+    }
 }
 
 /// What happened to one inbox message that was looked at closely.
@@ -424,7 +442,7 @@ impl Sweep<'_> {
             // like backscatter).
             let visible = self.visible_after(session, last_uid).await?;
             let fields: Vec<&str> = SENT_FIELDS.to_vec();
-            for asked in visible.chunks(BATCH) {
+            for asked in visible.chunks(self.options.batch.max(1)) {
                 let (start, end) = (asked[0], asked[asked.len() - 1]);
                 let fetched = session
                     .uid_fetch_header_fields(&crate::imap::uid_set(asked), &fields)
@@ -561,9 +579,11 @@ impl Sweep<'_> {
         // Moves judged but not made yet, and whether their batches' store
         // writes are still open (committed together with the moves).
         let mut to_move = Vec::new();
+        let mut waiting_since: Option<std::time::Instant> = None;
         let mut open = false;
-        let batches = visible.len().div_ceil(BATCH);
-        for (number, batch) in visible.chunks(BATCH).enumerate() {
+        let size = self.options.batch.max(1);
+        let batches = visible.len().div_ceil(size);
+        for (number, batch) in visible.chunks(size).enumerate() {
             let (start, end) = (batch[0], batch[batch.len() - 1]);
             self.report.examined += batch.len() as u64;
             let wanted: Vec<u32> = match netted {
@@ -609,11 +629,15 @@ impl Sweep<'_> {
                 to_move.extend(moves);
             }
             timer.lap("judging");
-            let last = number + 1 == batches;
-            if !to_move.is_empty() && (to_move.len() >= MOVE_FLUSH || last) {
-                self.quarantine(session, &to_move).await?;
-                to_move.clear();
-                timer.lap("moves");
+            if !to_move.is_empty() {
+                let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                let last = number + 1 == batches;
+                if last || to_move.len() >= MOVE_FLUSH || since.elapsed() >= MOVE_WAIT {
+                    self.quarantine(session, &to_move).await?;
+                    to_move.clear();
+                    waiting_since = None;
+                    timer.lap("moves");
+                }
             }
             tracing::debug!(
                 account = %name,
@@ -887,10 +911,10 @@ impl Sweep<'_> {
         Ok(uids.first().map_or(u32::MAX - 1, |u| u.saturating_sub(1)))
     }
 
-    /// Fetches and judges a chunk of candidates (uid, size, flags), records
-    /// the verdicts of those that stay, and returns those to move (uid,
-    /// content hash, index into the report) without moving them: a batch
-    /// moves all of its backscatter together (see [`BATCH`]).
+    /// Fetches and judges a chunk of candidates (UIDs), records the
+    /// verdicts of those that stay, and returns those to move (uid, content
+    /// hash, index into the report) without moving them: moves are made
+    /// together (see [`MOVE_FLUSH`]).
     async fn judge(
         &mut self,
         session: &mut ImapSession,

@@ -175,14 +175,24 @@ async fn killed_sweeps_end_where_a_clean_sweep_ends(options: TestServerOptions, 
     // How long a whole sweep takes here (a dry run moves nothing), so that
     // the kills land anywhere in it: indexing, triage, judging, moving.
     let started = std::time::Instant::now();
-    let status = Command::new(bin)
+    // Small batches, so that a kill also lands while moves wait across
+    // batches with their store writes open (see the sweeper's MOVE_FLUSH).
+    let batch = ["--batch", "150"];
+    let dry = Command::new(bin)
         .arg("--config")
         .arg(&mb.config_path)
-        .args(["sweep", "--dry-run"])
-        .stdout(Stdio::null())
-        .status()
+        .args(["sweep", "--dry-run", "--json"])
+        .args(batch)
+        .stderr(Stdio::null())
+        .output()
         .expect("dry run");
-    assert!(status.success(), "the dry run failed: {status}");
+    assert!(dry.status.success(), "the dry run failed: {}", dry.status);
+    // What an uninterrupted sweep moves. (Interrupted ones may move more,
+    // never less: relays learned by a killed run can only add evidence.)
+    let would_move = String::from_utf8_lossy(&dry.stdout)
+        .matches("\"action\":\"would-move\"")
+        .count();
+    assert!(would_move > 100, "the dry run would move only {would_move}");
     let whole_ms = started.elapsed().as_millis() as u64 + 1;
     let mut kills = 0;
     let mut completed = false;
@@ -191,6 +201,7 @@ async fn killed_sweeps_end_where_a_clean_sweep_ends(options: TestServerOptions, 
             .arg("--config")
             .arg(&mb.config_path)
             .arg("sweep")
+            .args(batch)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -265,6 +276,13 @@ async fn killed_sweeps_end_where_a_clean_sweep_ends(options: TestServerOptions, 
         {
             problems.push(format!("{role:?} message quarantined: {}", m.file));
         }
+    }
+    // Nothing passed over: every move a clean sweep makes was made.
+    let moved = quarantine.values().sum::<usize>();
+    if moved < would_move {
+        problems.push(format!(
+            "{moved} messages in quarantine, but an uninterrupted sweep moves {would_move}"
+        ));
     }
     assert!(
         problems.is_empty(),
