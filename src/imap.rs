@@ -1012,6 +1012,40 @@ pub struct ImapSession {
     unsolicited: VecDeque<UnsolicitedResponse>,
 }
 
+/// Everything of an [`ImapSession`] but the async-imap session itself: what
+/// waits while a call that consumes that session (IDLE, COMPRESS) runs.
+struct SessionRest {
+    caps: HashSet<String>,
+    settings: ConnectSettings,
+    addr: String,
+    broken: Option<String>,
+    selected: Option<(String, bool)>,
+    unsolicited: VecDeque<UnsolicitedResponse>,
+}
+
+impl SessionRest {
+    /// The whole session again, around the session the call gave back.
+    fn rejoin(self, session: async_imap::Session<ImapStream>) -> ImapSession {
+        let SessionRest {
+            caps,
+            settings,
+            addr,
+            broken,
+            selected,
+            unsolicited,
+        } = self;
+        ImapSession {
+            session,
+            caps,
+            settings,
+            addr,
+            broken,
+            selected,
+            unsolicited,
+        }
+    }
+}
+
 impl fmt::Debug for ImapSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ImapSession")
@@ -1173,6 +1207,37 @@ impl ImapSession {
     /// are free, the server's compressing costs a first sweep of 50,000
     /// messages about 0.3–0.45 s of Dovecot's CPU: see the README.)
     async fn compressed(self) -> Result<ImapSession, ImapError> {
+        let (session, rest) = self.into_parts();
+        let r = timeout(
+            rest.settings.timeout,
+            session.compress(|s| ImapStream::Compressed(Box::new(s))),
+        )
+        .await;
+        let session =
+            match r {
+                Ok(Ok(session)) => session,
+                Err(_) => {
+                    return Err(ImapError::Timeout {
+                        addr: rest.addr,
+                        during: "waiting for COMPRESS DEFLATE".into(),
+                        after: rest.settings.timeout,
+                    })
+                }
+                Ok(Err(e)) => return Err(ImapError::Command {
+                    addr: rest.addr,
+                    command:
+                        "COMPRESS DEFLATE (set `compress: false` for this account to do without)"
+                            .into(),
+                    source: e,
+                }),
+            };
+        tracing::debug!(addr = %rest.addr, "connection compressed (COMPRESS=DEFLATE)");
+        Ok(rest.rejoin(session))
+    }
+
+    /// Splits off the async-imap session, for a call that consumes it; see
+    /// [`SessionRest::rejoin`].
+    fn into_parts(self) -> (async_imap::Session<ImapStream>, SessionRest) {
         let ImapSession {
             session,
             caps,
@@ -1182,39 +1247,15 @@ impl ImapSession {
             selected,
             unsolicited,
         } = self;
-        let r = timeout(
-            settings.timeout,
-            session.compress(|s| ImapStream::Compressed(Box::new(s))),
-        )
-        .await;
-        let session =
-            match r {
-                Ok(Ok(session)) => session,
-                Err(_) => {
-                    return Err(ImapError::Timeout {
-                        addr,
-                        during: "waiting for COMPRESS DEFLATE".into(),
-                        after: settings.timeout,
-                    })
-                }
-                Ok(Err(e)) => return Err(ImapError::Command {
-                    addr,
-                    command:
-                        "COMPRESS DEFLATE (set `compress: false` for this account to do without)"
-                            .into(),
-                    source: e,
-                }),
-            };
-        tracing::debug!(%addr, "connection compressed (COMPRESS=DEFLATE)");
-        Ok(ImapSession {
-            session,
+        let rest = SessionRest {
             caps,
             settings,
             addr,
             broken,
             selected,
             unsolicited,
-        })
+        };
+        (session, rest)
     }
 
     /// Whether the connection is compressed (`COMPRESS DEFLATE` is on).
@@ -1888,22 +1929,14 @@ impl ImapSession {
         if self.take_new_mail() {
             return Ok((self, IdleEnd::NewMail));
         }
-        let ImapSession {
-            session,
-            caps,
-            settings,
-            addr,
-            broken,
-            selected,
-            mut unsolicited,
-        } = self;
-        let t = settings.timeout;
+        let (session, mut rest) = self.into_parts();
+        let t = rest.settings.timeout;
         let lost = |during: &str| ImapError::ConnectionLost {
-            addr: addr.clone(),
+            addr: rest.addr.clone(),
             during: during.to_string(),
         };
         let timed_out = |during: &str| ImapError::Timeout {
-            addr: addr.clone(),
+            addr: rest.addr.clone(),
             during: during.to_string(),
             after: t,
         };
@@ -1920,7 +1953,7 @@ impl ImapSession {
             if announces_new_mail(&r) {
                 end = Some(IdleEnd::NewMail);
             }
-            unsolicited.push_back(r);
+            rest.unsolicited.push_back(r);
         }
         let deadline = tokio::time::Instant::now() + max;
         let mut stop = std::pin::pin!(stop);
@@ -1974,15 +2007,7 @@ impl ImapSession {
             Ok(Err(e)) => return Err(lost(&format!("leaving IDLE ({e})"))),
             Ok(Ok(s)) => s,
         };
-        let mut me = ImapSession {
-            session,
-            caps,
-            settings,
-            addr,
-            broken,
-            selected,
-            unsolicited,
-        };
+        let mut me = rest.rejoin(session);
         me.drain();
         Ok((me, end.unwrap_or(IdleEnd::Timeout)))
     }
