@@ -1516,32 +1516,48 @@ fn is_multipart_report(prefix: &[u8]) -> bool {
 /// Whether a message (its prefix) says it is `multipart/*`. A header that
 /// cannot be read counts as multipart: the cautious answer.
 fn top_level_is_multipart(prefix: &[u8]) -> bool {
-    use mail_parser::MimeHeaders;
-    std::panic::catch_unwind(|| {
-        let parsed = mail_parser::MessageParser::default().parse_headers(prefix)?;
-        Some(
-            parsed
-                .content_type()
-                .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart")),
-        )
-    })
-    .ok()
-    .flatten()
-    .unwrap_or(true)
+    top_content_type(prefix).is_none_or(|ct| ct.is_some_and(|ct| ct.is("multipart", None)))
 }
 
-/// The boundary of a `multipart/report` from its header (parsed with the
-/// parser's panics contained, as analysis does).
+/// The boundary of a `multipart/report` from its header.
 fn report_boundary(header: &[u8]) -> Option<String> {
+    top_content_type(header)
+        .flatten()
+        .filter(|ct| ct.is("multipart", Some("report")))
+        .and_then(|ct| ct.boundary)
+}
+
+/// The parts of a message's own Content-Type that a sweep looks at.
+struct TopContentType {
+    ctype: String,
+    subtype: Option<String>,
+    boundary: Option<String>,
+}
+
+impl TopContentType {
+    /// Whether it is `ctype` (and `subtype`, if given), in any case.
+    fn is(&self, ctype: &str, subtype: Option<&str>) -> bool {
+        self.ctype.eq_ignore_ascii_case(ctype)
+            && subtype.is_none_or(|want| {
+                self.subtype
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(want))
+            })
+    }
+}
+
+/// The Content-Type of a message from its header (or a prefix of the
+/// message), parsed with the parser's panics contained, as analysis does:
+/// `None` when the header cannot be read, `Some(None)` when it names no type.
+fn top_content_type(header: &[u8]) -> Option<Option<TopContentType>> {
     use mail_parser::MimeHeaders;
     std::panic::catch_unwind(|| {
         let parsed = mail_parser::MessageParser::default().parse_headers(header)?;
-        let ct = parsed.content_type()?;
-        let report = ct.ctype().eq_ignore_ascii_case("multipart")
-            && ct
-                .subtype()
-                .is_some_and(|s| s.eq_ignore_ascii_case("report"));
-        report.then(|| ct.attribute("boundary").map(str::to_string))?
+        Some(parsed.content_type().map(|ct| TopContentType {
+            ctype: ct.ctype().to_string(),
+            subtype: ct.subtype().map(str::to_string),
+            boundary: ct.attribute("boundary").map(str::to_string),
+        }))
     })
     .ok()
     .flatten()
