@@ -251,6 +251,7 @@ fn connect_error(account: &str, source: ImapError) -> SweepError {
 }
 
 /// The sent index of one account as [`SentEvidence`] for the verdict.
+#[derive(Clone, Copy)]
 pub struct StoreEvidence<'a> {
     store: &'a Store,
     account: &'a Account,
@@ -937,6 +938,12 @@ impl Sweep<'_> {
             .await
             .map_err(|e| self.imap_err(e))?;
         timer.lap("prefixes and first analysis");
+        // The sent index does not change while a chunk is judged: read its
+        // coverage once. (A rebuilt report's second reading, below, is judged
+        // on the sent index alone.)
+        let sent_only =
+            StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
+        let evidence = sent_only.with_evidence(&self.evidence);
         let name = self.account.name.clone();
         // First look: the prefixes. A cut-off prefix may hide the notice or
         // the returned original (and quoted text may then name the wrong
@@ -977,9 +984,6 @@ impl Sweep<'_> {
             self.report.candidates += 1;
             self.report.bytes_downloaded += prefix.data.len() as u64;
             let data = prefix.data;
-            let evidence = StoreEvidence::new(self.store, self.account)
-                .map_err(|e| self.store_err(e))?
-                .with_evidence(&self.evidence);
             let judgement = verdict::judge(&analysis, &evidence, header_date(&data));
             let cut_short = prefix.size.is_some_and(|s| s > PREFIX_BYTES);
             if cut_short && self.needs_more(&data, &analysis, &judgement) {
@@ -1017,9 +1021,8 @@ impl Sweep<'_> {
                     continue;
                 };
                 let analysis = self.analyzer.analyze(&rebuilt);
-                let evidence =
-                    StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
-                let judgement = verdict::judge(&analysis, &evidence, header_date(&looked[entry].2));
+                let judgement =
+                    verdict::judge(&analysis, &sent_only, header_date(&looked[entry].2));
                 if !self.needs_more(&rebuilt, &analysis, &judgement) {
                     looked[entry].3 = analysis;
                     again.retain(|u| *u != f.uid);
@@ -1069,9 +1072,6 @@ impl Sweep<'_> {
                     // Less than asked: the message ended.
                     let ended = (m.data.len() as u32) < want;
                     if !ended {
-                        let evidence = StoreEvidence::new(self.store, self.account)
-                            .map_err(|e| self.store_err(e))?
-                            .with_evidence(&self.evidence);
                         let judgement = verdict::judge(&entry.3, &evidence, header_date(&entry.2));
                         if self.needs_more(&entry.2, &entry.3, &judgement) {
                             still.push(m.uid);
@@ -1085,9 +1085,6 @@ impl Sweep<'_> {
         let mut to_move: Vec<(u32, String, usize)> = Vec::new();
         for (uid, flags, data, analysis) in &looked {
             let received_at = header_date(data);
-            let evidence = StoreEvidence::new(self.store, self.account)
-                .map_err(|e| self.store_err(e))?
-                .with_evidence(&self.evidence);
             let mut judgement = verdict::judge(analysis, &evidence, received_at);
             self.learn_relays(analysis, &judgement)?;
             let hash = content_hash(data);
