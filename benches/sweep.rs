@@ -52,7 +52,8 @@
 //! `BENCH_IMAPFILTER` (another imapfilter), `BENCH_COMPRESS=off` (a server that does not
 //! offer COMPRESS=DEFLATE; by default it does, like Gmail, Cyrus and many Dovecot hosts),
 //! `BENCH_SEARCH_NET` (`auto`, `on` or `off`: the
-//! account's `search_net` key; unset: the default). `BACKSWEEP_LOG` reaches backsweep unchanged.
+//! account's `search_net` key; unset: the default), `BENCH_CONNECTIONS` (`1` or `2`: the
+//! account's `connections` key; unset: the default). `BACKSWEEP_LOG` reaches backsweep unchanged.
 
 use anyhow::{anyhow, bail, Context, Result};
 use backsweep::testserver::{TestServer, TestServerOptions};
@@ -1714,11 +1715,14 @@ impl Bench {
             &self.work.path().join("state"),
             "{ env: BENCH_IMAP_PASSWORD }",
             &format!(
-                "    addresses: [{}]\n    inbox: INBOX\n    sent: [Sent]\n    quarantine: Quarantine\n{}",
+                "    addresses: [{}]\n    inbox: INBOX\n    sent: [Sent]\n    quarantine: Quarantine\n{}{}",
                 yaml_str(ADDRESS),
-                // The default unless the bench is told otherwise.
+                // The defaults unless the bench is told otherwise.
                 std::env::var("BENCH_SEARCH_NET")
                     .map(|v| format!("    search_net: {v}\n"))
+                    .unwrap_or_default(),
+                std::env::var("BENCH_CONNECTIONS")
+                    .map(|v| format!("    connections: {v}\n"))
                     .unwrap_or_default()
             ),
         );

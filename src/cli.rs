@@ -452,6 +452,7 @@ fn sweep(
             dry_run,
             progress: !json && std::io::stderr().is_terminal(),
             batch,
+            ..SweepOptions::default()
         };
         match rt.block_on(sweeper::sweep_account(
             account,

@@ -313,6 +313,11 @@ pub struct Account {
     /// when the server offers it: a sweep's header pass is mostly field
     /// names and addresses, which shrink tenfold (default on).
     pub compress: bool,
+    /// How many connections a sweep may open (1 or 2, default 2): with 2,
+    /// a second connection reads the triage headers of every other batch
+    /// of a large inbox while the first judges and moves (see
+    /// [`crate::prefetch`]); it only reads.
+    pub connections: usize,
 }
 
 /// An account's settings for evidence beyond the sent index (see
@@ -399,6 +404,7 @@ struct RawAccount {
     #[serde(default)]
     search_net: SearchNet,
     compress: Option<bool>,
+    connections: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -919,6 +925,13 @@ impl Validator<'_> {
             Some(t) => Duration::from_secs(t.value),
             None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         };
+        let connections = match &ra.connections {
+            Some(c) if !(1..=2).contains(&c.value) => {
+                return Err(self.err_at(c, ctx("`connections` must be 1 or 2".into())))
+            }
+            Some(c) => c.value,
+            None => 2,
+        };
 
         let evidence = self.evidence_settings(ra, &name, &ctx)?;
         let password = match password {
@@ -947,6 +960,7 @@ impl Validator<'_> {
             provider,
             search_net: ra.search_net,
             compress: ra.compress.unwrap_or(true),
+            connections,
         })
     }
 
@@ -1353,6 +1367,22 @@ accounts:
             e.contains("config.yaml:7:15") && e.contains("boolean"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn two_connections_unless_told_one() {
+        assert_eq!(load(MINIMAL).expect("valid").accounts[0].connections, 2);
+        let c = load(&format!("{MINIMAL}    connections: 1\n")).expect("valid");
+        assert_eq!(c.accounts[0].connections, 1);
+        for bad in ["0", "3"] {
+            let e = err(&format!("{MINIMAL}    connections: {bad}\n"));
+            assert!(
+                e.contains("config.yaml:7:18") && e.contains("must be 1 or 2"),
+                "{e}"
+            );
+        }
+        let e = err(&format!("{MINIMAL}    connections: many\n"));
+        assert!(e.contains("config.yaml:7:18"), "{e}");
     }
 
     #[test]

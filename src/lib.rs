@@ -32,6 +32,7 @@ pub mod evidence;
 pub mod imap;
 pub mod oauth;
 pub mod ordered;
+pub mod prefetch;
 pub mod search_net;
 pub mod secrets;
 pub mod store;

@@ -30,7 +30,10 @@ use crate::analysis::{Analysis, Analyzer, Kind};
 use crate::config::{Account, SearchNet as SearchNetSwitch, UnknownAction};
 use crate::evidence::window::SentTo;
 use crate::evidence::Evidence;
-use crate::imap::{ConnectSettings, FetchedPrefix, ImapError, ImapSession, MoveOutcome};
+use crate::imap::{
+    ConnectSettings, FetchedPrefix, ImapError, ImapSession, MailboxStatus, MoveOutcome,
+};
+use crate::prefetch::{Job, ReadAhead};
 use crate::search_net::{self, SearchNet};
 use crate::secrets::{self, Secret, SecretError};
 use crate::store::{AuditEntry, SentEntry, Store, StoreError, Watermark};
@@ -48,7 +51,7 @@ pub const BATCH: usize = 5000;
 /// Candidates whose content is fetched and judged at a time: bounds the
 /// memory a batch of large bounces can take (each is read to at most
 /// [`SECOND_PREFIX_BYTES`]). Their moves wait (see [`MOVE_FLUSH`]).
-const JUDGE_BATCH: usize = 500;
+pub const JUDGE_BATCH: usize = 500;
 
 /// Moves wait, across batches, until this many are due or the sweep ends:
 /// a server pays for a MOVE (and the keyword STORE before it) mostly per
@@ -127,6 +130,9 @@ pub struct SweepOptions {
     /// Messages per header fetch and watermark step (default [`BATCH`];
     /// at least 1): smaller batches record progress more often.
     pub batch: usize,
+    /// Candidates fetched and judged at a time (default [`JUDGE_BATCH`]; at
+    /// least 1): bounds the memory that large bounces take.
+    pub judge_batch: usize,
 }
 
 impl Default for SweepOptions {
@@ -135,6 +141,7 @@ impl Default for SweepOptions {
             dry_run: false,
             progress: false,
             batch: BATCH,
+            judge_batch: JUDGE_BATCH,
         }
     }
 }
@@ -372,7 +379,7 @@ impl Sweep<'_> {
             self.evidence
                 .learn(self.store, &self.account.name)
                 .map_err(|e| self.store_err(e))?;
-            self.sweep_inbox(&mut session).await
+            self.sweep_inbox(&mut session, secret).await
         }
         .await;
         if let (Some(id), Ok(())) = (sweep_id, &result) {
@@ -488,7 +495,11 @@ impl Sweep<'_> {
         Ok(())
     }
 
-    async fn sweep_inbox(&mut self, session: &mut ImapSession) -> Result<(), SweepError> {
+    async fn sweep_inbox(
+        &mut self,
+        session: &mut ImapSession,
+        secret: &Secret,
+    ) -> Result<(), SweepError> {
         let name = self.account.name.clone();
         let inbox = self.account.inbox.clone();
         let mut timer = StageTimer::start();
@@ -545,11 +556,11 @@ impl Sweep<'_> {
         let swept = self
             .sweep_batches(
                 session,
+                secret,
                 &visible,
                 netted.as_deref(),
                 &field_refs,
-                status.uidvalidity,
-                uidnext,
+                &status,
             )
             .await;
         if swept.is_err() {
@@ -569,12 +580,13 @@ impl Sweep<'_> {
     async fn sweep_batches(
         &mut self,
         session: &mut ImapSession,
+        secret: &Secret,
         visible: &[u32],
         netted: Option<&[u32]>,
         field_refs: &[&str],
-        uidvalidity: u32,
-        uidnext: u32,
+        status: &MailboxStatus,
     ) -> Result<(), SweepError> {
+        let uidnext = status.uidnext.unwrap_or(u32::MAX);
         let name = self.account.name.clone();
         let inbox = self.account.inbox.clone();
         // Moves judged but not made yet, and whether their batches' store
@@ -583,26 +595,59 @@ impl Sweep<'_> {
         let mut waiting_since: Option<std::time::Instant> = None;
         let mut open = false;
         let size = self.options.batch.max(1);
-        let batches = visible.len().div_ceil(size);
-        for (number, batch) in visible.chunks(size).enumerate() {
+        let batches: Vec<&[u32]> = visible.chunks(size).collect();
+        // The messages of a batch whose headers are read.
+        let wanted_in = |batch: &[u32]| -> Vec<u32> {
             let (start, end) = (batch[0], batch[batch.len() - 1]);
-            self.report.examined += batch.len() as u64;
-            let wanted: Vec<u32> = match netted {
+            match netted {
                 Some(hits) => hits
                     .iter()
                     .copied()
                     .filter(|u| (start..=end).contains(u))
                     .collect(),
                 None => batch.to_vec(),
-            };
+            }
+        };
+        // With more than one batch, a second connection reads every other
+        // batch's headers (1, 3, 5, ...), each started when it hands over
+        // the one before; this connection reads the rest and does all else.
+        let mut second = (self.account.connections > 1 && batches.len() > 1).then(|| {
+            ReadAhead::open(
+                &name,
+                ConnectSettings::from(self.account),
+                secret.clone(),
+                &inbox,
+                (field_refs, PREFIX_BYTES),
+                Job::HeaderFields { batch: 1 },
+                wanted_in(batches[1]),
+            )
+        });
+        for (number, batch) in batches.iter().enumerate() {
+            let (start, end) = (batch[0], batch[batch.len() - 1]);
+            self.report.examined += batch.len() as u64;
+            let wanted = wanted_in(batch);
             let mut timer = StageTimer::start();
-            let headers = if wanted.is_empty() {
-                Vec::new()
-            } else {
-                session
+            let prefetched = match second.as_mut() {
+                Some(second) if second.is_doing(Job::HeaderFields { batch: number }) => {
+                    let headers = second.take_header_fields(number).await;
+                    // Its next batch: two on, or further if that one has
+                    // nothing to read (a search net's gaps).
+                    let mut next = number + 2;
+                    while second.is_idle() && next < batches.len() {
+                        second.start(Job::HeaderFields { batch: next }, wanted_in(batches[next]));
+                        next += 2;
+                    }
+                    headers
+                }
+                _ => None,
+            };
+            let headers = match prefetched {
+                Some(headers) => headers,
+                None if wanted.is_empty() => Vec::new(),
+                None => session
                     .uid_fetch_header_fields(&crate::imap::uid_set(&wanted), field_refs)
                     .await
-                    .map_err(|e| self.imap_err(e))?
+                    .map_err(|e| self.imap_err(e))?,
             };
             let fetched: Vec<u32> = headers.iter().map(|h| h.uid).collect();
             self.check_complete(session, &wanted, &fetched).await?;
@@ -625,14 +670,30 @@ impl Sweep<'_> {
                 self.store.begin().map_err(|e| self.store_err(e))?;
                 open = true;
             }
-            for chunk in candidates.chunks(JUDGE_BATCH) {
-                let moves = self.judge(session, chunk).await?;
+            let chunks: Vec<&[u32]> = candidates.chunks(self.options.judge_batch.max(1)).collect();
+            for (c, chunk) in chunks.iter().enumerate() {
+                let mut prefixes = None;
+                if let Some(second) = second.as_mut() {
+                    prefixes = second.take_prefixes(number, c).await;
+                    // With no batch to read, it reads the next chunk's
+                    // prefixes while this one is judged.
+                    if let Some(next) = chunks.get(c + 1) {
+                        second.start(
+                            Job::Prefixes {
+                                batch: number,
+                                chunk: c + 1,
+                            },
+                            next.to_vec(),
+                        );
+                    }
+                }
+                let moves = self.judge(session, chunk, prefixes).await?;
                 to_move.extend(moves);
             }
             timer.lap("judging");
             if !to_move.is_empty() {
                 let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
-                let last = number + 1 == batches;
+                let last = number + 1 == batches.len();
                 if last || to_move.len() >= MOVE_FLUSH || since.elapsed() >= MOVE_WAIT {
                     self.quarantine(session, &to_move).await?;
                     to_move.clear();
@@ -658,7 +719,7 @@ impl Sweep<'_> {
             open = false;
             if !self.options.dry_run {
                 let wm = Watermark {
-                    uidvalidity,
+                    uidvalidity: status.uidvalidity,
                     last_uid: end,
                 };
                 self.store
@@ -666,6 +727,9 @@ impl Sweep<'_> {
                     .map_err(|e| self.store_err(e))?;
             }
             self.show_progress("sweeping", &inbox, end, uidnext);
+        }
+        if let Some(second) = second {
+            second.close().await;
         }
         Ok(())
     }
@@ -920,23 +984,29 @@ impl Sweep<'_> {
         &mut self,
         session: &mut ImapSession,
         candidates: &[u32],
+        read_ahead: Option<Vec<FetchedPrefix>>,
     ) -> Result<Vec<(u32, String, usize)>, SweepError> {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
         let mut timer = StageTimer::start();
-        // Each prefix is analysed as it arrives, while the server sends the
-        // next; nothing is decided until the whole answer is in.
         let analyzer = self.analyzer;
         let mut prefixes: HashMap<u32, (FetchedPrefix, Analysis)> =
             HashMap::with_capacity(candidates.len());
-        session
-            .uid_fetch_slices_each(candidates, 0, PREFIX_BYTES, |p| {
-                let analysis = analyzer.analyze(&p.data);
-                prefixes.insert(p.uid, (p, analysis));
-            })
-            .await
-            .map_err(|e| self.imap_err(e))?;
+        let analyze = |p: FetchedPrefix| {
+            let analysis = analyzer.analyze(&p.data);
+            prefixes.insert(p.uid, (p, analysis));
+        };
+        match read_ahead {
+            // Read by the second connection (checked below like any answer).
+            Some(read) => read.into_iter().for_each(analyze),
+            // Each prefix is analysed as it arrives, while the server sends
+            // the next; nothing is decided until the whole answer is in.
+            None => session
+                .uid_fetch_slices_each(candidates, 0, PREFIX_BYTES, analyze)
+                .await
+                .map_err(|e| self.imap_err(e))?,
+        }
         timer.lap("prefixes and first analysis");
         // The sent index does not change while a chunk is judged: read its
         // coverage once. (A rebuilt report's second reading, below, is judged

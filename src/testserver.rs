@@ -143,6 +143,10 @@ pub struct TestServerOptions {
     /// Offer `COMPRESS=DEFLATE` (Dovecot's `imap_zlib` plugin), as Gmail, Cyrus and many
     /// Dovecot hosts do.
     pub offer_compress: bool,
+    /// Limit each user to this many IMAP connections from one address
+    /// (`mail_max_userip_connections`; Dovecot's default is 10), to test a
+    /// server that refuses a client's extra connection.
+    pub max_connections_per_user: Option<u32>,
 }
 
 impl Default for TestServerOptions {
@@ -155,6 +159,7 @@ impl Default for TestServerOptions {
             start_timeout: Duration::from_secs(15),
             oauth2_introspection_url: None,
             offer_compress: false,
+            max_connections_per_user: None,
         }
     }
 }
@@ -708,6 +713,11 @@ impl TestServer {
         } else {
             ""
         };
+        let max_connections = self
+            .options
+            .max_connections_per_user
+            .map(|n| format!("mail_max_userip_connections = {n}\n"))
+            .unwrap_or_default();
         let ssl_dh = if Path::new("/usr/share/dovecot/dh.pem").is_file() {
             "ssl_dh = </usr/share/dovecot/dh.pem\n"
         } else {
@@ -730,7 +740,7 @@ auth_mechanisms = {mechanisms}
 ssl = yes
 ssl_cert = <{base}/tls/server.crt
 ssl_key = <{base}/tls/server.key
-{ssl_dh}{capability_line}
+{ssl_dh}{max_connections}{capability_line}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {base}/users

@@ -427,17 +427,38 @@ impl Harness {
     }
 
     async fn sweep_with(&mut self, dry_run: bool) -> SweepReport {
-        sweep_account(
-            &self.account,
-            &mut self.store,
-            &self.analyzer,
-            SweepOptions {
-                dry_run,
-                ..SweepOptions::default()
-            },
-        )
+        self.sweep_options(SweepOptions {
+            dry_run,
+            ..SweepOptions::default()
+        })
         .await
-        .unwrap_or_else(|e| panic!("sweep failed: {e}\n{}", self.log()))
+    }
+
+    async fn sweep_options(&mut self, options: SweepOptions) -> SweepReport {
+        sweep_account(&self.account, &mut self.store, &self.analyzer, options)
+            .await
+            .unwrap_or_else(|e| panic!("sweep failed: {e}\n{}", self.log()))
+    }
+
+    /// The lines of Dovecot's log from byte `offset` on that contain `needle`. Dovecot's
+    /// log process writes a moment after the event, so this waits for `want` of them,
+    /// then a little longer for any more.
+    async fn log_lines_since(&self, offset: usize, needle: &str, want: usize) -> Vec<String> {
+        let lines = || -> Vec<String> {
+            self.log()
+                .get(offset..)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_string)
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while lines().len() < want && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lines()
     }
 
     async fn sweep(&mut self) -> SweepReport {
@@ -1219,6 +1240,115 @@ async fn dry_run_changes_nothing_and_a_real_sweep_afterwards_still_moves() {
         dry.quarantined as usize,
         h.count(Role::Backscatter),
         "{dry:#?}"
+    );
+}
+
+/// A second connection reads every other batch's header fields while the first judges and
+/// moves, and then candidates' first bytes ahead of the judging: the sweep does exactly
+/// what one connection predicts (a dry run with `connections: 1` on a fresh state), and the
+/// second connection really read both.
+#[tokio::test]
+async fn a_second_connection_reads_ahead_and_changes_no_verdict() {
+    let mut h = Harness::start(TestServerOptions::default());
+    let before = h.folder("INBOX").await;
+    assert_eq!(h.account.connections, 2, "two connections are the default");
+    // Four batches: the second connection reads the header fields of the second and the
+    // fourth; with nothing left to read then, it reads the fourth's candidates (the fixture
+    // ends with four generated notices), one at a time, ahead of the judging.
+    let batch = h.inbox.len().div_ceil(4);
+    assert!(batch >= 6, "the last batch must hold the generated notices");
+    let small = SweepOptions {
+        batch,
+        judge_batch: 1,
+        ..SweepOptions::default()
+    };
+    h.fresh_state("one-connection", "keep");
+    h.account.connections = 1;
+    let offset = h.log().len();
+    let one = h
+        .sweep_options(SweepOptions {
+            dry_run: true,
+            ..small
+        })
+        .await;
+    let logins = h.log_lines_since(offset, "Login: user=<", 1).await;
+    assert_eq!(logins.len(), 1, "connections: 1 logged in {logins:#?}");
+
+    h.fresh_state("two-connections", "keep");
+    h.account.connections = 2;
+    let offset = h.log().len();
+    let two = h.sweep_options(small).await;
+    let logins = h.log_lines_since(offset, "Login: user=<", 2).await;
+    assert_eq!(logins.len(), 2, "expected two connections: {logins:#?}");
+    // Dovecot's summary of each session: both read header fields and message bodies (the
+    // second connection does nothing else, so it did both kinds of work).
+    let sessions = h.log_lines_since(offset, "Logged out", 2).await;
+    let count = |line: &str, key: &str| -> u64 {
+        line.split(' ')
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(sessions.len(), 2, "{sessions:#?}");
+    for session in &sessions {
+        assert!(
+            count(session, "hdr_count=") > 0 && count(session, "body_count=") > 0,
+            "a connection read no header fields or no message: {sessions:#?}"
+        );
+    }
+    assert_eq!(two.examined as usize, h.inbox.len(), "{two:#?}");
+    assert_eq!(two.quarantined as usize, h.count(Role::Backscatter));
+    let actions = |r: &SweepReport| {
+        r.messages
+            .iter()
+            .map(|m| {
+                let action = if m.action == "would-move" {
+                    "moved"
+                } else {
+                    m.action.as_str()
+                };
+                (m.uid, action.to_string(), m.verdict)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(actions(&two), actions(&one));
+    assert_swept(
+        &h,
+        &before,
+        &h.folder("INBOX").await,
+        &h.folder("Quarantine").await,
+        false,
+    );
+}
+
+/// A server that allows one connection per user refuses the second: the sweep goes on with
+/// one and does the whole job.
+#[tokio::test]
+async fn a_refused_second_connection_leaves_the_sweep_to_the_first() {
+    let mut h = Harness::start(TestServerOptions {
+        max_connections_per_user: Some(1),
+        ..TestServerOptions::default()
+    });
+    let before = h.folder("INBOX").await;
+    let r = h
+        .sweep_options(SweepOptions {
+            batch: 3,
+            ..SweepOptions::default()
+        })
+        .await;
+    assert!(
+        h.log().contains("Maximum number of connections"),
+        "the server did not refuse a second connection:\n{}",
+        h.log()
+    );
+    assert_eq!(r.examined as usize, h.inbox.len(), "{r:#?}");
+    assert_eq!(r.quarantined as usize, h.count(Role::Backscatter), "{r:#?}");
+    assert_swept(
+        &h,
+        &before,
+        &h.folder("INBOX").await,
+        &h.folder("Quarantine").await,
+        false,
     );
 }
 
