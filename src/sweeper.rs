@@ -1009,11 +1009,12 @@ impl Sweep<'_> {
         }
         timer.lap("prefixes and first analysis");
         // The sent index does not change while a chunk is judged: read its
-        // coverage once. (A rebuilt report's second reading, below, is judged
-        // on the sent index alone.)
-        let sent_only =
-            StoreEvidence::new(self.store, self.account).map_err(|e| self.store_err(e))?;
-        let evidence = sent_only.with_evidence(&self.evidence);
+        // coverage once. Every reading below is judged on all the evidence:
+        // what decides that a message may move also decides whether its
+        // reading must be complete first (`needs_more`).
+        let evidence = StoreEvidence::new(self.store, self.account)
+            .map_err(|e| self.store_err(e))?
+            .with_evidence(&self.evidence);
         let name = self.account.name.clone();
         // First look: the prefixes. A cut-off prefix may hide the notice or
         // the returned original (and quoted text may then name the wrong
@@ -1091,8 +1092,7 @@ impl Sweep<'_> {
                     continue;
                 };
                 let analysis = self.analyzer.analyze(&rebuilt);
-                let judgement =
-                    verdict::judge(&analysis, &sent_only, header_date(&looked[entry].2));
+                let judgement = verdict::judge(&analysis, &evidence, header_date(&looked[entry].2));
                 if !self.needs_more(&rebuilt, &analysis, &judgement) {
                     looked[entry].3 = analysis;
                     again.retain(|u| *u != f.uid);
