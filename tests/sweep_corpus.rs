@@ -162,6 +162,7 @@ const KILLS: usize = 12;
 async fn killed_sweeps_end_where_a_clean_sweep_ends(options: TestServerOptions, seed: u64) {
     // Timing-based: the tests of this file must not compete for the CPU.
     let _serial = SERIAL.lock().await;
+    let compressed = options.offer_compress;
     let mb = corpus_mailbox(options);
     let (before, _) = folder_contents(&mb).await;
     let mut rng = seed;
@@ -183,10 +184,16 @@ async fn killed_sweeps_end_where_a_clean_sweep_ends(options: TestServerOptions, 
         .arg(&mb.config_path)
         .args(["sweep", "--dry-run", "--json"])
         .args(batch)
-        .stderr(Stdio::null())
+        .env("BACKSWEEP_LOG", "backsweep::imap=debug")
         .output()
         .expect("dry run");
     assert!(dry.status.success(), "the dry run failed: {}", dry.status);
+    let log = String::from_utf8_lossy(&dry.stderr);
+    assert_eq!(
+        log.matches("connection compressed").count(),
+        if compressed { 2 } else { 0 },
+        "both connections compressed when offered, none otherwise:\n{log}"
+    );
     // What an uninterrupted sweep moves. (Interrupted ones may move more,
     // never less: relays learned by a killed run can only add evidence.)
     let would_move = String::from_utf8_lossy(&dry.stdout)
@@ -297,7 +304,12 @@ async fn killed_sweeps_end_where_a_clean_sweep_ends(options: TestServerOptions, 
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_sweep_killed_at_random_points_loses_and_repeats_nothing() {
-    killed_sweeps_end_where_a_clean_sweep_ends(TestServerOptions::default(), 0x5eed_0001).await;
+    // Compressed, as most servers offer (the COPY fallback below runs uncompressed).
+    let options = TestServerOptions {
+        offer_compress: true,
+        ..TestServerOptions::default()
+    };
+    killed_sweeps_end_where_a_clean_sweep_ends(options, 0x5eed_0001).await;
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -483,6 +483,13 @@ impl Harness {
             .unwrap_or_else(|e| panic!("login: {e}"))
     }
 
+    /// [`assert_swept`] on the inbox and quarantine as they are now.
+    async fn assert_swept_now(&self, before: &[Fetched], unknown_moves: bool) {
+        let inbox = self.folder("INBOX").await;
+        let quarantine = self.folder("Quarantine").await;
+        assert_swept(self, before, &inbox, &quarantine, unknown_moves);
+    }
+
     /// Every message of `folder`, read-only; empty if the folder does not exist.
     async fn folder(&self, folder: &str) -> Vec<Fetched> {
         let mut s = self.session().await;
@@ -1204,13 +1211,7 @@ async fn dry_run_changes_nothing_and_a_real_sweep_afterwards_still_moves() {
         h.count(Role::Backscatter),
         "{real:#?}"
     );
-    assert_swept(
-        &h,
-        &before,
-        &h.folder("INBOX").await,
-        &h.folder("Quarantine").await,
-        false,
-    );
+    h.assert_swept_now(&before, false).await;
 
     // What the dry run said it would do must be what the real sweep did.
     let mut wrong = Vec::new();
@@ -1312,13 +1313,7 @@ async fn a_second_connection_reads_ahead_and_changes_no_verdict() {
             .collect::<Vec<_>>()
     };
     assert_eq!(actions(&two), actions(&one));
-    assert_swept(
-        &h,
-        &before,
-        &h.folder("INBOX").await,
-        &h.folder("Quarantine").await,
-        false,
-    );
+    h.assert_swept_now(&before, false).await;
 }
 
 /// A server that allows one connection per user refuses the second: the sweep goes on with
@@ -1343,13 +1338,7 @@ async fn a_refused_second_connection_leaves_the_sweep_to_the_first() {
     );
     assert_eq!(r.examined as usize, h.inbox.len(), "{r:#?}");
     assert_eq!(r.quarantined as usize, h.count(Role::Backscatter), "{r:#?}");
-    assert_swept(
-        &h,
-        &before,
-        &h.folder("INBOX").await,
-        &h.folder("Quarantine").await,
-        false,
-    );
+    h.assert_swept_now(&before, false).await;
 }
 
 #[tokio::test]
@@ -1369,13 +1358,7 @@ async fn unknown_verdicts_are_kept_by_default_and_moved_on_request() {
     }) {
         assert_eq!(m.verdict.as_str(), "unknown", "{m:#?}");
     }
-    assert_swept(
-        &h,
-        &before,
-        &h.folder("INBOX").await,
-        &h.folder("Quarantine").await,
-        false,
-    );
+    h.assert_swept_now(&before, false).await;
 
     // The same mailbox, judged afresh by an account with `unknown: quarantine`.
     h.fresh_state("state-unknown-quarantine", "quarantine");
@@ -1390,11 +1373,5 @@ async fn unknown_verdicts_are_kept_by_default_and_moved_on_request() {
             assert_eq!(action, "kept", "{name}");
         }
     }
-    assert_swept(
-        &h,
-        &before,
-        &h.folder("INBOX").await,
-        &h.folder("Quarantine").await,
-        true,
-    );
+    h.assert_swept_now(&before, true).await;
 }
