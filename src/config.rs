@@ -314,8 +314,9 @@ pub struct Account {
     /// names and addresses, which shrink tenfold (default on).
     pub compress: bool,
     /// How many connections a sweep may open (1 or 2, default 2): with 2,
-    /// a second connection reads the triage headers of every other batch
-    /// of a large inbox while the first judges and moves (see
+    /// a second connection reads the triage headers of a large inbox from
+    /// the newest batch down while the first reads from the oldest up,
+    /// judges and moves (see
     /// [`crate::prefetch`]); it only reads.
     pub connections: usize,
 }

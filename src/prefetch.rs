@@ -1,23 +1,25 @@
 //! A second IMAP connection that reads ahead for a sweep: the triage header
-//! fields of some inbox batches, and the first bytes of candidates, while
-//! the sweep's own connection reads, judges and moves the rest.
+//! fields of inbox batches from the newest down, and the first bytes of
+//! candidates, while the sweep's own connection reads batches from the
+//! oldest up, judges and moves.
 //!
 //! A server answers one connection's commands one at a time, and on a first
 //! sweep most of its time goes into one job: reading the header of every
 //! message for the triage fields (for Dovecot: parsing each message file,
 //! and compressing the answer). A second connection lets the server do that
-//! job for two batches at once, on a second core, while the sweep's own
-//! connection goes on with the batch before. When it has no batch left to
-//! read, it reads the next chunk of candidates while the sweep judges the
-//! chunk before.
+//! job for two batches at once, on a second core, and hands the sweep the
+//! newest mail first (where a flood of backscatter is), so that it is judged
+//! and moved while the older mail is still being read. When it has no batch
+//! left to read, it reads the next chunk of candidates while the sweep
+//! judges the chunk before.
 //!
 //! The second connection only ever reads: it opens the inbox with EXAMINE
 //! and fetches with `BODY.PEEK`, nothing else. Every decision, move and
-//! watermark step stays on the sweep's own connection, batch by batch in
-//! UID order, exactly as without it; what was read here is checked for
-//! completeness there. When the second connection cannot be opened or fails,
-//! its jobs are simply done on the first one: it can make a sweep faster,
-//! never change what it does.
+//! watermark step stays on the sweep's own connection, and the watermark
+//! only passes batches that are all done from the oldest up; what was read
+//! here is checked for completeness there. When the second connection
+//! cannot be opened or fails, its jobs are simply done on the first one: it
+//! can make a sweep faster, never change what it does.
 
 use crate::imap::{
     uid_set, ConnectSettings, FetchedHeaderFields, FetchedPrefix, ImapError, ImapSession,
@@ -122,6 +124,24 @@ impl ReadAhead {
     /// taken yet).
     pub fn is_doing(&self, job: Job) -> bool {
         matches!(self.state, State::Busy { job: j, .. } if j == job)
+    }
+
+    /// The batch whose header fields this connection is reading (or has
+    /// read, not taken yet), if any.
+    pub fn header_batch(&self) -> Option<usize> {
+        match self.state {
+            State::Busy {
+                job: Job::HeaderFields { batch },
+                ..
+            } => Some(batch),
+            _ => None,
+        }
+    }
+
+    /// Whether this connection's job is done (its answer can be taken
+    /// without waiting).
+    pub fn is_ready(&self) -> bool {
+        matches!(&self.state, State::Busy { task, .. } if task.is_finished())
     }
 
     /// Whether this connection is open and has nothing to do.

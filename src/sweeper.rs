@@ -608,39 +608,62 @@ impl Sweep<'_> {
                 None => batch.to_vec(),
             }
         };
-        // With more than one batch, a second connection reads every other
-        // batch's headers (1, 3, 5, ...), each started when it hands over
-        // the one before; this connection reads the rest and does all else.
-        let mut second = (self.account.connections > 1 && batches.len() > 1).then(|| {
-            ReadAhead::open(
-                &name,
-                ConnectSettings::from(self.account),
-                secret.clone(),
-                &inbox,
-                (field_refs, PREFIX_BYTES),
-                Job::HeaderFields { batch: 1 },
-                wanted_in(batches[1]),
-            )
-        });
-        for (number, batch) in batches.iter().enumerate() {
+        // The batches are read from both ends: this connection from the
+        // oldest up, a second one (with more than one batch) from the newest
+        // down, until they meet; the batches low..high are nobody's yet. A
+        // flood of new backscatter (the newest mail) is thus judged and moved
+        // while the older mail is still being read. Every batch is judged as
+        // soon as its header fields are in, but the watermark only ever
+        // passes batches that are done from the oldest up.
+        let n = batches.len();
+        let mut ends = TwoEnds::new(n);
+        let mut done = DoneFromFirst::new(n);
+        let mut second = None;
+        if self.account.connections > 1 && n > 1 {
+            if let Some(newest) = ends.newest() {
+                second = Some(ReadAhead::open(
+                    &name,
+                    ConnectSettings::from(self.account),
+                    secret.clone(),
+                    &inbox,
+                    (field_refs, PREFIX_BYTES),
+                    Job::HeaderFields { batch: newest },
+                    wanted_in(batches[newest]),
+                ));
+            }
+        }
+        for step in 0..n {
+            let mut timer = StageTimer::start();
+            // The next batch: the second connection's once it is read (or
+            // when this one has none of its own left), else this one's own.
+            let theirs = second.as_mut().and_then(|second| {
+                let batch = second.header_batch()?;
+                (second.is_ready() || ends.all_claimed()).then_some((second, batch))
+            });
+            let (number, prefetched) = match theirs {
+                Some((second, number)) => {
+                    let headers = second.take_header_fields(number).await;
+                    // Its next batch: the newest nobody has (unless it has
+                    // nothing to read: a search net's gap is left to this
+                    // connection).
+                    if let Some(next) = ends.newest() {
+                        let uids = wanted_in(batches[next]);
+                        if !second.start(Job::HeaderFields { batch: next }, uids) {
+                            ends.unclaim_newest();
+                        }
+                    }
+                    (number, headers)
+                }
+                None => match ends.oldest() {
+                    Some(number) => (number, None),
+                    // Every batch is claimed and none is on its way: all done.
+                    None => break,
+                },
+            };
+            let batch = batches[number];
             let (start, end) = (batch[0], batch[batch.len() - 1]);
             self.report.examined += batch.len() as u64;
             let wanted = wanted_in(batch);
-            let mut timer = StageTimer::start();
-            let prefetched = match second.as_mut() {
-                Some(second) if second.is_doing(Job::HeaderFields { batch: number }) => {
-                    let headers = second.take_header_fields(number).await;
-                    // Its next batch: two on, or further if that one has
-                    // nothing to read (a search net's gaps).
-                    let mut next = number + 2;
-                    while second.is_idle() && next < batches.len() {
-                        second.start(Job::HeaderFields { batch: next }, wanted_in(batches[next]));
-                        next += 2;
-                    }
-                    headers
-                }
-                _ => None,
-            };
             let headers = match prefetched {
                 Some(headers) => headers,
                 None if wanted.is_empty() => Vec::new(),
@@ -693,7 +716,7 @@ impl Sweep<'_> {
             timer.lap("judging");
             if !to_move.is_empty() {
                 let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
-                let last = number + 1 == batches.len();
+                let last = step + 1 == n;
                 if last || to_move.len() >= MOVE_FLUSH || since.elapsed() >= MOVE_WAIT {
                     self.quarantine(session, &to_move).await?;
                     to_move.clear();
@@ -711,26 +734,41 @@ impl Sweep<'_> {
                 stages = %timer,
                 "inbox batch"
             );
+            done.mark(number);
             if !to_move.is_empty() {
                 // Their moves wait: no commit, no watermark step yet.
                 continue;
             }
             self.store.commit().map_err(|e| self.store_err(e))?;
             open = false;
-            if !self.options.dry_run {
-                let wm = Watermark {
-                    uidvalidity: status.uidvalidity,
-                    last_uid: end,
-                };
-                self.store
-                    .set_watermark(&name, &inbox, wm)
-                    .map_err(|e| self.store_err(e))?;
+            if let Some(below) = done.advance() {
+                let below = batches[below];
+                let last_uid = below[below.len() - 1];
+                if !self.options.dry_run {
+                    let wm = Watermark {
+                        uidvalidity: status.uidvalidity,
+                        last_uid,
+                    };
+                    self.store
+                        .set_watermark(&name, &inbox, wm)
+                        .map_err(|e| self.store_err(e))?;
+                }
+                self.show_progress("sweeping", &inbox, last_uid, uidnext);
             }
-            self.show_progress("sweeping", &inbox, end, uidnext);
         }
         if let Some(second) = second {
             second.close().await;
         }
+        if !done.all_done() {
+            // Cannot happen (every batch is claimed by one connection, and
+            // read by this one if the other fails); the watermark has not
+            // passed what was left, so the next sweep reads it.
+            return Err(self.imap_err(ImapError::Invalid(
+                "not every inbox batch was read; will try again".into(),
+            )));
+        }
+        // In UID order, as one connection judges them.
+        self.report.messages.sort_by_key(|m| m.uid);
         Ok(())
     }
 
@@ -1495,6 +1533,95 @@ impl QuarantineCopies {
     }
 }
 
+/// Which inbox batch each connection reads next: the sweep's own from the
+/// oldest up, the second from the newest down, until they meet. Each batch
+/// is handed out exactly once.
+#[derive(Debug)]
+struct TwoEnds {
+    /// The batches `low..high` are nobody's yet.
+    low: usize,
+    high: usize,
+}
+
+impl TwoEnds {
+    fn new(batches: usize) -> TwoEnds {
+        TwoEnds {
+            low: 0,
+            high: batches,
+        }
+    }
+
+    /// The oldest batch nobody has, for the sweep's own connection.
+    fn oldest(&mut self) -> Option<usize> {
+        (self.low < self.high).then(|| {
+            self.low += 1;
+            self.low - 1
+        })
+    }
+
+    /// The newest batch nobody has, for the second connection (given back
+    /// with [`TwoEnds::unclaim_newest`] if it cannot take it).
+    fn newest(&mut self) -> Option<usize> {
+        (self.low < self.high).then(|| {
+            self.high -= 1;
+            self.high
+        })
+    }
+
+    /// Gives back the batch [`TwoEnds::newest`] just handed out.
+    fn unclaim_newest(&mut self) {
+        self.high += 1;
+    }
+
+    /// Whether every batch has been handed out.
+    fn all_claimed(&self) -> bool {
+        self.low >= self.high
+    }
+}
+
+/// The batches judged so far, in whatever order, and how far the watermark
+/// may go: only over batches that are all done from the first up.
+#[derive(Debug)]
+struct DoneFromFirst {
+    done: Vec<bool>,
+    /// The batches `0..below` are all done.
+    below: usize,
+    /// How many of them [`DoneFromFirst::advance`] has reported.
+    reported: usize,
+}
+
+impl DoneFromFirst {
+    fn new(batches: usize) -> DoneFromFirst {
+        DoneFromFirst {
+            done: vec![false; batches],
+            below: 0,
+            reported: 0,
+        }
+    }
+
+    fn mark(&mut self, batch: usize) {
+        if let Some(done) = self.done.get_mut(batch) {
+            *done = true;
+        }
+        while self.done.get(self.below) == Some(&true) {
+            self.below += 1;
+        }
+    }
+
+    /// The last batch the watermark may now pass, if that is further than
+    /// the last time this was asked.
+    fn advance(&mut self) -> Option<usize> {
+        (self.below > self.reported).then(|| {
+            self.reported = self.below;
+            self.below - 1
+        })
+    }
+
+    fn all_done(&self) -> bool {
+        self.below == self.done.len()
+    }
+}
+
 /// Milliseconds spent in each named stage of a batch (for debug logs).
 struct StageTimer {
     last: std::time::Instant,
@@ -1738,6 +1865,61 @@ fn sent_entry(mailbox: &str, uid: u32, header: &[u8]) -> Option<(SentEntry, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both ends hand out every batch exactly once, however they interleave
+    /// (and whatever the second connection gives back); the watermark only
+    /// ever passes batches that are all done, and reaches the last.
+    #[test]
+    fn batches_from_both_ends_are_read_once_and_the_watermark_waits_for_gaps() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for n in 1..40 {
+            let mut ends = TwoEnds::new(n);
+            let mut claimed = Vec::new();
+            while !ends.all_claimed() {
+                let batch = match next() % 3 {
+                    0 => ends.oldest(),
+                    1 => ends.newest(),
+                    _ => {
+                        ends.newest();
+                        ends.unclaim_newest();
+                        continue;
+                    }
+                };
+                claimed.push(batch.expect("a batch while not all are claimed"));
+            }
+            assert_eq!((ends.oldest(), ends.newest()), (None, None));
+            let mut sorted = claimed.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "n = {n}");
+
+            let mut done = DoneFromFirst::new(n);
+            let mut finished = vec![false; n];
+            let mut passed = None;
+            for &batch in &claimed {
+                done.mark(batch);
+                finished[batch] = true;
+                if next() % 2 == 0 {
+                    continue; // moves wait: the watermark is not asked
+                }
+                if let Some(last) = done.advance() {
+                    assert!(finished[..=last].iter().all(|f| *f), "n = {n}");
+                    assert!(passed.is_none_or(|p| last > p), "n = {n}");
+                    passed = Some(last);
+                }
+            }
+            assert!(done.all_done());
+            if let Some(last) = done.advance() {
+                passed = Some(last);
+            }
+            assert_eq!(passed, Some(n - 1), "n = {n}");
+        }
+    }
 
     #[test]
     fn a_cut_off_report_is_rebuilt_from_its_parts() {

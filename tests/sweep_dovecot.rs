@@ -1244,20 +1244,24 @@ async fn dry_run_changes_nothing_and_a_real_sweep_afterwards_still_moves() {
     );
 }
 
-/// A second connection reads every other batch's header fields while the first judges and
-/// moves, and then candidates' first bytes ahead of the judging: the sweep does exactly
-/// what one connection predicts (a dry run with `connections: 1` on a fresh state), and the
-/// second connection really read both.
+/// A second connection reads batches' header fields from the newest end while the first
+/// reads from the oldest, judges and moves, and then candidates' first bytes ahead of the
+/// judging: the sweep does exactly what one connection predicts (a dry run with
+/// `connections: 1` on a fresh state), and the second connection really read both.
 #[tokio::test]
 async fn a_second_connection_reads_ahead_and_changes_no_verdict() {
     let mut h = Harness::start(TestServerOptions::default());
     let before = h.folder("INBOX").await;
     assert_eq!(h.account.connections, 2, "two connections are the default");
-    // Four batches: the second connection reads the header fields of the second and the
-    // fourth; with nothing left to read then, it reads the fourth's candidates (the fixture
-    // ends with four generated notices), one at a time, ahead of the judging.
+    // Four batches, read from both ends: the second connection reads the newest (and more,
+    // as timing decides). The last batch judged is always one during which it has no
+    // header fields left to read, so it reads that batch's candidates ahead, one at a time;
+    // every batch of six here holds at least two notices.
     let batch = h.inbox.len().div_ceil(4);
-    assert!(batch >= 6, "the last batch must hold the generated notices");
+    assert_eq!(
+        batch, 6,
+        "the fixture changed: check that each batch holds two notices"
+    );
     let small = SweepOptions {
         batch,
         judge_batch: 1,
@@ -1313,6 +1317,10 @@ async fn a_second_connection_reads_ahead_and_changes_no_verdict() {
             .collect::<Vec<_>>()
     };
     assert_eq!(actions(&two), actions(&one));
+    // Batches judged out of order, yet the watermark ends past the newest message.
+    let newest = before.iter().map(|f| f.uid).max();
+    let watermark = h.store.watermark("alice", "INBOX").expect("store");
+    assert_eq!(watermark.map(|w| w.last_uid), newest);
     h.assert_swept_now(&before, false).await;
 }
 
