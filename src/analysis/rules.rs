@@ -233,7 +233,7 @@ struct LiteralSearch {
 #[derive(Debug, Clone)]
 enum LiteralMatcher {
     /// The DFA `build.rs` made for these literals (the built-in rules).
-    Precompiled(PrecompiledPrefilter),
+    Precompiled(Box<PrecompiledPrefilter>),
     /// An automaton built at start-up.
     Built(AhoCorasick),
 }
@@ -274,7 +274,7 @@ impl LiteralSearch {
         }
         let literals: Vec<&[u8]> = chosen.iter().map(|&i| all[i].as_slice()).collect();
         let matcher = match PrecompiledPrefilter::find(&literals) {
-            Some(dfa) => LiteralMatcher::Precompiled(dfa),
+            Some(dfa) => LiteralMatcher::Precompiled(Box::new(dfa)),
             None => AhoCorasick::builder()
                 .ascii_case_insensitive(true)
                 .match_kind(aho_corasick::MatchKind::Standard)
