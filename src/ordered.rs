@@ -17,11 +17,14 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 /// stall the others; small enough that waiting results cost little.
 const WINDOW_PER_JOB: usize = 32;
 
-/// Calls `map` on every item, on up to `jobs` worker threads, and `sink` on
-/// the results in the order of `items`, on the calling thread. With
-/// `jobs <= 1` (or a single item) everything runs on the calling thread, one
-/// item after another. The first error of `sink` stops the workers (items
-/// already started finish, no new one starts) and is returned.
+/// Calls `map` on every item, on up to `jobs` threads, and `sink` on the
+/// results in the order of `items`, on the calling thread. The calling
+/// thread is one of the `jobs`: it maps items itself whenever the next
+/// result is not ready yet (a printer that only waited would be a third
+/// thread on two cores, woken for every item). With `jobs <= 1` (or a
+/// single item) everything runs on the calling thread, one item after
+/// another. The first error of `sink` stops the workers (items already
+/// started finish, no new one starts) and is returned.
 ///
 /// A panic in `map` is passed on to the caller once the workers stopped.
 pub fn for_each_ordered<T, R, E>(
@@ -45,25 +48,26 @@ where
             delivered: 0,
             ready: VecDeque::new(),
             stop: false,
+            printer_waits: false,
         }),
         room: Condvar::new(),
         arrived: Condvar::new(),
     };
-    let outcome = std::thread::scope(|scope| {
-        // A thread the system refuses is one worker fewer, not a panic.
-        let spawned = (0..workers)
-            .take_while(|_| {
-                std::thread::Builder::new()
-                    .spawn_scoped(scope, || shared.work(items, window, &map))
-                    .is_ok()
-            })
-            .count();
-        if spawned == 0 {
-            return None;
+    std::thread::scope(|scope| {
+        // A thread the system refuses is one worker fewer, not a panic:
+        // this thread alone would still map every item.
+        for _ in 1..workers {
+            let spawned = std::thread::Builder::new()
+                .spawn_scoped(scope, || shared.work(items, window, &map));
+            if spawned.is_err() {
+                break;
+            }
         }
+        // A panic in `map` here must stop the workers too.
+        let _alarm = PanicAlarm(&shared);
         let mut outcome = Ok(());
         for _ in 0..items.len() {
-            let Some(result) = shared.next_result() else {
+            let Some(result) = shared.next_result(items, window, &map) else {
                 // A worker panicked; the scope passes its panic on.
                 break;
             };
@@ -74,10 +78,8 @@ where
         }
         shared.lock().stop = true;
         shared.room.notify_all();
-        Some(outcome)
-    });
-    // Without any worker thread, everything runs here.
-    outcome.unwrap_or_else(|| items.iter().try_for_each(|item| sink(map(item))))
+        outcome
+    })
 }
 
 /// What the workers and the printer share.
@@ -86,7 +88,8 @@ struct Shared<R> {
     /// Signalled when the printer took a result (there is room in the
     /// window) or when the workers must stop.
     room: Condvar,
-    /// Signalled when a worker stored a result or died.
+    /// Signalled when a worker stored the result the sleeping printer waits
+    /// for, or died.
     arrived: Condvar,
 }
 
@@ -101,6 +104,8 @@ struct State<R> {
     /// Set when no further item may start: the printer stopped or a worker
     /// panicked.
     stop: bool,
+    /// Set while the printer sleeps on `arrived`.
+    printer_waits: bool,
 }
 
 impl<R> Shared<R> {
@@ -125,40 +130,72 @@ impl<R> Shared<R> {
                 {
                     state = self.room.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
-                if state.stop || state.next >= items.len() {
-                    break;
+                match state.claim(items.len(), window) {
+                    Some(index) => index,
+                    None => break,
                 }
-                state.next += 1;
-                state.ready.push_back(None);
-                state.next - 1
             };
             let result = map(&items[index]);
-            let mut state = self.lock();
-            // `delivered <= index`: the printer never takes an empty slot.
-            let slot = index - state.delivered;
-            state.ready[slot] = Some(result);
-            if slot == 0 {
+            if self.store(index, result) {
                 self.arrived.notify_one();
             }
         }
     }
 
-    /// The next result in item order, waiting for it; `None` if a worker
-    /// panicked.
-    fn next_result(&self) -> Option<R> {
+    /// Stores the result of item `index` in its slot; true if the printer
+    /// sleeps waiting for exactly this result (waking it costs a system
+    /// call, so it is woken only then).
+    fn store(&self, index: usize, result: R) -> bool {
+        let mut state = self.lock();
+        // `delivered <= index`: the printer never takes an empty slot.
+        let slot = index - state.delivered;
+        state.ready[slot] = Some(result);
+        slot == 0 && state.printer_waits
+    }
+
+    /// The next result in item order, for the printer. While it is not
+    /// ready, the printer maps the next item itself if the window has
+    /// room, else waits. `None` if a worker panicked.
+    fn next_result<T>(&self, items: &[T], window: usize, map: &impl Fn(&T) -> R) -> Option<R> {
         let mut state = self.lock();
         loop {
             if let Some(result) = state.ready.front_mut().and_then(Option::take) {
                 state.ready.pop_front();
+                // Workers wait for room only when the window is full.
+                let full = state.next >= state.delivered + window;
                 state.delivered += 1;
-                self.room.notify_all();
+                if full {
+                    self.room.notify_all();
+                }
                 return Some(result);
             }
             if state.stop {
                 return None;
             }
+            if let Some(index) = state.claim(items.len(), window) {
+                drop(state);
+                let result = map(&items[index]);
+                self.store(index, result);
+                state = self.lock();
+                continue;
+            }
+            state.printer_waits = true;
             state = self.arrived.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.printer_waits = false;
         }
+    }
+}
+
+impl<R> State<R> {
+    /// Takes the next item (its index) and opens its slot, unless the work
+    /// stopped, every item is taken, or the window is full.
+    fn claim(&mut self, len: usize, window: usize) -> Option<usize> {
+        if self.stop || self.next >= len || self.next >= self.delivered + window {
+            return None;
+        }
+        self.next += 1;
+        self.ready.push_back(None);
+        Some(self.next - 1)
     }
 }
 

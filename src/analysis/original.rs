@@ -461,7 +461,7 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
     let mut weak: Vec<String> = Vec::new();
     // Indentation of the header line being skipped, if any.
     let mut header_indent: Option<usize> = None;
-    for raw_line in pieces.body.lines().take(400) {
+    for raw_line in super::text::lines(&pieces.body).take(400) {
         let line = strip_quote_marks(raw_line);
         let trimmed = line.trim();
         if separator_regex().is_match(trimmed) {

@@ -16,7 +16,7 @@ use super::pattern_syntax::{
     better, facts, fold_non_ascii_case, pattern_literals, shortest, syntax_config, MAX_LITERALS,
     MAX_PREFILTER_LITERAL, MIN_LITERAL_LEN,
 };
-use super::precompiled::{self, PrecompiledDfa};
+use super::precompiled::{self, PrecompiledDfa, PrecompiledPrefilter};
 use aho_corasick::AhoCorasick;
 use regex_automata::meta::Regex as MetaRegex;
 use regex_automata::nfa::thompson::WhichCaptures;
@@ -194,7 +194,7 @@ struct TargetSet {
     /// patterns), opened on first use; searched instead of the regex.
     dfas: Vec<OnceLock<Option<PrecompiledDfa>>>,
     /// Finds the required literals of the patterns (ASCII case-insensitive).
-    prefilter: Option<AhoCorasick>,
+    prefilter: Option<LiteralPrefilter>,
     /// For each literal of `prefilter`, the patterns that require it.
     literal_patterns: Vec<Vec<usize>>,
     /// The patterns without a usable literal: always run.
@@ -205,6 +205,104 @@ struct TargetSet {
     /// around the literals' occurrences, not through the whole text. `None`
     /// (whole text) for unbounded patterns and those in `always`.
     max_len: Vec<Option<usize>>,
+}
+
+/// How a [`TargetSet`] finds every occurrence of its literals: one
+/// automaton for the literals of ASCII bytes only, another for the rest,
+/// which can occur only in a text that is not all ASCII (most are), so
+/// that one is usually skipped. The ASCII automaton of a built-in target is
+/// a DFA precompiled by `build.rs`: building the Aho-Corasick automata was
+/// most of the start-up of a one-file `inspect`, and the DFA scans a text
+/// in well under half the time of the compact automaton a start-up can
+/// afford to build. (With the non-ASCII literals in it, its alphabet would
+/// grow from a few dozen byte classes to all 256 and its size tenfold.)
+#[derive(Debug, Clone)]
+struct LiteralPrefilter {
+    ascii: Option<LiteralSearch>,
+    non_ascii: Option<LiteralSearch>,
+}
+
+/// One automaton over some of a target's literals.
+#[derive(Debug, Clone)]
+struct LiteralSearch {
+    matcher: LiteralMatcher,
+    /// For each of its literals, the literal's index in the target.
+    literals: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+enum LiteralMatcher {
+    /// The DFA `build.rs` made for these literals (the built-in rules).
+    Precompiled(Box<PrecompiledPrefilter>),
+    /// An automaton built at start-up.
+    Built(AhoCorasick),
+}
+
+impl LiteralPrefilter {
+    /// The prefilter for `literals` (sorted, without duplicates).
+    fn new(literals: &[Vec<u8>]) -> Result<LiteralPrefilter, String> {
+        let (ascii, non_ascii): (Vec<usize>, Vec<usize>) =
+            (0..literals.len()).partition(|&i| literals[i].is_ascii());
+        Ok(LiteralPrefilter {
+            ascii: LiteralSearch::new(literals, ascii)?,
+            non_ascii: LiteralSearch::new(literals, non_ascii)?,
+        })
+    }
+
+    /// Calls `found(literal, start, end)` for every occurrence of every
+    /// literal in `haystack`. False if a search gave up (a precompiled DFA
+    /// never does): then any literal may occur anywhere.
+    fn occurrences(&self, haystack: &[u8], mut found: impl FnMut(usize, usize, usize)) -> bool {
+        let mut complete = true;
+        if let Some(search) = &self.ascii {
+            complete &= search.occurrences(haystack, &mut found);
+        }
+        if let Some(search) = self.non_ascii.as_ref().filter(|_| !haystack.is_ascii()) {
+            complete &= search.occurrences(haystack, &mut found);
+        }
+        complete
+    }
+}
+
+impl LiteralSearch {
+    /// The automaton for the literals `chosen` (indices into `all`):
+    /// the precompiled one if the build made one for exactly these, else
+    /// one built now; `None` if none is chosen.
+    fn new(all: &[Vec<u8>], chosen: Vec<usize>) -> Result<Option<LiteralSearch>, String> {
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        let literals: Vec<&[u8]> = chosen.iter().map(|&i| all[i].as_slice()).collect();
+        let matcher = match PrecompiledPrefilter::find(&literals) {
+            Some(dfa) => LiteralMatcher::Precompiled(Box::new(dfa)),
+            None => AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(aho_corasick::MatchKind::Standard)
+                .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                .build(&literals)
+                .map(LiteralMatcher::Built)
+                .map_err(|e| format!("the literal prefilter cannot be built: {e}"))?,
+        };
+        Ok(Some(LiteralSearch {
+            matcher,
+            literals: chosen,
+        }))
+    }
+
+    /// As [`LiteralPrefilter::occurrences`], for these literals.
+    fn occurrences(&self, haystack: &[u8], found: &mut impl FnMut(usize, usize, usize)) -> bool {
+        match &self.matcher {
+            LiteralMatcher::Precompiled(dfa) => dfa.occurrences(haystack, |literal, at| {
+                found(self.literals[literal], at.start, at.end)
+            }),
+            LiteralMatcher::Built(ac) => {
+                for m in ac.find_overlapping_iter(haystack) {
+                    found(self.literals[m.pattern().as_usize()], m.start(), m.end());
+                }
+                true
+            }
+        }
+    }
 }
 
 impl TargetSet {
@@ -235,16 +333,12 @@ impl TargetSet {
         }
         let mut literals: Vec<(Vec<u8>, Vec<usize>)> = by_literal.into_iter().collect();
         literals.sort();
+        let (literals, literal_patterns): (Vec<Vec<u8>>, Vec<Vec<usize>>) =
+            literals.into_iter().unzip();
         let prefilter = if literals.is_empty() {
             None
         } else {
-            let ac = AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(aho_corasick::MatchKind::Standard)
-                .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
-                .build(literals.iter().map(|(l, _)| l))
-                .map_err(|e| (0, format!("the literal prefilter cannot be built: {e}")))?;
-            Some(ac)
+            Some(LiteralPrefilter::new(&literals).map_err(|e| (0, e))?)
         };
         Ok(TargetSet {
             regexes: patterns.iter().map(|_| OnceLock::new()).collect(),
@@ -252,7 +346,7 @@ impl TargetSet {
             patterns,
             owners,
             prefilter,
-            literal_patterns: literals.into_iter().map(|(_, p)| p).collect(),
+            literal_patterns,
             always,
             max_len,
         })
@@ -289,14 +383,21 @@ impl TargetSet {
         let haystack = text.as_bytes();
         // Every occurrence of a literal, as (pattern, start, end).
         let mut hits: Vec<(usize, usize, usize)> = Vec::new();
-        if let Some(ac) = &self.prefilter {
-            for m in ac.find_overlapping_iter(haystack) {
-                for &i in &self.literal_patterns[m.pattern().as_usize()] {
-                    hits.push((i, m.start(), m.end()));
+        let found_all = self.prefilter.as_ref().is_none_or(|prefilter| {
+            prefilter.occurrences(haystack, |literal, start, end| {
+                for &i in &self.literal_patterns[literal] {
+                    hits.push((i, start, end));
                 }
-            }
+            })
+        });
+        // Without the occurrences, every pattern is run on the whole text.
+        let everywhere = !found_all;
+        if everywhere {
+            hits.clear();
+            hits.extend((0..self.patterns.len()).map(|i| (i, 0, haystack.len())));
+        } else {
+            hits.extend(self.always.iter().map(|&i| (i, 0, haystack.len())));
         }
-        hits.extend(self.always.iter().map(|&i| (i, 0, haystack.len())));
         hits.sort_unstable();
         let mut found: Vec<usize> = Vec::new();
         for group in hits.chunk_by(|a, b| a.0 == b.0) {
@@ -307,7 +408,7 @@ impl TargetSet {
             }
             let matched = match self.max_len[i] {
                 // Any match lies within `len` bytes of a literal it contains.
-                Some(len) => windows(group, len, haystack.len())
+                Some(len) if !everywhere => windows(group, len, haystack.len())
                     .any(|(start, end)| self.is_match(i, haystack, start..end)),
                 _ => self.is_match(i, haystack, 0..haystack.len()),
             };
@@ -925,19 +1026,9 @@ mod tests {
         rules.into_iter().map(|r| r.id.clone()).collect()
     }
 
-    #[test]
-    fn prefilter_gives_the_same_rules_as_the_full_set() {
-        let set = RuleSet::builtin().expect("built-in rules are valid");
-        let targets: Vec<Target> = set.sets.keys().cloned().collect();
-        let full: HashMap<Target, MetaRegex> = set
-            .sets
-            .iter()
-            .map(|(target, t)| {
-                let all = compile_set(&t.patterns).expect("the patterns compile together");
-                (target.clone(), all)
-            })
-            .collect();
-        // Every example and not_example, at every target.
+    /// Every example and not_example of `set`, and lines (and whole texts)
+    /// of some real messages.
+    fn sample_texts(set: &RuleSet) -> Vec<String> {
         let mut texts: Vec<String> = set
             .rules()
             .iter()
@@ -966,6 +1057,22 @@ mod tests {
             texts.push(text);
         }
         assert!(lines >= 200, "only {lines} corpus lines");
+        texts
+    }
+
+    #[test]
+    fn prefilter_gives_the_same_rules_as_the_full_set() {
+        let set = RuleSet::builtin().expect("built-in rules are valid");
+        let targets: Vec<Target> = set.sets.keys().cloned().collect();
+        let full: HashMap<Target, MetaRegex> = set
+            .sets
+            .iter()
+            .map(|(target, t)| {
+                let all = compile_set(&t.patterns).expect("the patterns compile together");
+                (target.clone(), all)
+            })
+            .collect();
+        let texts = sample_texts(&set);
         // The prefilter must actually filter: few patterns lack a literal.
         let (always, total) = set.sets.values().fold((0, 0), |(a, t), s| {
             (a + s.always.len(), t + s.patterns.len())
@@ -984,6 +1091,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Every built-in target's ASCII literals have a DFA from build.rs, and
+    /// it finds exactly the occurrences that the run-time automaton for the
+    /// same literals finds.
+    #[test]
+    fn precompiled_prefilters_find_what_aho_corasick_finds() {
+        let set = RuleSet::builtin().expect("built-in rules are valid");
+        let texts = sample_texts(&set);
+        let mut checked = 0;
+        for (target, t) in &set.sets {
+            let Some(search) = t.prefilter.as_ref().and_then(|p| p.ascii.as_ref()) else {
+                continue;
+            };
+            let LiteralMatcher::Precompiled(dfa) = &search.matcher else {
+                panic!("{target:?}: no precompiled prefilter");
+            };
+            let ac = AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(aho_corasick::MatchKind::Standard)
+                .build(dfa.literals())
+                .expect("the literals make an automaton");
+            for text in &texts {
+                let mut by_dfa = Vec::new();
+                assert!(dfa.occurrences(text.as_bytes(), |l, at| by_dfa.push((l, at))));
+                let mut by_ac: Vec<_> = ac
+                    .find_overlapping_iter(text.as_bytes())
+                    .map(|m| (m.pattern().as_usize(), m.range()))
+                    .collect();
+                by_dfa.sort_by_key(|(l, at)| (*l, at.start));
+                by_ac.sort_by_key(|(l, at)| (*l, at.start));
+                assert_eq!(by_dfa, by_ac, "{target:?}: {text:?}");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 3, "only {checked} precompiled prefilters");
     }
 
     /// build.rs precompiles every built-in pattern (DFA and literals); one
