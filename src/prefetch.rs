@@ -1,6 +1,6 @@
 //! A second IMAP connection that reads ahead for a sweep: the triage header
-//! fields of inbox batches from the newest down, and the first bytes of
-//! candidates, while the sweep's own connection reads batches from the
+//! fields of inbox batches from the newest down, and then the first bytes
+//! of candidates, while the sweep's own connection reads batches from the
 //! oldest up, judges and moves.
 //!
 //! A server answers one connection's commands one at a time, and on a first
@@ -13,256 +13,304 @@
 //! left to read, it reads the next chunk of candidates while the sweep
 //! judges the chunk before.
 //!
-//! The second connection only ever reads: it opens the inbox with EXAMINE
-//! and fetches with `BODY.PEEK`, nothing else. Every decision, move and
-//! watermark step stays on the sweep's own connection, and the watermark
-//! only passes batches that are all done from the oldest up; what was read
-//! here is checked for completeness there. When the second connection
-//! cannot be opened or fails, its jobs are simply done on the first one: it
-//! can make a sweep faster, never change what it does.
+//! The second connection runs in a task of its own, a producer in front of
+//! a small channel: it claims the newest batch nobody has ([`TwoEnds`],
+//! shared with the sweep, which claims the oldest), reads it, hands it over
+//! and goes on while the sweep is busy, at most a few batches ahead.
+//!
+//! It only ever reads: it opens the inbox with EXAMINE and fetches with
+//! `BODY.PEEK`, nothing else. Every decision, move and watermark step stays
+//! on the sweep's own connection, and the watermark only passes batches that
+//! are all done from the oldest up; what was read here is checked for
+//! completeness there. When the second connection cannot be opened or
+//! fails, its batch is handed back and the sweep's own connection does the
+//! rest: it can make a sweep faster, never change what it does.
 
 use crate::imap::{
     uid_set, ConnectSettings, FetchedHeaderFields, FetchedPrefix, ImapError, ImapSession,
 };
 use crate::secrets::Secret;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// A read the sweep hands to the second connection, named by where its
-/// result goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Job {
-    /// The triage header fields of the sweep's batch `batch`.
-    HeaderFields {
-        /// The batch number (an index into the sweep's batches).
-        batch: usize,
-    },
-    /// The first bytes (with flags and size) of the candidates in chunk
-    /// `chunk` of batch `batch`.
-    Prefixes {
+/// Batches read ahead and not yet taken, at most: bounds the memory the
+/// second connection can fill while the sweep judges a large batch.
+const AHEAD: usize = 2;
+
+/// Which inbox batch each connection reads next: the sweep's own from the
+/// oldest up, the second from the newest down, until they meet. Each batch
+/// is handed out exactly once.
+#[derive(Debug)]
+pub struct TwoEnds {
+    /// The batches `low..high` are nobody's yet.
+    low: usize,
+    high: usize,
+}
+
+impl TwoEnds {
+    /// `batches` batches, none handed out.
+    pub fn new(batches: usize) -> TwoEnds {
+        TwoEnds {
+            low: 0,
+            high: batches,
+        }
+    }
+
+    /// The oldest batch nobody has, for the sweep's own connection.
+    pub fn oldest(&mut self) -> Option<usize> {
+        (self.low < self.high).then(|| {
+            self.low += 1;
+            self.low - 1
+        })
+    }
+
+    /// The newest batch nobody has, for the second connection.
+    pub fn newest(&mut self) -> Option<usize> {
+        (self.low < self.high).then(|| {
+            self.high -= 1;
+            self.high
+        })
+    }
+
+    /// Whether every batch has been handed out.
+    pub fn all_claimed(&self) -> bool {
+        self.low >= self.high
+    }
+}
+
+/// The [`TwoEnds`] a sweep and its second connection share.
+pub type Claims = Arc<Mutex<TwoEnds>>;
+
+/// Locks the claims (their few lines under the lock cannot panic, so a
+/// poisoned lock still holds consistent claims).
+pub fn claims(shared: &Claims) -> MutexGuard<'_, TwoEnds> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A batch the second connection claimed.
+#[derive(Debug)]
+pub enum Delivered {
+    /// Its header fields.
+    Headers {
         /// The batch number.
         batch: usize,
-        /// The chunk number within the batch's candidates.
-        chunk: usize,
+        /// The triage fields of its messages.
+        headers: Vec<FetchedHeaderFields>,
+    },
+    /// The read failed: the sweep's own connection must read it (and the
+    /// second connection reads nothing more).
+    Failed {
+        /// The batch number.
+        batch: usize,
     },
 }
 
-/// What a job read.
-enum Answer {
-    HeaderFields(Vec<FetchedHeaderFields>),
-    Prefixes(Vec<FetchedPrefix>),
+/// The answer to a [`PrefixJob`].
+type Prefixes = Result<Vec<FetchedPrefix>, ImapError>;
+
+impl Delivered {
+    /// The batch, and its header fields if they were read.
+    pub fn into_parts(self) -> (usize, Option<Vec<FetchedHeaderFields>>) {
+        match self {
+            Delivered::Headers { batch, headers } => (batch, Some(headers)),
+            Delivered::Failed { batch } => (batch, None),
+        }
+    }
 }
 
-/// What a read hands back: the connection (only when the read succeeded:
-/// after a failure its state is unknown) and the answer.
-type Read = (Option<ImapSession>, Result<Answer, ImapError>);
-
-/// The second connection of a sweep and the job it is doing.
-pub struct ReadAhead {
-    /// The account (for the log).
-    account: String,
-    /// What every job reads: the triage fields and the prefix length.
-    what: Arc<Reads>,
-    state: State,
+/// Candidates whose prefixes the second connection is asked to read.
+struct PrefixJob {
+    uids: Vec<u32>,
+    reply: oneshot::Sender<Prefixes>,
 }
 
-/// The parts of a read that are the same for every job.
+/// What the second connection reads, the same for every job.
 struct Reads {
+    account: String,
+    mailbox: String,
     fields: Vec<String>,
     prefix_bytes: u32,
+    /// For each batch, the messages whose header fields are read.
+    wanted: Vec<Vec<u32>>,
 }
 
-enum State {
-    /// Open, the inbox examined, nothing asked.
-    Idle(Box<ImapSession>),
-    /// Opening and/or doing `job` in a task of its own.
-    Busy { job: Job, task: JoinHandle<Read> },
-    /// Failed, or closed: the sweep's own connection does everything.
-    Gone,
+/// The sweep's end of the second connection.
+pub struct ReadAhead {
+    delivered: mpsc::Receiver<Delivered>,
+    jobs: Option<mpsc::Sender<PrefixJob>>,
+    /// The prefix job asked last: its (batch, chunk) and its answer.
+    pending: Option<((usize, usize), oneshot::Receiver<Prefixes>)>,
+    task: JoinHandle<()>,
 }
 
 impl ReadAhead {
-    /// Starts opening a second connection (log in, EXAMINE `mailbox`) in the
-    /// background, and has it do `job` on `uids` as soon as it is open: the
-    /// login costs the sweep nothing while its own connection reads the
-    /// batch before. Header jobs read `fields`; prefix jobs read the first
-    /// `prefix_bytes` of each message.
+    /// Starts the second connection (log in, EXAMINE `mailbox`) in a task
+    /// of its own, which then reads batches' header `fields` (`wanted[n]`
+    /// are batch `n`'s messages) from the newest one nobody has claimed
+    /// down, and after that serves prefix jobs of `prefix_bytes`.
     pub fn open(
         account: &str,
         settings: ConnectSettings,
         secret: Secret,
         mailbox: &str,
         (fields, prefix_bytes): (&[&str], u32),
-        job: Job,
-        uids: Vec<u32>,
+        wanted: Vec<Vec<u32>>,
+        shared: Claims,
     ) -> ReadAhead {
-        let what = Arc::new(Reads {
+        let reads = Reads {
+            account: account.to_string(),
+            mailbox: mailbox.to_string(),
             fields: fields.iter().map(|f| f.to_string()).collect(),
             prefix_bytes,
-        });
-        let reads = Arc::clone(&what);
-        let mailbox = mailbox.to_string();
-        let task = tokio::spawn(async move {
-            let mut session = match ImapSession::connect(&settings, &secret).await {
-                Ok(session) => session,
-                Err(e) => return (None, Err(e)),
-            };
-            drop(secret);
-            if let Err(e) = session.examine(&mailbox).await {
-                return (None, Err(e));
-            }
-            read(session, &reads, job, &uids).await
-        });
+            wanted,
+        };
+        let (delivery, delivered) = mpsc::channel(AHEAD);
+        let (jobs, job_queue) = mpsc::channel(1);
+        let task = tokio::spawn(run(settings, secret, reads, shared, delivery, job_queue));
         ReadAhead {
-            account: account.to_string(),
-            what,
-            state: State::Busy { job, task },
+            delivered,
+            jobs: Some(jobs),
+            pending: None,
+            task,
         }
     }
 
-    /// Whether `job` is this connection's (being done, or done and not
-    /// taken yet).
-    pub fn is_doing(&self, job: Job) -> bool {
-        matches!(self.state, State::Busy { job: j, .. } if j == job)
+    /// A batch this connection has read, if one is in (without waiting).
+    pub fn try_delivered(&mut self) -> Option<Delivered> {
+        self.delivered.try_recv().ok()
     }
 
-    /// The batch whose header fields this connection is reading (or has
-    /// read, not taken yet), if any.
-    pub fn header_batch(&self) -> Option<usize> {
-        match self.state {
-            State::Busy {
-                job: Job::HeaderFields { batch },
-                ..
-            } => Some(batch),
-            _ => None,
-        }
+    /// The next batch this connection reads, waiting for it; `None` when
+    /// it reads no more.
+    pub async fn delivered(&mut self) -> Option<Delivered> {
+        self.delivered.recv().await
     }
 
-    /// Whether this connection's job is done (its answer can be taken
-    /// without waiting).
-    pub fn is_ready(&self) -> bool {
-        matches!(&self.state, State::Busy { task, .. } if task.is_finished())
-    }
-
-    /// Whether this connection is open and has nothing to do.
-    pub fn is_idle(&self) -> bool {
-        matches!(self.state, State::Idle(_))
-    }
-
-    /// Starts `job` on `uids` if this connection is open and has nothing
-    /// else to do; returns whether it did.
-    pub fn start(&mut self, job: Job, uids: Vec<u32>) -> bool {
-        if uids.is_empty() || !self.is_idle() {
+    /// Asks for the prefixes of chunk `chunk` of batch `batch`'s
+    /// candidates, if this connection has no batch left to read (and all it
+    /// read has been taken); returns whether it was asked.
+    pub fn read_prefixes(&mut self, batch: usize, chunk: usize, uids: Vec<u32>) -> bool {
+        if !(self.delivered.is_closed() && self.delivered.is_empty()) || self.pending.is_some() {
             return false;
         }
-        let State::Idle(session) = std::mem::replace(&mut self.state, State::Gone) else {
+        let Some(jobs) = &self.jobs else {
             return false;
         };
-        let what = Arc::clone(&self.what);
-        let task = tokio::spawn(async move { read(*session, &what, job, &uids).await });
-        self.state = State::Busy { job, task };
+        let (reply, answer) = oneshot::channel();
+        if jobs.try_send(PrefixJob { uids, reply }).is_err() {
+            return false;
+        }
+        self.pending = Some(((batch, chunk), answer));
         true
     }
 
-    /// The header fields of batch `batch`, waiting for them if need be;
-    /// `None` when this connection is not reading them or failed (then the
-    /// sweep's own connection reads them).
-    pub async fn take_header_fields(&mut self, batch: usize) -> Option<Vec<FetchedHeaderFields>> {
-        match self.take(Job::HeaderFields { batch }).await? {
-            Answer::HeaderFields(headers) => Some(headers),
-            Answer::Prefixes(_) => None,
-        }
-    }
-
-    /// The prefixes of chunk `chunk` of batch `batch`'s candidates, like
-    /// [`ReadAhead::take_header_fields`].
+    /// The prefixes of chunk `chunk` of batch `batch`, if this connection
+    /// was asked for them, waiting if need be; `None` otherwise or when it
+    /// failed (then the sweep's own connection reads them).
     pub async fn take_prefixes(
         &mut self,
         batch: usize,
         chunk: usize,
     ) -> Option<Vec<FetchedPrefix>> {
-        match self.take(Job::Prefixes { batch, chunk }).await? {
-            Answer::Prefixes(prefixes) => Some(prefixes),
-            Answer::HeaderFields(_) => None,
-        }
-    }
-
-    /// The answer of `job`, if it is this connection's; a failure gives this
-    /// connection up.
-    async fn take(&mut self, job: Job) -> Option<Answer> {
-        if !self.is_doing(job) {
+        if self.pending.as_ref().map(|(of, _)| *of) != Some((batch, chunk)) {
             return None;
         }
-        let State::Busy { task, .. } = std::mem::replace(&mut self.state, State::Gone) else {
-            return None;
-        };
-        match task.await {
-            Ok((Some(session), Ok(answer))) => {
-                self.state = State::Idle(Box::new(session));
-                Some(answer)
-            }
-            Ok((_, Err(e))) => {
-                tracing::info!(
-                    account = %self.account,
-                    "the second connection failed ({e}); the sweep goes on with one connection"
-                );
-                None
-            }
-            Ok((None, Ok(_))) | Err(_) => {
-                tracing::info!(
-                    account = %self.account,
-                    "the second connection stopped; the sweep goes on with one connection"
-                );
-                None
-            }
-        }
+        let (_, answer) = self.pending.take()?;
+        answer.await.ok()?.ok()
     }
 
-    /// Logs the second connection out (stopping a read still going on).
+    /// Ends the second connection: it logs out once it has nothing left to
+    /// do.
     pub async fn close(mut self) {
-        match std::mem::replace(&mut self.state, State::Gone) {
-            State::Idle(session) => {
-                let _ = session.logout().await;
-            }
-            State::Busy { task, .. } => task.abort(),
-            State::Gone => {}
-        }
+        self.jobs = None;
+        self.pending = None;
+        // Nothing the sweep needs is read any more; a batch still being read
+        // (an error ended the sweep early) is simply not waited for.
+        self.delivered.close();
+        let _ = (&mut self.task).await;
     }
 }
 
 impl Drop for ReadAhead {
     /// A sweep that ends early (an error) leaves no read running behind it.
     fn drop(&mut self) {
-        if let State::Busy { task, .. } = &self.state {
-            task.abort();
-        }
+        self.task.abort();
     }
 }
 
-/// Does `job` on `uids`.
-async fn read(mut session: ImapSession, reads: &Reads, job: Job, uids: &[u32]) -> Read {
-    if uids.is_empty() {
-        let empty = match job {
-            Job::HeaderFields { .. } => Answer::HeaderFields(Vec::new()),
-            Job::Prefixes { .. } => Answer::Prefixes(Vec::new()),
-        };
-        return (Some(session), Ok(empty));
+/// The second connection's task: log in, read claimed batches newest first,
+/// then serve prefix jobs until the sweep closes the queue.
+async fn run(
+    settings: ConnectSettings,
+    secret: Secret,
+    reads: Reads,
+    shared: Claims,
+    delivery: mpsc::Sender<Delivered>,
+    mut jobs: mpsc::Receiver<PrefixJob>,
+) {
+    let opened = async {
+        let mut session = ImapSession::connect(&settings, &secret).await?;
+        session.examine(&reads.mailbox).await?;
+        Ok::<_, ImapError>(session)
     }
-    let answer = match job {
-        Job::HeaderFields { .. } => {
-            let fields: Vec<&str> = reads.fields.iter().map(String::as_str).collect();
+    .await;
+    drop(secret);
+    let mut session = match opened {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::info!(
+                account = %reads.account,
+                "a second connection could not be opened ({e}); the sweep goes on with one"
+            );
+            return;
+        }
+    };
+    let fields: Vec<&str> = reads.fields.iter().map(String::as_str).collect();
+    loop {
+        let Some(batch) = claims(&shared).newest() else {
+            break;
+        };
+        let uids = reads
+            .wanted
+            .get(batch)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let read = if uids.is_empty() {
+            Ok(Vec::new())
+        } else {
             session
                 .uid_fetch_header_fields(&uid_set(uids), &fields)
                 .await
-                .map(Answer::HeaderFields)
+        };
+        let delivered = match read {
+            Ok(headers) => Delivered::Headers { batch, headers },
+            Err(e) => {
+                tracing::info!(
+                    account = %reads.account,
+                    "the second connection failed ({e}); the sweep goes on with one"
+                );
+                let _ = delivery.send(Delivered::Failed { batch }).await;
+                return;
+            }
+        };
+        if delivery.send(delivered).await.is_err() {
+            return; // the sweep stopped taking batches
         }
-        Job::Prefixes { .. } => session
-            .uid_fetch_slices(uids, 0, reads.prefix_bytes)
-            .await
-            .map(Answer::Prefixes),
-    };
-    match answer {
-        Ok(answer) => (Some(session), Ok(answer)),
-        Err(e) => (None, Err(e)),
     }
+    // No batch left: the sweep sees the channel close.
+    drop(delivery);
+    while let Some(job) = jobs.recv().await {
+        let read = session
+            .uid_fetch_slices(&job.uids, 0, reads.prefix_bytes)
+            .await;
+        let failed = read.is_err();
+        let _ = job.reply.send(read);
+        if failed {
+            return;
+        }
+    }
+    let _ = session.logout().await;
 }

@@ -33,7 +33,7 @@ use crate::evidence::Evidence;
 use crate::imap::{
     ConnectSettings, FetchedPrefix, ImapError, ImapSession, MailboxStatus, MoveOutcome,
 };
-use crate::prefetch::{Job, ReadAhead};
+use crate::prefetch::{claims, Claims, Delivered, ReadAhead, TwoEnds};
 use crate::search_net::{self, SearchNet};
 use crate::secrets::{self, Secret, SecretError};
 use crate::store::{AuditEntry, SentEntry, Store, StoreError, Watermark};
@@ -41,6 +41,7 @@ use crate::verdict::{self, Judgement, Reason, SentEvidence, Verdict};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Messages per triage / sent-index fetch, and per watermark step. Large,
 /// because a server pays for part of a header fetch per command (Dovecot
@@ -609,56 +610,46 @@ impl Sweep<'_> {
             }
         };
         // The batches are read from both ends: this connection from the
-        // oldest up, a second one (with more than one batch) from the newest
-        // down, until they meet; the batches low..high are nobody's yet. A
-        // flood of new backscatter (the newest mail) is thus judged and moved
-        // while the older mail is still being read. Every batch is judged as
-        // soon as its header fields are in, but the watermark only ever
-        // passes batches that are done from the oldest up.
+        // oldest up, a second one (with more than one batch; see
+        // `crate::prefetch`) from the newest down, until they meet. A flood
+        // of new backscatter (the newest mail) is thus judged and moved while
+        // the older mail is still being read. Every batch is judged as soon
+        // as its header fields are in, but the watermark only ever passes
+        // batches that are done from the oldest up.
         let n = batches.len();
-        let mut ends = TwoEnds::new(n);
+        let shared: Claims = Arc::new(Mutex::new(TwoEnds::new(n)));
         let mut done = DoneFromFirst::new(n);
-        let mut second = None;
-        if self.account.connections > 1 && n > 1 {
-            if let Some(newest) = ends.newest() {
-                second = Some(ReadAhead::open(
-                    &name,
-                    ConnectSettings::from(self.account),
-                    secret.clone(),
-                    &inbox,
-                    (field_refs, PREFIX_BYTES),
-                    Job::HeaderFields { batch: newest },
-                    wanted_in(batches[newest]),
-                ));
-            }
-        }
+        let mut second = (self.account.connections > 1 && n > 1).then(|| {
+            ReadAhead::open(
+                &name,
+                ConnectSettings::from(self.account),
+                secret.clone(),
+                &inbox,
+                (field_refs, PREFIX_BYTES),
+                batches.iter().map(|b| wanted_in(b)).collect(),
+                Arc::clone(&shared),
+            )
+        });
         for step in 0..n {
             let mut timer = StageTimer::start();
-            // The next batch: the second connection's once it is read (or
-            // when this one has none of its own left), else this one's own.
-            let theirs = second.as_mut().and_then(|second| {
-                let batch = second.header_batch()?;
-                (second.is_ready() || ends.all_claimed()).then_some((second, batch))
-            });
-            let (number, prefetched) = match theirs {
-                Some((second, number)) => {
-                    let headers = second.take_header_fields(number).await;
-                    // Its next batch: the newest nobody has (unless it has
-                    // nothing to read: a search net's gap is left to this
-                    // connection).
-                    if let Some(next) = ends.newest() {
-                        let uids = wanted_in(batches[next]);
-                        if !second.start(Job::HeaderFields { batch: next }, uids) {
-                            ends.unclaim_newest();
-                        }
-                    }
-                    (number, headers)
+            // The next batch: one the second connection has read, else the
+            // oldest nobody has, else (all claimed) the second's next one.
+            let mut next = second
+                .as_mut()
+                .and_then(ReadAhead::try_delivered)
+                .map(Delivered::into_parts);
+            if next.is_none() {
+                let own = claims(&shared).oldest();
+                next = own.map(|batch| (batch, None));
+            }
+            if next.is_none() {
+                if let Some(second) = second.as_mut() {
+                    next = second.delivered().await.map(Delivered::into_parts);
                 }
-                None => match ends.oldest() {
-                    Some(number) => (number, None),
-                    // Every batch is claimed and none is on its way: all done.
-                    None => break,
-                },
+            }
+            // Every batch is claimed and none is on its way: all done.
+            let Some((number, prefetched)) = next else {
+                break;
             };
             let batch = batches[number];
             let (start, end) = (batch[0], batch[batch.len() - 1]);
@@ -698,16 +689,10 @@ impl Sweep<'_> {
                 let mut prefixes = None;
                 if let Some(second) = second.as_mut() {
                     prefixes = second.take_prefixes(number, c).await;
-                    // With no batch to read, it reads the next chunk's
+                    // With no batch left to read, it reads the next chunk's
                     // prefixes while this one is judged.
                     if let Some(next) = chunks.get(c + 1) {
-                        second.start(
-                            Job::Prefixes {
-                                batch: number,
-                                chunk: c + 1,
-                            },
-                            next.to_vec(),
-                        );
+                        second.read_prefixes(number, c + 1, next.to_vec());
                     }
                 }
                 let moves = self.judge(session, chunk, prefixes).await?;
@@ -1533,52 +1518,6 @@ impl QuarantineCopies {
     }
 }
 
-/// Which inbox batch each connection reads next: the sweep's own from the
-/// oldest up, the second from the newest down, until they meet. Each batch
-/// is handed out exactly once.
-#[derive(Debug)]
-struct TwoEnds {
-    /// The batches `low..high` are nobody's yet.
-    low: usize,
-    high: usize,
-}
-
-impl TwoEnds {
-    fn new(batches: usize) -> TwoEnds {
-        TwoEnds {
-            low: 0,
-            high: batches,
-        }
-    }
-
-    /// The oldest batch nobody has, for the sweep's own connection.
-    fn oldest(&mut self) -> Option<usize> {
-        (self.low < self.high).then(|| {
-            self.low += 1;
-            self.low - 1
-        })
-    }
-
-    /// The newest batch nobody has, for the second connection (given back
-    /// with [`TwoEnds::unclaim_newest`] if it cannot take it).
-    fn newest(&mut self) -> Option<usize> {
-        (self.low < self.high).then(|| {
-            self.high -= 1;
-            self.high
-        })
-    }
-
-    /// Gives back the batch [`TwoEnds::newest`] just handed out.
-    fn unclaim_newest(&mut self) {
-        self.high += 1;
-    }
-
-    /// Whether every batch has been handed out.
-    fn all_claimed(&self) -> bool {
-        self.low >= self.high
-    }
-}
-
 /// The batches judged so far, in whatever order, and how far the watermark
 /// may go: only over batches that are all done from the first up.
 #[derive(Debug)]
@@ -1866,8 +1805,8 @@ fn sent_entry(mailbox: &str, uid: u32, header: &[u8]) -> Option<(SentEntry, Vec<
 mod tests {
     use super::*;
 
-    /// Both ends hand out every batch exactly once, however they interleave
-    /// (and whatever the second connection gives back); the watermark only
+    /// Both ends hand out every batch exactly once, however they interleave;
+    /// the watermark only
     /// ever passes batches that are all done, and reaches the last.
     #[test]
     fn batches_from_both_ends_are_read_once_and_the_watermark_waits_for_gaps() {
@@ -1882,14 +1821,10 @@ mod tests {
             let mut ends = TwoEnds::new(n);
             let mut claimed = Vec::new();
             while !ends.all_claimed() {
-                let batch = match next() % 3 {
-                    0 => ends.oldest(),
-                    1 => ends.newest(),
-                    _ => {
-                        ends.newest();
-                        ends.unclaim_newest();
-                        continue;
-                    }
+                let batch = if next() % 2 == 0 {
+                    ends.oldest()
+                } else {
+                    ends.newest()
                 };
                 claimed.push(batch.expect("a batch while not all are claimed"));
             }
