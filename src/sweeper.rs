@@ -13,14 +13,18 @@
 //!    bounded prefix of them. Both the inbox and the Sent folders are read up
 //!    to the highest UID a `UID SEARCH` of this session has shown, never to
 //!    the UIDNEXT the server announced: a message numbered but not yet
-//!    visible to the session must not fall below a watermark unseen.
+//!    visible to the session must not fall below a watermark unseen. On a
+//!    large inbox a second, read-only connection reads batches from the
+//!    newest down while this one reads from the oldest up
+//!    ([`crate::prefetch`]); every decision and move stays on this one.
 //! 3. **Judge.** Analysis plus sent index gives a [`Verdict`]. A message the
 //!    user took back out of quarantine (recognised by content hash, or by a
 //!    `release`) is never moved again.
 //! 4. **Move.** The intent is recorded before the move and completed after
-//!    it; the inbox watermark advances only after a batch is done. A crash
-//!    before the move leaves the message in the inbox to be judged again; a
-//!    crash after it leaves nothing in the inbox to repeat. Servers without
+//!    it; the inbox watermark only passes batches that are done, all of
+//!    them from the oldest up. A crash before the move leaves the message in
+//!    the inbox to be judged again; a crash after it leaves nothing in the
+//!    inbox to repeat. Servers without
 //!    MOVE get COPY + `\Deleted` + UID EXPUNGE (UIDPLUS only), and a
 //!    half-done copy is detected by searching the quarantine folder first.
 //!
