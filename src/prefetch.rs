@@ -38,6 +38,11 @@ use tokio::task::JoinHandle;
 /// second connection can fill while the sweep judges a large batch.
 const AHEAD: usize = 2;
 
+/// How long the end of a sweep waits for the second connection to log out
+/// (it may still be logging in, on a slow server, when the first connection
+/// has done every batch): then it is simply dropped.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Which inbox batch each connection reads next: the sweep's own from the
 /// oldest up, the second from the newest down, until they meet. Each batch
 /// is handed out exactly once.
@@ -223,14 +228,18 @@ impl ReadAhead {
     }
 
     /// Ends the second connection: it logs out once it has nothing left to
-    /// do.
+    /// do, or is dropped after [`CLOSE_WAIT`].
     pub async fn close(mut self) {
         self.jobs = None;
         self.pending = None;
-        // Nothing the sweep needs is read any more; a batch still being read
-        // (an error ended the sweep early) is simply not waited for.
+        // The sweep needs nothing more from it.
         self.delivered.close();
-        let _ = (&mut self.task).await;
+        if tokio::time::timeout(CLOSE_WAIT, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
     }
 }
 
