@@ -113,9 +113,6 @@ pub enum Delivered {
     },
 }
 
-/// The answer to a [`PrefixJob`].
-type Prefixes = Result<Vec<FetchedPrefix>, ImapError>;
-
 impl Delivered {
     /// The batch, and its header fields if they were read.
     pub fn into_parts(self) -> (usize, Option<Vec<FetchedHeaderFields>>) {
@@ -125,6 +122,9 @@ impl Delivered {
         }
     }
 }
+
+/// The answer to a [`PrefixJob`].
+type Prefixes = Result<Vec<FetchedPrefix>, ImapError>;
 
 /// Candidates whose prefixes the second connection is asked to read.
 struct PrefixJob {
@@ -139,7 +139,7 @@ struct Reads {
     fields: Vec<String>,
     prefix_bytes: u32,
     /// For each batch, the messages whose header fields are read.
-    wanted: Vec<Vec<u32>>,
+    wanted: Arc<[Vec<u32>]>,
 }
 
 /// The sweep's end of the second connection.
@@ -162,7 +162,7 @@ impl ReadAhead {
         secret: Secret,
         mailbox: &str,
         (fields, prefix_bytes): (&[&str], u32),
-        wanted: Vec<Vec<u32>>,
+        wanted: Arc<[Vec<u32>]>,
         shared: Claims,
     ) -> ReadAhead {
         let reads = Reads {

@@ -579,8 +579,9 @@ impl Sweep<'_> {
     }
 
     /// Triages, judges and moves the visible new inbox messages batch by
-    /// batch, moving the watermark on after each batch whose moves are made.
-    /// On an error, store writes since the last commit are left open for the
+    /// batch (read from both ends, see below), moving the watermark over
+    /// the batches done from the oldest up once their moves are made. On an
+    /// error, store writes since the last commit are left open for the
     /// caller to roll back.
     async fn sweep_batches(
         &mut self,
@@ -601,18 +602,22 @@ impl Sweep<'_> {
         let mut open = false;
         let size = self.options.batch.max(1);
         let batches: Vec<&[u32]> = visible.chunks(size).collect();
-        // The messages of a batch whose headers are read.
-        let wanted_in = |batch: &[u32]| -> Vec<u32> {
-            let (start, end) = (batch[0], batch[batch.len() - 1]);
-            match netted {
-                Some(hits) => hits
-                    .iter()
-                    .copied()
-                    .filter(|u| (start..=end).contains(u))
-                    .collect(),
-                None => batch.to_vec(),
-            }
-        };
+        // For each batch, the messages whose header fields are read (shared
+        // with the second connection).
+        let wanted: Arc<[Vec<u32>]> = batches
+            .iter()
+            .map(|batch| {
+                let (start, end) = (batch[0], batch[batch.len() - 1]);
+                match netted {
+                    Some(hits) => hits
+                        .iter()
+                        .copied()
+                        .filter(|u| (start..=end).contains(u))
+                        .collect(),
+                    None => batch.to_vec(),
+                }
+            })
+            .collect();
         // The batches are read from both ends: this connection from the
         // oldest up, a second one (with more than one batch; see
         // `crate::prefetch`) from the newest down, until they meet. A flood
@@ -630,7 +635,7 @@ impl Sweep<'_> {
                 secret.clone(),
                 &inbox,
                 (field_refs, PREFIX_BYTES),
-                batches.iter().map(|b| wanted_in(b)).collect(),
+                Arc::clone(&wanted),
                 Arc::clone(&shared),
             )
         });
@@ -658,17 +663,17 @@ impl Sweep<'_> {
             let batch = batches[number];
             let (start, end) = (batch[0], batch[batch.len() - 1]);
             self.report.examined += batch.len() as u64;
-            let wanted = wanted_in(batch);
+            let wanted = &wanted[number];
             let headers = match prefetched {
                 Some(headers) => headers,
                 None if wanted.is_empty() => Vec::new(),
                 None => session
-                    .uid_fetch_header_fields(&crate::imap::uid_set(&wanted), field_refs)
+                    .uid_fetch_header_fields(&crate::imap::uid_set(wanted), field_refs)
                     .await
                     .map_err(|e| self.imap_err(e))?,
             };
             let fetched: Vec<u32> = headers.iter().map(|h| h.uid).collect();
-            self.check_complete(session, &wanted, &fetched).await?;
+            self.check_complete(session, wanted, &fetched).await?;
             timer.lap("header fetch");
             let mut candidates = Vec::new();
             for h in headers.iter().filter(|h| h.uid >= start && h.uid <= end) {
@@ -1810,8 +1815,8 @@ mod tests {
     use super::*;
 
     /// Both ends hand out every batch exactly once, however they interleave;
-    /// the watermark only
-    /// ever passes batches that are all done, and reaches the last.
+    /// the watermark only ever passes batches that are all done, and reaches
+    /// the last.
     #[test]
     fn batches_from_both_ends_are_read_once_and_the_watermark_waits_for_gaps() {
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
