@@ -129,6 +129,60 @@ fn inspect_output_is_the_same_for_any_number_of_jobs() {
     assert!(human("1") == human("2"), "human output differs with --jobs");
 }
 
+/// `inspect` reads a regular file in one read of the size it has; files
+/// that are not regular (a pipe named as a path) or bigger than analysis
+/// reads must still come out whole, respectively truncated, and a directory
+/// is an error line.
+#[test]
+fn inspect_reads_pipes_and_huge_files_by_path() {
+    let bytes = std::fs::read(corpus("sisimai/maildir/bsd/rfc3834-03.eml")).expect("corpus");
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Bigger than the analysed prefix: the notice, then 2 MiB of padding.
+    let huge = dir.path().join("huge.eml");
+    let mut padded = bytes.clone();
+    padded.extend(std::iter::repeat_n(b'x', 2 << 20));
+    std::fs::write(&huge, &padded).expect("write");
+
+    let mut child = backsweep()
+        .args(["inspect", "--json", "/dev/stdin"])
+        .arg(&huge)
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&bytes)
+        .expect("write stdin");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", describe(&o));
+    // The pipe reports no size; it is read to its end all the same.
+    assert_eq!(lines[0]["kind"], "autoreply", "{}", describe(&o));
+    assert_eq!(
+        lines[0]["original_message_ids"][0],
+        "25203A4E-F90F-4A14-BF51-3E7B9D39BE8E@libsisimai.org"
+    );
+    assert!(lines[0].get("truncated").is_none(), "{}", lines[0]);
+    assert_eq!(lines[1]["kind"], "autoreply", "{}", lines[1]);
+    assert_eq!(lines[1]["truncated"], true, "{}", lines[1]);
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("directory")),
+        "{}",
+        lines[2]
+    );
+}
+
 #[test]
 fn inspect_rejects_zero_jobs() {
     let o = run(backsweep()
