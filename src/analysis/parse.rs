@@ -100,23 +100,18 @@ pub fn parse(normalized: &[u8]) -> Pieces<'_> {
 
 fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
     let mut parts = mime::parts(bytes);
-    // The top-level fields move into the pieces (the loop below looks at
-    // the fields of inner parts only).
-    let headers: Vec<(Cow<'_, str>, Cow<'_, str>)> = std::mem::take(&mut parts.first_mut()?.fields)
-        .into_iter()
-        .map(|f| (Cow::Borrowed(f.name), f.value))
-        .collect();
-    if headers.is_empty() {
+    let root = parts.first()?;
+    if root.fields.is_empty() {
         return None;
     }
-    let root_body = parts[0].body;
-    let subject = headers
+    let root_body = root.body;
+    let subject = root
+        .fields
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("subject"))
-        .map(|(_, v)| mime::decode_encoded_words(v))
+        .find(|f| f.is("subject"))
+        .map(|f| mime::decode_encoded_words(&f.value))
         .unwrap_or_default();
     let mut pieces = Pieces {
-        headers,
         subject,
         ..Pieces::default()
     };
@@ -124,8 +119,8 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
     // little (below): most HTML parts are newsletters' alternatives.
     let mut html_parts: Vec<&mime::Part> = Vec::new();
     for part in &parts {
-        let ct = &part.content_type;
-        match (ct.kind.as_str(), ct.subtype.as_str()) {
+        let ct = part.content_type();
+        match (&*ct.kind, &*ct.subtype) {
             ("multipart", "report") => {
                 if let Some(rt) = ct.param("report-type") {
                     pieces.report_types.push(rt.to_ascii_lowercase());
@@ -196,6 +191,14 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
         // Broken MIME (a boundary parameter that lost its folding, a missing
         // boundary) can hide every part: read the raw body as text instead.
         pieces.push_body(&lossy(root_body));
+    }
+    // The top-level fields move into the pieces, once nothing else reads
+    // them (the root part's content type is parsed from them).
+    if let Some(root) = parts.first_mut() {
+        pieces.headers = std::mem::take(&mut root.fields)
+            .into_iter()
+            .map(|f| (Cow::Borrowed(f.name), f.value))
+            .collect();
     }
     Some(pieces)
 }
