@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 
 use memchr::memmem;
 
-use super::text::{lossy, FieldRef};
+use super::text::{lossy, trim, FieldRef};
 
 /// At most this many parts are walked; the rest of a message with more
 /// (no real notice has a hundred) is ignored.
@@ -64,10 +64,16 @@ impl<'a> ContentType<'a> {
 
     /// Parses a field value such as `text/plain; charset="utf-8"`.
     pub fn parse(value: &'a str) -> ContentType<'a> {
-        let (mime, params) = value.split_once(';').unwrap_or((value, ""));
-        let mime = strip_comment(mime).trim();
-        let (kind, subtype) = match mime.split_once('/') {
-            Some((k, s)) => (ascii_lowercase(k.trim()), ascii_lowercase(s.trim())),
+        let (mime, params) = match memchr::memchr(b';', value.as_bytes()) {
+            Some(semi) => (&value[..semi], &value[semi + 1..]),
+            None => (value, ""),
+        };
+        let mime = trim(strip_comment(mime));
+        let (kind, subtype) = match memchr::memchr(b'/', mime.as_bytes()) {
+            Some(slash) => (
+                ascii_lowercase(trim(&mime[..slash])),
+                ascii_lowercase(trim(&mime[slash + 1..])),
+            ),
             None if mime.is_empty() => (Cow::Borrowed("text"), Cow::Borrowed("plain")),
             None => (ascii_lowercase(mime), Cow::Borrowed("")),
         };
@@ -142,7 +148,7 @@ pub enum TransferEncoding {
 
 impl TransferEncoding {
     fn parse(value: &str) -> TransferEncoding {
-        let value = strip_comment(value).trim();
+        let value = trim(strip_comment(value));
         if value.eq_ignore_ascii_case("base64") {
             TransferEncoding::Base64
         } else if value.eq_ignore_ascii_case("quoted-printable") {
@@ -283,19 +289,32 @@ fn fields_of<'a>(
 /// printable ASCII without spaces; white space before the colon is allowed
 /// (RFC 5322's obsolete syntax, still seen).
 fn field_name(line: &[u8]) -> Option<usize> {
-    let colon = memchr::memchr(b':', line)?;
-    let name = line[..colon].trim_ascii_end();
-    let valid =
-        !name.is_empty() && name.len() <= 128 && name.iter().all(|b| (33..=126).contains(b));
+    // The name is read first, then the colon must follow (after blanks):
+    // a line that is not a field stops at its first space, unsearched.
+    let name = line
+        .iter()
+        .take(MAX_FIELD_NAME + 1)
+        .take_while(|b| (33..=126).contains(*b) && **b != b':')
+        .count();
+    let blanks = line[name..]
+        .iter()
+        .take_while(|b| b.is_ascii_whitespace())
+        .count();
+    let colon = name + blanks;
+    let valid = (1..=MAX_FIELD_NAME).contains(&name) && line.get(colon) == Some(&b':');
     valid.then_some(colon)
 }
+
+/// Longest header field name [`field_name`] accepts.
+const MAX_FIELD_NAME: usize = 128;
 
 /// Every part of `message` in depth-first order, the message itself first;
 /// multipart containers are included (their `report-type` matters), the
 /// parts of an enclosed `message/rfc822` are not (analysis reads that
 /// message on its own). At most [`MAX_PARTS`].
 pub fn parts(message: &[u8]) -> Vec<Part<'_>> {
-    let mut out = Vec::new();
+    // Room for the parts of a typical notice.
+    let mut out = Vec::with_capacity(8);
     walk(message, false, 0, true, &mut out);
     out
 }
@@ -349,13 +368,12 @@ fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<&'a [u8]> {
     let mut delimiter = Vec::with_capacity(boundary.len() + 2);
     delimiter.extend_from_slice(b"--");
     delimiter.extend_from_slice(boundary);
-    let finder = memmem::Finder::new(&delimiter);
+    let finder = DelimiterFinder::new(&delimiter);
     let mut parts = Vec::new();
     // Start of the current part's content, once a delimiter was seen.
     let mut open: Option<usize> = None;
     let mut from = 0;
-    while let Some(found) = finder.find(&body[from..]) {
-        let at = from + found;
+    while let Some(at) = finder.find(body, from) {
         from = at + delimiter.len();
         // The delimiter starts a line; some MTAs indent it.
         let indent = body[..at]
@@ -397,9 +415,52 @@ fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<&'a [u8]> {
     parts
 }
 
+/// Finds a multipart delimiter (`--boundary`). memchr searches a needle of
+/// up to [`DELIMITER_HEAD`] bytes with a packed searcher that is cheap to
+/// build, a longer one with a Two-Way searcher whose set-up cost more than
+/// searching a typical body, and most delimiters are longer: their head is
+/// searched and the rest compared where it is found.
+struct DelimiterFinder<'d> {
+    delimiter: &'d [u8],
+    head: memmem::Finder<'d>,
+}
+
+/// The longest needle memchr searches with its packed searcher.
+const DELIMITER_HEAD: usize = 32;
+
+/// The longest delimiter searched by its head: the comparison at each place
+/// the head is found is bounded by it (RFC 2046 allows 72 bytes).
+const MAX_DELIMITER_BY_HEAD: usize = 256;
+
+impl<'d> DelimiterFinder<'d> {
+    fn new(delimiter: &'d [u8]) -> DelimiterFinder<'d> {
+        let head = if delimiter.len() <= MAX_DELIMITER_BY_HEAD {
+            &delimiter[..delimiter.len().min(DELIMITER_HEAD)]
+        } else {
+            delimiter
+        };
+        DelimiterFinder {
+            delimiter,
+            head: memmem::Finder::new(head),
+        }
+    }
+
+    /// Where the delimiter first occurs in `body` at or after `from`.
+    fn find(&self, body: &[u8], from: usize) -> Option<usize> {
+        let mut at = from;
+        loop {
+            let found = at + self.head.find(body.get(at..)?)?;
+            if body[found..].starts_with(self.delimiter) {
+                return Some(found);
+            }
+            at = found + 1;
+        }
+    }
+}
+
 /// Removes a trailing RFC 822 comment, e.g. `7bit (ignored)`.
 fn strip_comment(value: &str) -> &str {
-    value.split_once('(').map_or(value, |(v, _)| v)
+    memchr::memchr(b'(', value.as_bytes()).map_or(value, |open| &value[..open])
 }
 
 /// The `name=value` pairs of a parameter text (`; name=value;
@@ -421,19 +482,19 @@ impl<'a> Iterator for Params<'a> {
                 self.0 = &text[eq + 1..];
                 continue;
             }
-            let name = text[..eq].trim();
+            let name = trim(&text[..eq]);
             let mut j = eq + 1;
             while j < bytes.len() && (bytes[j] == b' ' || bytes[j] == b'\t') {
                 j += 1;
             }
             let value = if bytes.get(j) == Some(&b'"') {
                 let (value, after) = quoted_string(&text[j + 1..]);
-                self.0 = after.find(';').map_or("", |s| &after[s + 1..]);
+                self.0 = memchr::memchr(b';', after.as_bytes()).map_or("", |s| &after[s + 1..]);
                 value
             } else {
                 let end = memchr::memchr(b';', &bytes[j..]).map_or(bytes.len(), |s| j + s);
                 self.0 = text.get(end + 1..).unwrap_or("");
-                Cow::Borrowed(text[j..end].trim())
+                Cow::Borrowed(trim(&text[j..end]))
             };
             if !name.is_empty() {
                 return Some((name, value));
@@ -829,6 +890,62 @@ mod tests {
         let parts = parts(raw);
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[1].body, b"see x--b here");
+    }
+
+    #[test]
+    fn long_boundaries_are_found_by_their_head() {
+        for len in [1, 29, 30, 31, 40, 70, 254, 255, 300] {
+            // Every boundary shares its first 40 bytes with a decoy line.
+            let boundary: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            let decoy = format!("{}X", &boundary[..len.min(40) - 1]);
+            let raw = format!(
+                "Content-Type: multipart/mixed; boundary=\"{boundary}\"\n\n--{decoy}\n--{boundary}\n\none\n--{decoy}\n--{boundary}\n\ntwo\n--{boundary}--\n"
+            );
+            let parts = parts(raw.as_bytes());
+            let bodies: Vec<&[u8]> = parts[1..].iter().map(|p| p.body).collect();
+            let want_one = format!("one\n--{decoy}");
+            assert_eq!(bodies, [want_one.as_bytes(), b"two"], "boundary of {len}");
+        }
+    }
+
+    #[test]
+    fn field_names_are_read_before_their_colon() {
+        /// The first version: the colon first, then the name checked.
+        fn reference(line: &[u8]) -> Option<usize> {
+            let colon = memchr::memchr(b':', line)?;
+            let name = line[..colon].trim_ascii_end();
+            let valid = !name.is_empty()
+                && name.len() <= 128
+                && name.iter().all(|b| (33..=126).contains(b));
+            valid.then_some(colon)
+        }
+        let long = "x".repeat(128);
+        let lines = [
+            String::new(),
+            ":".into(),
+            "a:".into(),
+            "Subject: x: y".into(),
+            "Subject \t\r: x".into(),
+            "Sub ject: x".into(),
+            "Sub\x0bject: x".into(),
+            "Subject\x0b: x".into(),
+            "Süb: x".into(),
+            "[]!~: x".into(),
+            " indented: x".into(),
+            "no colon at all".into(),
+            format!("{long}: fits"),
+            format!("{long}x: too long"),
+            format!("{long} : fits"),
+        ];
+        for line in &lines {
+            assert_eq!(
+                field_name(line.as_bytes()),
+                reference(line.as_bytes()),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl<'a> FieldRef<'a> {
 /// gives it, but ASCII white space (all that header values have, nearly
 /// always) is stripped without decoding characters: trimming field values
 /// was a thirtieth of analysis.
-fn trim(text: &str) -> &str {
+pub fn trim(text: &str) -> &str {
     let trimmed = text.trim_ascii();
     // trim_ascii keeps a vertical tab and non-ASCII white space (U+00A0,
     // U+3000, ...), which str::trim removes: only an end byte that is
@@ -201,7 +201,7 @@ fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
     let mut groups: Vec<Vec<FieldRef<'_>>> = Vec::new();
     let mut current: Vec<FieldRef<'_>> = Vec::new();
     for line in lines(text) {
-        if line.trim().is_empty() {
+        if trim(line).is_empty() {
             if !current.is_empty() {
                 groups.push(std::mem::take(&mut current));
                 if groups.len() >= max_groups {
@@ -217,6 +217,11 @@ fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
             continue;
         }
         if let Some((name, value)) = split_field(line) {
+            if current.is_empty() {
+                // Room for a typical group (a DSN recipient has four to
+                // six fields) instead of growing from one.
+                current.reserve(8);
+            }
             current.push(FieldRef::new(name, Cow::Borrowed(value)));
         }
     }
