@@ -29,10 +29,10 @@ pub const MAX_PARTS: usize = 256;
 pub const MAX_DEPTH: usize = 16;
 
 /// A parsed `Content-Type`: lower-case type and subtype, and parameters,
-/// borrowed from the field value. Every part's type is read, a parameter
-/// only for the few parts that need one (a multipart's boundary, a text
-/// part's charset), so the parameters are parsed when asked for: building
-/// owned strings for all of them cost a twentieth of analysis.
+/// borrowed from the field value (unless it was folded). Every part's type
+/// is read, a parameter only for the few parts that need one (a multipart's
+/// boundary, a text part's charset), so the parameters are parsed when asked
+/// for: building owned strings for all of them cost a twentieth of analysis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentType<'a> {
     /// The top-level type, lower case (`text`, `multipart`, `message`, ...).
@@ -40,7 +40,7 @@ pub struct ContentType<'a> {
     /// The subtype, lower case (`plain`, `report`, `delivery-status`, ...).
     pub subtype: Cow<'a, str>,
     /// The parameter text after the type (`; charset="utf-8"`).
-    params: &'a str,
+    params: Cow<'a, str>,
 }
 
 impl<'a> ContentType<'a> {
@@ -49,7 +49,7 @@ impl<'a> ContentType<'a> {
         ContentType {
             kind: Cow::Borrowed("text"),
             subtype: Cow::Borrowed("plain"),
-            params: "",
+            params: Cow::Borrowed(""),
         }
     }
 
@@ -58,7 +58,7 @@ impl<'a> ContentType<'a> {
         ContentType {
             kind: Cow::Borrowed("message"),
             subtype: Cow::Borrowed("rfc822"),
-            params: "",
+            params: Cow::Borrowed(""),
         }
     }
 
@@ -80,7 +80,16 @@ impl<'a> ContentType<'a> {
         ContentType {
             kind,
             subtype,
-            params,
+            params: Cow::Borrowed(params),
+        }
+    }
+
+    /// The same type, owning its text (for a type parsed from a copy).
+    fn into_owned(self) -> ContentType<'static> {
+        ContentType {
+            kind: Cow::Owned(self.kind.into_owned()),
+            subtype: Cow::Owned(self.subtype.into_owned()),
+            params: Cow::Owned(self.params.into_owned()),
         }
     }
 
@@ -88,9 +97,9 @@ impl<'a> ContentType<'a> {
     /// continuations (`name*0=`, `name*1=`) joined and `name*=charset''%xx`
     /// percent-decoded; the first of repeated parameters wins. Borrowed
     /// unless it had to be unescaped, decoded or joined.
-    pub fn param(&self, name: &str) -> Option<Cow<'a, str>> {
-        let mut found: Option<Cow<'a, str>> = None;
-        for (raw_name, value) in Params(self.params) {
+    pub fn param(&self, name: &str) -> Option<Cow<'_, str>> {
+        let mut found: Option<Cow<'_, str>> = None;
+        for (raw_name, value) in Params(&self.params) {
             let (base, section, extended) = match raw_name.split_once('*') {
                 None => (raw_name, None, false),
                 Some((base, rest)) => {
@@ -170,11 +179,8 @@ pub struct Part<'a> {
     pub header: &'a [u8],
     /// The body as it stands in the message (still transfer-encoded).
     pub body: &'a [u8],
-    /// Which of `fields` is the (first) `Content-Type`, if any.
-    content_type_field: Option<usize>,
-    /// True for a part of a `multipart/digest`, whose default type is
-    /// `message/rfc822`.
-    in_digest: bool,
+    /// The declared or default content type.
+    pub content_type: ContentType<'a>,
     /// The declared transfer encoding.
     pub encoding: TransferEncoding,
     /// True for the message itself (the top of the tree).
@@ -185,16 +191,6 @@ impl<'a> Part<'a> {
     /// True if the part's header has a field named `name`.
     pub fn has_field(&self, name: &str) -> bool {
         self.fields.iter().any(|f| f.is(name))
-    }
-
-    /// The declared or default content type, parsed from the field (which
-    /// it borrows) on every call: cheap, as it parses no parameters.
-    pub fn content_type(&self) -> ContentType<'_> {
-        match self.content_type_field.and_then(|i| self.fields.get(i)) {
-            Some(field) => ContentType::parse(&field.value),
-            None if self.in_digest => ContentType::message_rfc822(),
-            None => ContentType::text_plain(),
-        }
     }
 
     /// The body with its transfer encoding undone.
@@ -211,8 +207,10 @@ impl<'a> Part<'a> {
     /// it is unknown). Borrowed from the message when it needs no decoding,
     /// as most text parts do.
     pub fn text(&self) -> Cow<'a, str> {
-        let content_type = self.content_type();
-        decode_charset(self.decoded(), content_type.param("charset").as_deref())
+        decode_charset(
+            self.decoded(),
+            self.content_type.param("charset").as_deref(),
+        )
     }
 }
 
@@ -337,23 +335,30 @@ fn walk<'a>(
         .map_or(TransferEncoding::Identity, |f| {
             TransferEncoding::parse(&f.value)
         });
-    let part = Part {
-        content_type_field: fields.iter().position(|f| f.is("content-type")),
-        fields,
-        header,
-        body,
-        in_digest,
-        encoding,
-        is_root,
+    let content_type = match fields.iter().find(|f| f.is("content-type")) {
+        Some(FieldRef {
+            value: Cow::Borrowed(value),
+            ..
+        }) => ContentType::parse(value),
+        // The value of a folded field is a copy, which the part owns.
+        Some(field) => ContentType::parse(&field.value).into_owned(),
+        None if in_digest => ContentType::message_rfc822(),
+        None => ContentType::text_plain(),
     };
-    let content_type = part.content_type();
     let boundary = (content_type.kind == "multipart" && depth < MAX_DEPTH)
         .then(|| content_type.param("boundary"))
         .flatten()
         .filter(|b| !b.is_empty())
         .map(Cow::into_owned);
     let children_in_digest = content_type.subtype == "digest";
-    out.push(part);
+    out.push(Part {
+        fields,
+        header,
+        body,
+        content_type,
+        encoding,
+        is_root,
+    });
     if let Some(boundary) = boundary {
         for child in split_multipart(body, boundary.as_bytes()) {
             walk(child, children_in_digest, depth + 1, false, out);
@@ -833,7 +838,7 @@ mod tests {
             let reference = params_reference(text);
             let value = format!("text/plain{text}");
             let ct = ContentType::parse(&value);
-            let names: Vec<String> = Params(ct.params)
+            let names: Vec<String> = Params(&ct.params)
                 .map(|(n, _)| n.split('*').next().unwrap_or("").to_ascii_lowercase())
                 .chain(["none".to_string()])
                 .collect();
@@ -864,10 +869,7 @@ mod tests {
         let parts = parts(raw);
         let types: Vec<String> = parts
             .iter()
-            .map(|p| {
-                let ct = p.content_type();
-                format!("{}/{}", ct.kind, ct.subtype)
-            })
+            .map(|p| format!("{}/{}", p.content_type.kind, p.content_type.subtype))
             .collect();
         assert_eq!(
             types,

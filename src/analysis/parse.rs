@@ -102,18 +102,23 @@ pub fn parse(normalized: &[u8]) -> Pieces<'_> {
 
 fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
     let mut parts = mime::parts(bytes);
-    let root = parts.first()?;
-    if root.fields.is_empty() {
+    // The top-level fields move into the pieces (the loop below looks at
+    // the fields of inner parts only).
+    let headers: Vec<(Cow<'_, str>, Cow<'_, str>)> = std::mem::take(&mut parts.first_mut()?.fields)
+        .into_iter()
+        .map(|f| (Cow::Borrowed(f.name), f.value))
+        .collect();
+    if headers.is_empty() {
         return None;
     }
-    let root_body = root.body;
-    let subject = root
-        .fields
+    let root_body = parts[0].body;
+    let subject = headers
         .iter()
-        .find(|f| f.is("subject"))
-        .map(|f| mime::decode_encoded_words(&f.value))
+        .find(|(n, _)| n.eq_ignore_ascii_case("subject"))
+        .map(|(_, v)| mime::decode_encoded_words(v))
         .unwrap_or_default();
     let mut pieces = Pieces {
+        headers,
         subject,
         ..Pieces::default()
     };
@@ -121,7 +126,7 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
     // little (below): most HTML parts are newsletters' alternatives.
     let mut html_parts: Vec<&mime::Part> = Vec::new();
     for part in &parts {
-        let ct = part.content_type();
+        let ct = &part.content_type;
         match (&*ct.kind, &*ct.subtype) {
             ("multipart", "report") => {
                 if let Some(rt) = ct.param("report-type") {
@@ -193,14 +198,6 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
         // Broken MIME (a boundary parameter that lost its folding, a missing
         // boundary) can hide every part: read the raw body as text instead.
         pieces.push_body(&lossy(root_body));
-    }
-    // The top-level fields move into the pieces, once nothing else reads
-    // them (the root part's content type is parsed from them).
-    if let Some(root) = parts.first_mut() {
-        pieces.headers = std::mem::take(&mut root.fields)
-            .into_iter()
-            .map(|f| (Cow::Borrowed(f.name), f.value))
-            .collect();
     }
     Some(pieces)
 }
