@@ -129,7 +129,7 @@ impl<'a> FieldRef<'a> {
         if let Cow::Borrowed(value) = self.value {
             // Room for this line and a few more: folded fields (Received,
             // DKIM-Signature) often run over several lines.
-            let mut owned = String::with_capacity(value.len() + 2 * continuation.len() + 64);
+            let mut owned = String::with_capacity(value.len() + 4 * continuation.len() + 64);
             owned.push_str(value);
             self.value = Cow::Owned(owned);
         }
