@@ -64,6 +64,51 @@ impl DeliveryStatus {
 /// bound on the work a hostile one can cause.
 const MAX_RECIPIENTS: usize = 1000;
 
+/// The fields [`parse_delivery_status`] tells apart (names compared without
+/// building a lower-case copy of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DsnField {
+    Recipient(RecipientField),
+    Action,
+    Status,
+    Diagnostic,
+    Other,
+}
+
+/// The fields that name a recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecipientField {
+    Final,
+    Original,
+    XActual,
+}
+
+impl DsnField {
+    fn of(name: &str) -> DsnField {
+        const NAMES: [(&str, DsnField); 6] = [
+            (
+                "final-recipient",
+                DsnField::Recipient(RecipientField::Final),
+            ),
+            (
+                "original-recipient",
+                DsnField::Recipient(RecipientField::Original),
+            ),
+            (
+                "x-actual-recipient",
+                DsnField::Recipient(RecipientField::XActual),
+            ),
+            ("action", DsnField::Action),
+            ("status", DsnField::Status),
+            ("diagnostic-code", DsnField::Diagnostic),
+        ];
+        NAMES
+            .iter()
+            .find(|(n, _)| name.eq_ignore_ascii_case(n))
+            .map_or(DsnField::Other, |(_, field)| *field)
+    }
+}
+
 /// Parses DSN-style fields from `text`.
 pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
     let mut status = DeliveryStatus::default();
@@ -74,11 +119,10 @@ pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
     let mut seen_original = false;
     for group in field_groups(text) {
         for field in group {
-            let name = field.name.to_ascii_lowercase();
-            match name.as_str() {
-                "final-recipient" | "original-recipient" | "x-actual-recipient" => {
-                    let is_final = name == "final-recipient";
-                    let is_original = name == "original-recipient";
+            match DsnField::of(field.name) {
+                DsnField::Recipient(kind) => {
+                    let is_final = kind == RecipientField::Final;
+                    let is_original = kind == RecipientField::Original;
                     let starts_new = current.is_none()
                         || (is_final && seen_final)
                         || (is_original && seen_original);
@@ -107,12 +151,14 @@ pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
                         }
                     }
                 }
-                "action" | "status" | "diagnostic-code" if current.is_some() => {
+                kind @ (DsnField::Action | DsnField::Status | DsnField::Diagnostic)
+                    if current.is_some() =>
+                {
                     if let Some(record) = current.as_mut() {
-                        let value = Some(field.value.to_string());
-                        match name.as_str() {
-                            "action" => record.action = value,
-                            "status" => record.status = value,
+                        let value = Some(field.value.into_owned());
+                        match kind {
+                            DsnField::Action => record.action = value,
+                            DsnField::Status => record.status = value,
                             _ => record.diagnostic = value,
                         }
                     }

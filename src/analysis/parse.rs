@@ -10,7 +10,9 @@
 
 use super::mime;
 use super::text::{html_to_text, lossy, normalize_newlines};
+use memchr::memmem;
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 /// How much explanatory text is kept per message. A bounce's explanation is
 /// short; the cap keeps a huge text attachment from costing time.
@@ -125,7 +127,7 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
     let mut html_parts: Vec<&mime::Part> = Vec::new();
     for part in &parts {
         let ct = &part.content_type;
-        match (ct.kind.as_str(), ct.subtype.as_str()) {
+        match (&*ct.kind, &*ct.subtype) {
             ("multipart", "report") => {
                 if let Some(rt) = ct.param("report-type") {
                     pieces.report_types.push(rt.to_ascii_lowercase());
@@ -211,13 +213,18 @@ fn too_deeply_nested(bytes: &[u8]) -> bool {
     // of those pairs stops far less often than one for every '/' (base64
     // is full of them, and that scan was a fortieth of all analysis); each
     // stop checks the whole word.
-    let count = |pair: &[u8]| {
-        memchr::memmem::find_iter(bytes, pair)
+    // The searchers are built once (per message, that cost a third of the
+    // search).
+    static PAIRS: LazyLock<[memmem::Finder<'static>; 2]> =
+        LazyLock::new(|| [memmem::Finder::new(b"e/"), memmem::Finder::new(b"E/")]);
+    let count = |finder: &memmem::Finder<'static>| {
+        finder
+            .find_iter(bytes)
             .filter(|&i| i >= 6 && bytes[i - 6..i + 2].eq_ignore_ascii_case(b"message/"))
             .take(MAX_ENCLOSED_MESSAGES + 1)
             .count()
     };
-    count(b"e/") + count(b"E/") > MAX_ENCLOSED_MESSAGES
+    PAIRS.iter().map(count).sum::<usize>() > MAX_ENCLOSED_MESSAGES
 }
 
 /// The fallback when MIME parsing fails: our own header split, the rest as
@@ -255,7 +262,7 @@ fn parse_as_text(bytes: &[u8]) -> Pieces<'static> {
 /// Decoded text parts may still carry CR line ends (e.g. a base64 part
 /// encoded on Windows).
 fn normalize_text(text: Cow<'_, str>) -> Cow<'_, str> {
-    if text.contains('\r') {
+    if memchr::memchr(b'\r', text.as_bytes()).is_some() {
         Cow::Owned(lossy(&normalize_newlines(text.as_bytes())).into_owned())
     } else {
         text
