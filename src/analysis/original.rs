@@ -13,7 +13,7 @@ use super::parse::{Enclosed, Pieces};
 use super::text::{
     addresses_in, dsn_address, field_groups, is_system_local_part, leading_header_block,
     message_id_list, normalize_message_id, quoted_header_blocks, split_field, strip_quote_marks,
-    HeaderBlock,
+    trim_line, trim_line_start, HeaderBlock,
 };
 use super::{Analyzer, OriginalHeaders};
 use regex::Regex;
@@ -339,6 +339,17 @@ fn json_recipient_regex() -> &'static Regex {
     })
 }
 
+/// Whether `body` has a `recipients"` or `recipients\"` key, which the
+/// recipients branch of [`json_recipient_regex`] needs. The word alone is
+/// in many a bounce's prose, and the regex costs a millisecond to compile.
+fn has_json_recipients_key(body: &str) -> bool {
+    let bytes = body.as_bytes();
+    memchr::memmem::find_iter(bytes, b"recipients").any(|at| {
+        let after = &bytes[at + "recipients".len()..];
+        after.starts_with(b"\"") || after.starts_with(b"\\\"")
+    })
+}
+
 /// The failed recipients of a bounce or report, from the most structured
 /// source available.
 pub fn failed_recipients(
@@ -379,7 +390,7 @@ pub fn failed_recipients(
     if !out.is_empty() {
         return (out, "recipients.feedback-fields");
     }
-    if pieces.body.contains("emailAddress") || pieces.body.contains("recipients") {
+    if pieces.body.contains("emailAddress") || has_json_recipients_key(&pieces.body) {
         for c in json_recipient_regex().captures_iter(&pieces.body) {
             let text = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
             for a in addresses_in(text) {
@@ -463,8 +474,8 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
     let mut header_indent: Option<usize> = None;
     for raw_line in super::text::lines(&pieces.body).take(400) {
         let line = strip_quote_marks(raw_line);
-        let trimmed = line.trim();
-        if separator_regex().is_match(trimmed) {
+        let trimmed = trim_line(line);
+        if may_be_separator(trimmed) && separator_regex().is_match(trimmed) {
             break;
         }
         if trimmed.is_empty() {
@@ -473,7 +484,7 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
         }
         // Header lines (a quoted notice's or the original's) name senders
         // and addressees, not failed recipients.
-        let indent = line.len() - line.trim_start().len();
+        let indent = line.len() - trim_line_start(line).len();
         let continues_header = header_indent.is_some_and(|h| indent > h);
         if split_field(trimmed).is_some_and(|(name, _)| is_header_name(name)) {
             header_indent = Some(indent);
@@ -513,32 +524,32 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
 
 /// Field names that start a header line inside a notice's text.
 fn is_header_name(name: &str) -> bool {
-    matches!(
-        name.to_ascii_lowercase().as_str(),
-        "from"
-            | "to"
-            | "cc"
-            | "bcc"
-            | "sender"
-            | "reply-to"
-            | "return-path"
-            | "received"
-            | "message-id"
-            | "date"
-            | "subject"
-            | "in-reply-to"
-            | "references"
-            | "envelope-to"
-            | "delivered-to"
-            | "x-original-to"
-            | "mail from"
-            | "sent"
-            | "content-type"
-            | "mime-version"
-            | "x-mailer"
-            | "user-agent"
-            | "errors-to"
-    )
+    const NAMES: &[&str] = &[
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "sender",
+        "reply-to",
+        "return-path",
+        "received",
+        "message-id",
+        "date",
+        "subject",
+        "in-reply-to",
+        "references",
+        "envelope-to",
+        "delivered-to",
+        "x-original-to",
+        "mail from",
+        "sent",
+        "content-type",
+        "mime-version",
+        "x-mailer",
+        "user-agent",
+        "errors-to",
+    ];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// Mailing-list control addresses (list-request, owner-list, list-ctl...).
@@ -565,6 +576,18 @@ fn recipient_line_regex() -> &'static Regex {
     })
 }
 
+/// Whether a trimmed line may match [`separator_regex`]: each of its
+/// alternatives starts with one of these bytes (and the case folding of
+/// `t`, `o`, `u`, `b` and `c` adds no other letters), so most lines are
+/// ruled out without a regex search, and many notices never compile it.
+fn may_be_separator(trimmed: &str) -> bool {
+    matches!(
+        trimmed.as_bytes().first(),
+        Some(b'-' | b'=' | b'*' | b'_' | b' ' | b't' | b'T' | b'o' | b'O')
+            | Some(b'u' | b'U' | b'b' | b'B' | b'c' | b'C')
+    )
+}
+
 /// Lines after which a text bounce quotes the returned message.
 fn separator_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
@@ -574,4 +597,80 @@ fn separator_regex() -> &'static Regex {
         )
         .expect("separator regex is valid")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::text::tests::{corpus_texts, generated_texts};
+
+    #[test]
+    fn separators_start_with_the_prefilter_bytes() {
+        // No non-ASCII letter folds to the first letters of the alternatives.
+        let first = Regex::new(r"(?i)^[tobuc]").unwrap();
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            if first.is_match(c.encode_utf8(&mut [0; 4])) {
+                assert!(c.is_ascii(), "{c:?}");
+            }
+        }
+        let alphabet = [
+            "-",
+            "=",
+            "*",
+            "_",
+            " ",
+            "original message",
+            "follows",
+            ":",
+            "\t",
+            "the ",
+            "Unsent message follows",
+            "content-type: message/",
+            "below this line is a copy",
+            "copy of",
+            "x",
+            "ſ",
+            "K",
+        ];
+        let mut lines: Vec<String> = generated_texts(&alphabet, 50_000);
+        for text in corpus_texts() {
+            lines.extend(text.lines().map(|l| l.to_string()));
+        }
+        let mut separators = 0;
+        for line in &lines {
+            let trimmed = strip_quote_marks(line).trim();
+            if separator_regex().is_match(trimmed) {
+                separators += 1;
+                assert!(may_be_separator(trimmed), "{trimmed:?}");
+            }
+        }
+        assert!(separators > 100, "{separators}");
+    }
+
+    #[test]
+    fn json_recipients_key_is_what_the_regex_needs() {
+        let alphabet = [
+            "recipients",
+            "emailAddress",
+            "\"",
+            "\\",
+            ":",
+            " ",
+            "[",
+            "]",
+            "a@b.example",
+            ",",
+        ];
+        for text in generated_texts(&alphabet, 50_000) {
+            let regex_branch = json_recipient_regex()
+                .captures_iter(&text)
+                .any(|c| c.get(2).is_some());
+            if regex_branch {
+                assert!(has_json_recipients_key(&text), "{text:?}");
+            }
+        }
+        assert!(has_json_recipients_key(r#"{"recipients":["a@b.example"]}"#));
+        assert!(has_json_recipients_key(r#"{\"recipients\":[]}"#));
+        assert!(!has_json_recipients_key("all recipients failed"));
+    }
 }
