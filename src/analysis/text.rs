@@ -456,7 +456,7 @@ pub fn strip_quote_marks(line: &str) -> &str {
 }
 
 /// True for the bytes of an address's local part: RFC 5322 `atext` and dots.
-fn is_local_part_byte(b: u8) -> bool {
+pub(crate) fn is_local_part_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(&b)
 }
 
