@@ -836,6 +836,22 @@ mod tests {
     use super::*;
     use crate::analysis::text::tests::{corpus_texts, generated_texts};
 
+    /// Lines to compare a line matcher with its regex on: generated from
+    /// `alphabet`, and every line of the corpus, each also as
+    /// `text_recipients` sees it (quote marks stripped, trimmed).
+    fn test_lines(alphabet: &[&str], count: usize) -> Vec<String> {
+        let mut lines = generated_texts(alphabet, count);
+        for text in corpus_texts() {
+            lines.extend(text.lines().map(str::to_string));
+        }
+        let trimmed: Vec<String> = lines
+            .iter()
+            .map(|l| trim_line(strip_quote_marks(l)).to_string())
+            .collect();
+        lines.extend(trimmed);
+        lines
+    }
+
     /// The regex that [`is_separator`] stands for.
     fn separator_regex() -> Regex {
         Regex::new(
@@ -900,17 +916,11 @@ mod tests {
             "\u{212a}",
             "é",
         ];
-        let mut lines: Vec<String> = generated_texts(&alphabet, 200_000);
-        for text in corpus_texts() {
-            lines.extend(text.lines().map(|l| l.to_string()));
-        }
         let mut separators = 0;
-        for line in &lines {
-            for text in [line.as_str(), trim_line(strip_quote_marks(line))] {
-                let theirs = re.is_match(text);
-                assert_eq!(is_separator(text), theirs, "{text:?}");
-                separators += usize::from(theirs);
-            }
+        for text in &test_lines(&alphabet, 200_000) {
+            let theirs = re.is_match(text);
+            assert_eq!(is_separator(text), theirs, "{text:?}");
+            separators += usize::from(theirs);
         }
         assert!(separators > 1000, "{separators}");
     }
@@ -964,17 +974,11 @@ mod tests {
             "address: ",
             "!",
         ];
-        let mut lines: Vec<String> = generated_texts(&alphabet, 300_000);
-        for text in corpus_texts() {
-            lines.extend(text.lines().map(|l| l.to_string()));
-        }
         let mut found = 0;
-        for line in &lines {
-            for text in [line.as_str(), trim_line(strip_quote_marks(line))] {
-                let theirs = re.captures(text).and_then(|c| c.get(1)).map(|m| m.as_str());
-                assert_eq!(recipient_on_line(text), theirs, "{text:?}");
-                found += usize::from(theirs.is_some());
-            }
+        for text in &test_lines(&alphabet, 300_000) {
+            let theirs = re.captures(text).and_then(|c| c.get(1)).map(|m| m.as_str());
+            assert_eq!(recipient_on_line(text), theirs, "{text:?}");
+            found += usize::from(theirs.is_some());
         }
         assert!(found > 1000, "{found}");
     }
