@@ -22,7 +22,6 @@ mod precompiled;
 pub mod rules;
 pub mod text;
 
-use regex::Regex;
 use rules::{RuleError, RuleSet, Target};
 use serde::Serialize;
 use std::sync::OnceLock;
@@ -200,8 +199,7 @@ impl Analyzer {
             .iter()
             .map(|t| dsn::parse_delivery_status(t))
             .collect();
-        if statuses.iter().all(|s| s.recipients.is_empty())
-            && dsn_fields_in_text().is_match(&pieces.body)
+        if statuses.iter().all(|s| s.recipients.is_empty()) && has_dsn_fields_in_text(&pieces.body)
         {
             statuses.push(dsn::parse_delivery_status(&pieces.body));
         }
@@ -375,10 +373,22 @@ fn delivery_addresses(pieces: &parse::Pieces) -> Vec<String> {
     out
 }
 
-fn dsn_fields_in_text() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"(?im-u)^\s*(final|original)-recipient:").expect("dsn field regex is valid")
+/// Whether a line of `body` starts, after white space, with a DSN
+/// `Final-Recipient:` or `Original-Recipient:` field (any case): a delivery
+/// status pasted into the text. What the regex
+/// `(?im-u)^\s*(final|original)-recipient:` finds (the unit tests compare
+/// them), without compiling it in every run.
+fn has_dsn_fields_in_text(body: &str) -> bool {
+    const NAMES: [&str; 2] = ["final-recipient:", "original-recipient:"];
+    text::lines(body).any(|line| {
+        // ASCII white space as the regex's `\s` knows it (with `\x0b`).
+        let field = line.trim_start_matches([' ', '\t', '\x0b', '\x0c', '\r']);
+        NAMES.iter().any(|name| {
+            field
+                .as_bytes()
+                .get(..name.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(name.as_bytes()))
+        })
     })
 }
 
@@ -393,4 +403,39 @@ pub fn analyze(raw: &[u8]) -> Analysis {
             Analyzer::builtin().unwrap_or_else(|e| panic!("built-in rules are invalid: {e}"))
         })
         .analyze(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::text::tests::{corpus_texts, generated_texts};
+
+    #[test]
+    fn dsn_fields_in_text_are_those_of_the_regex() {
+        let re = regex::Regex::new(r"(?im-u)^\s*(final|original)-recipient:").unwrap();
+        let alphabet = [
+            "Final",
+            "original",
+            "-recipient:",
+            "-Recipient",
+            ":",
+            " ",
+            "\t",
+            "\x0b",
+            "\r",
+            "\n",
+            "x",
+            "é",
+            "\u{3000}",
+        ];
+        let mut texts = generated_texts(&alphabet, 100_000);
+        texts.extend(corpus_texts());
+        let mut found = 0;
+        for text in &texts {
+            let theirs = re.is_match(text);
+            assert_eq!(has_dsn_fields_in_text(text), theirs, "{text:?}");
+            found += usize::from(theirs);
+        }
+        assert!(found > 1000, "{found}");
+    }
 }

@@ -13,7 +13,7 @@ use super::parse::{Enclosed, Pieces};
 use super::text::{
     addresses_in, dsn_address, field_groups, is_system_local_part, leading_header_block,
     message_id_list, normalize_message_id, quoted_header_blocks, split_field, strip_quote_marks,
-    HeaderBlock,
+    trim_line, trim_line_start, HeaderBlock,
 };
 use super::{Analyzer, OriginalHeaders};
 use regex::Regex;
@@ -339,6 +339,17 @@ fn json_recipient_regex() -> &'static Regex {
     })
 }
 
+/// Whether `body` has a `recipients"` or `recipients\"` key, which the
+/// recipients branch of [`json_recipient_regex`] needs. The word alone is
+/// in many a bounce's prose, and the regex costs a millisecond to compile.
+fn has_json_recipients_key(body: &str) -> bool {
+    let bytes = body.as_bytes();
+    memchr::memmem::find_iter(bytes, b"recipients").any(|at| {
+        let after = &bytes[at + "recipients".len()..];
+        after.starts_with(b"\"") || after.starts_with(b"\\\"")
+    })
+}
+
 /// The failed recipients of a bounce or report, from the most structured
 /// source available.
 pub fn failed_recipients(
@@ -379,7 +390,7 @@ pub fn failed_recipients(
     if !out.is_empty() {
         return (out, "recipients.feedback-fields");
     }
-    if pieces.body.contains("emailAddress") || pieces.body.contains("recipients") {
+    if pieces.body.contains("emailAddress") || has_json_recipients_key(&pieces.body) {
         for c in json_recipient_regex().captures_iter(&pieces.body) {
             let text = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
             for a in addresses_in(text) {
@@ -421,23 +432,29 @@ pub fn failed_recipients(
 /// and Message-IDs. Header lines (a quoted notice or original) are skipped,
 /// and the scan stops where the returned original begins.
 fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
-    let mut exclude: Vec<String> = Vec::new();
-    for name in [
-        "to",
-        "from",
-        "delivered-to",
-        "x-original-to",
-        "cc",
-        "return-path",
-        "envelope-to",
-    ] {
-        if let Some(v) = pieces.header(name) {
-            exclude.extend(addresses_in(v));
+    // The notice's own addressees, needed only once a line offers a weak
+    // candidate (most notices never do).
+    let exclude = std::cell::OnceCell::new();
+    let own_addresses = || {
+        let mut exclude: Vec<String> = Vec::new();
+        for name in [
+            "to",
+            "from",
+            "delivered-to",
+            "x-original-to",
+            "cc",
+            "return-path",
+            "envelope-to",
+        ] {
+            if let Some(v) = pieces.header(name) {
+                exclude.extend(addresses_in(v));
+            }
         }
-    }
-    if let Some(from) = &original.headers.from {
-        exclude.extend(addresses_in(from));
-    }
+        if let Some(from) = &original.headers.from {
+            exclude.extend(addresses_in(from));
+        }
+        exclude
+    };
     let ids: Vec<String> = original
         .message_ids
         .iter()
@@ -463,8 +480,8 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
     let mut header_indent: Option<usize> = None;
     for raw_line in super::text::lines(&pieces.body).take(400) {
         let line = strip_quote_marks(raw_line);
-        let trimmed = line.trim();
-        if separator_regex().is_match(trimmed) {
+        let trimmed = trim_line(line);
+        if is_separator(trimmed) {
             break;
         }
         if trimmed.is_empty() {
@@ -473,7 +490,7 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
         }
         // Header lines (a quoted notice's or the original's) name senders
         // and addressees, not failed recipients.
-        let indent = line.len() - line.trim_start().len();
+        let indent = line.len() - trim_line_start(line).len();
         let continues_header = header_indent.is_some_and(|h| indent > h);
         if split_field(trimmed).is_some_and(|(name, _)| is_header_name(name)) {
             header_indent = Some(indent);
@@ -487,17 +504,15 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
         if found.is_empty() {
             continue;
         }
-        if let Some(c) = recipient_line_regex().captures(trimmed) {
-            if let Some(a) = c.get(1).map(|m| m.as_str().to_ascii_lowercase()) {
-                if plausible(&a) && !strong.contains(&a) {
-                    strong.push(a);
-                }
-                continue;
+        if let Some(a) = recipient_on_line(trimmed).map(str::to_ascii_lowercase) {
+            if plausible(&a) && !strong.contains(&a) {
+                strong.push(a);
             }
+            continue;
         }
         for a in found {
             if plausible(&a)
-                && !exclude.contains(&a)
+                && !exclude.get_or_init(own_addresses).contains(&a)
                 && !is_system_local_part(&a)
                 && !is_list_control(&a)
                 && !weak.contains(&a)
@@ -513,32 +528,32 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
 
 /// Field names that start a header line inside a notice's text.
 fn is_header_name(name: &str) -> bool {
-    matches!(
-        name.to_ascii_lowercase().as_str(),
-        "from"
-            | "to"
-            | "cc"
-            | "bcc"
-            | "sender"
-            | "reply-to"
-            | "return-path"
-            | "received"
-            | "message-id"
-            | "date"
-            | "subject"
-            | "in-reply-to"
-            | "references"
-            | "envelope-to"
-            | "delivered-to"
-            | "x-original-to"
-            | "mail from"
-            | "sent"
-            | "content-type"
-            | "mime-version"
-            | "x-mailer"
-            | "user-agent"
-            | "errors-to"
-    )
+    const NAMES: &[&str] = &[
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "sender",
+        "reply-to",
+        "return-path",
+        "received",
+        "message-id",
+        "date",
+        "subject",
+        "in-reply-to",
+        "references",
+        "envelope-to",
+        "delivered-to",
+        "x-original-to",
+        "mail from",
+        "sent",
+        "content-type",
+        "mime-version",
+        "x-mailer",
+        "user-agent",
+        "errors-to",
+    ];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// Mailing-list control addresses (list-request, owner-list, list-ctl...).
@@ -554,24 +569,444 @@ fn is_list_control(addr: &str) -> bool {
         )
 }
 
-/// A line that names one failed recipient on its own.
-fn recipient_line_regex() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(
-            r#"(?i-u)^(?:rcpt to:\s*|address:\s*|recipient:\s*|\[status:[ -\\^-~]*address:\s*|[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}\s+)?)?<?([a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?:>\s*(?:[:,(\[]|\.\.\.|\.?$|on\s)|\s*(?::|\.\.\.|\(|\[|,|$)|\s+on\s)"#,
-        )
-        .expect("recipient line regex is valid")
-    })
+/// The failed recipient a line names on its own: `RCPT TO:<a@b>`,
+/// `Address: a@b`, `Recipient: a@b`, `[Status: ... Address: a@b]`,
+/// `550 5.1.1 <a@b>: ...`, or a line that starts with `<a@b>:`, `a@b ...`,
+/// `a@b (...)`, `a@b on ...`.
+///
+/// Written out by hand, it gives exactly the first group of the regex
+/// `(?i-u)^(?:rcpt to:\s*|address:\s*|recipient:\s*|\[status:[ -\\^-~]*address:\s*|[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}\s+)?)?<?([a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?:>\s*(?:[:,(\[]|\.\.\.|\.?$|on\s)|\s*(?::|\.\.\.|\(|\[|,|$)|\s+on\s)`
+/// (the unit tests keep it and compare): compiling that regex was a tenth
+/// of a one-file run, and its capture search the dearest step of the
+/// recipient scan. The prefixes are tried in the regex's order; after a
+/// prefix, the address either ends where the regex's greedy match ends or
+/// not at all (see [`address_at`]), so the first prefix that leads to an
+/// address gives the regex's group.
+fn recipient_on_line(line: &str) -> Option<&str> {
+    let bytes = line.as_bytes();
+    let has_at = |at: usize, literal: &str| {
+        bytes
+            .get(at..at + literal.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(literal.as_bytes()))
+    };
+    for field in ["rcpt to:", "address:", "recipient:"] {
+        if has_at(0, field) {
+            if let Some(address) = address_at(line, skip_space(bytes, field.len())) {
+                return Some(address);
+            }
+        }
+    }
+    if has_at(0, "[status:") {
+        // `[ -\\^-~]*address:`: any printable bytes but `]`, then the
+        // field; the last `Address:` is tried first (the star is greedy).
+        let printable = bytes[8..]
+            .iter()
+            .take_while(|b| matches!(b, b' '..=b'\\' | b'^'..=b'~'))
+            .count();
+        for at in (8..=8 + printable).rev() {
+            if has_at(at, "address:") {
+                if let Some(address) = address_at(line, skip_space(bytes, at + 8)) {
+                    return Some(address);
+                }
+            }
+        }
+    }
+    let is_reply_code = bytes.len() >= 4
+        && matches!(bytes[0], b'2' | b'4' | b'5')
+        && bytes[1..3].iter().all(u8::is_ascii_digit)
+        && matches!(bytes[3], b' ' | b'-');
+    if is_reply_code {
+        if let Some(after) = enhanced_status_end(bytes, 4) {
+            if let Some(address) = address_at(line, skip_space(bytes, after)) {
+                return Some(address);
+            }
+        }
+        if let Some(address) = address_at(line, 4) {
+            return Some(address);
+        }
+    }
+    address_at(line, 0)
 }
 
-/// Lines after which a text bounce quotes the returned message.
-fn separator_regex() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
+/// White space as the regex `\s` knows it in ASCII mode.
+fn is_regex_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+/// The index of the first byte at or after `at` that is not white space.
+fn skip_space(bytes: &[u8], at: usize) -> usize {
+    at + bytes
+        .get(at..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| is_regex_space(**b))
+        .count()
+}
+
+/// The end of an enhanced status code (`5.1.1`) at `at` that is followed
+/// by white space (`[245]\.\d{1,3}\.\d{1,3}\s+`), before that white space.
+fn enhanced_status_end(bytes: &[u8], at: usize) -> Option<usize> {
+    if !matches!(bytes.get(at), Some(b'2' | b'4' | b'5')) || bytes.get(at + 1) != Some(&b'.') {
+        return None;
+    }
+    let digits = |from: usize| {
+        let n = bytes
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        (1..=3).contains(&n).then_some(from + n)
+    };
+    let end = digits(at + 2)?;
+    if bytes.get(end) != Some(&b'.') {
+        return None;
+    }
+    let end = digits(end + 1)?;
+    bytes
+        .get(end)
+        .is_some_and(|b| is_regex_space(*b))
+        .then_some(end)
+}
+
+/// The address of [`recipient_on_line`] starting at `at`: `<?local@domain`
+/// with at least two domain labels of letters, digits and hyphens, followed
+/// by what ends a recipient (`>:`, `>,`, `> on`, `>` at the end, `:`,
+/// `...`, `(`, `[`, `,`, the end, or ` on `). The local part runs to the
+/// first non-local byte, which must be the `@`, and the domain as far as it
+/// can: a shorter domain would leave a label byte or a `.` that is not
+/// `...` next, which nothing that ends a recipient starts with.
+fn address_at(line: &str, at: usize) -> Option<&str> {
+    let bytes = line.as_bytes();
+    let start = if bytes.get(at) == Some(&b'<') {
+        at + 1
+    } else {
+        at
+    };
+    let local = bytes
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| super::text::is_local_part_byte(**b))
+        .count();
+    let at_sign = start + local;
+    if local == 0 || bytes.get(at_sign) != Some(&b'@') {
+        return None;
+    }
+    let is_label_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-';
+    let mut end = at_sign + 1;
+    let mut labels = 0;
+    loop {
+        let label = bytes[end..].iter().take_while(|b| is_label_byte(b)).count();
+        if label == 0 {
+            break;
+        }
+        end += label;
+        labels += 1;
+        let another =
+            bytes.get(end) == Some(&b'.') && bytes.get(end + 1).is_some_and(is_label_byte);
+        if !another {
+            break;
+        }
+        end += 1;
+    }
+    (labels >= 2 && ends_recipient(&bytes[end..])).then(|| &line[start..end])
+}
+
+/// Whether `rest`, the text after an address, ends it as a recipient (see
+/// [`address_at`]).
+fn ends_recipient(rest: &[u8]) -> bool {
+    let is_on =
+        |r: &[u8]| r.len() >= 3 && r[..2].eq_ignore_ascii_case(b"on") && is_regex_space(r[2]);
+    if let Some(after) = rest.strip_prefix(b">") {
+        let r = &after[skip_space(after, 0)..];
+        if matches!(r.first(), Some(b':' | b',' | b'(' | b'['))
+            || r.starts_with(b"...")
+            || r.is_empty()
+            || r == b"."
+            || is_on(r)
+        {
+            return true;
+        }
+    }
+    let spaces = skip_space(rest, 0);
+    let r = &rest[spaces..];
+    matches!(r.first(), Some(b':' | b'(' | b'[' | b','))
+        || r.starts_with(b"...")
+        || r.is_empty()
+        || (spaces > 0 && is_on(r))
+}
+
+/// Phrases that, after a rule of dashes, equals signs, stars, underscores
+/// or spaces, introduce the returned message.
+const AFTER_RULE: [&str; 8] = [
+    "original message",
+    "returned message",
+    "copy of",
+    "below this line",
+    "message headers",
+    "header of the original",
+    "undelivered message",
+    "this line",
+];
+
+/// Whether a trimmed line of a text bounce is one after which the returned
+/// message is quoted: `--- Original message follows ---`, `Below this line
+/// is a copy of the message`, `Content-Type: message/rfc822`...
+///
+/// Written out by hand, it finds exactly what the regex
+/// `(?i)^(?:[-=*_ ]{2,}[^\n]*(?:PHRASES)|(?:the )?original message (?:follows|headers? follows?|is attached)|original message:?$|unsent message follows|below this line is a copy|-{2,}\s*original message\s*-{2,}|content-type:\s*message/)`
+/// found, PHRASES being [`AFTER_RULE`] (the unit tests keep it and
+/// compare): the regex cost as much to compile as a one-file run spends on
+/// its text, and a search per line.
+fn is_separator(line: &str) -> bool {
+    let is_rule_byte = |b: &u8| matches!(b, b'-' | b'=' | b'*' | b'_' | b' ');
+    let bytes = line.as_bytes();
+    if bytes.len() >= 2 && is_rule_byte(&bytes[0]) && is_rule_byte(&bytes[1]) {
+        // A phrase anywhere after the first two rule bytes, on this line.
+        let rest = &line[2..];
+        let rest = &rest[..memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len())];
+        // Every phrase starts with an ASCII letter that no other letter
+        // folds to: only an ASCII byte (a char boundary) can start one.
+        let phrase_at = |(at, b): (usize, u8)| {
+            let b = b.to_ascii_lowercase();
+            AFTER_RULE
+                .iter()
+                .any(|p| p.as_bytes()[0] == b && strip_folded(&rest[at..], p).is_some())
+        };
+        if rest.bytes().enumerate().any(phrase_at) {
+            return true;
+        }
+    }
+    let without_the = strip_folded(line, "the ").unwrap_or(line);
+    if let Some(after) = strip_folded(without_the, "original message ") {
+        let headers_follow = strip_folded(after, "header").is_some_and(|h| {
+            let h = strip_folded(h, "s").unwrap_or(h);
+            strip_folded(h, " follow").is_some()
+        });
+        if headers_follow
+            || strip_folded(after, "follows").is_some()
+            || strip_folded(after, "is attached").is_some()
+        {
+            return true;
+        }
+    }
+    if strip_folded(line, "original message").is_some_and(|r| r.is_empty() || r == ":") {
+        return true;
+    }
+    if strip_folded(line, "unsent message follows").is_some()
+        || strip_folded(line, "below this line is a copy").is_some()
+    {
+        return true;
+    }
+    let dashes = line.trim_start_matches('-');
+    if line.len() - dashes.len() >= 2 {
+        let closing = strip_folded(dashes.trim_start(), "original message")
+            .map(|r| r.trim_start().starts_with("--"));
+        if closing == Some(true) {
+            return true;
+        }
+    }
+    strip_folded(line, "content-type:")
+        .and_then(|r| strip_folded(r.trim_start(), "message/"))
+        .is_some()
+}
+
+/// `text` after `literal` (ASCII, lower case), compared as the regex
+/// crate's `(?i)` does: ASCII letters in either case, and the two non-ASCII
+/// letters that fold to ASCII ones (`ſ` to `s`, the Kelvin sign to `k`).
+fn strip_folded<'a>(text: &'a str, literal: &str) -> Option<&'a str> {
+    let mut chars = text.chars();
+    for l in literal.bytes() {
+        let c = chars.next()?;
+        let same = if c.is_ascii() {
+            (c as u8).eq_ignore_ascii_case(&l)
+        } else {
+            (l == b's' && c == '\u{17f}') || (l == b'k' && c == '\u{212a}')
+        };
+        if !same {
+            return None;
+        }
+    }
+    Some(chars.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::text::tests::{corpus_texts, generated_texts};
+
+    /// Lines to compare a line matcher with its regex on: generated from
+    /// `alphabet`, and every line of the corpus, each also as
+    /// `text_recipients` sees it (quote marks stripped, trimmed).
+    fn test_lines(alphabet: &[&str], count: usize) -> Vec<String> {
+        let mut lines = generated_texts(alphabet, count);
+        for text in corpus_texts() {
+            lines.extend(text.lines().map(str::to_string));
+        }
+        let trimmed: Vec<String> = lines
+            .iter()
+            .map(|l| trim_line(strip_quote_marks(l)).to_string())
+            .collect();
+        lines.extend(trimmed);
+        lines
+    }
+
+    /// The regex that [`is_separator`] stands for.
+    fn separator_regex() -> Regex {
         Regex::new(
             r"(?i)^(?:[-=*_ ]{2,}[^\n]*(?:original message|returned message|copy of|below this line|message headers|header of the original|undelivered message|this line)|(?:the )?original message (?:follows|headers? follows?|is attached)|original message:?$|unsent message follows|below this line is a copy|-{2,}\s*original message\s*-{2,}|content-type:\s*message/)",
         )
-        .expect("separator regex is valid")
-    })
+        .unwrap()
+    }
+
+    #[test]
+    fn case_folding_is_that_of_the_regex() {
+        for l in b'a'..=b'z' {
+            let letter = Regex::new(&format!("(?i)^{}$", l as char)).unwrap();
+            let literal = (l as char).to_string();
+            for c in (0..=0x10ffff).filter_map(char::from_u32) {
+                let text = c.to_string();
+                assert_eq!(
+                    strip_folded(&text, &literal) == Some(""),
+                    letter.is_match(&text),
+                    "{c:?} {}",
+                    l as char
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn separators_are_those_of_the_regex() {
+        let re = separator_regex();
+        let alphabet = [
+            "-",
+            "-",
+            "=",
+            "*",
+            "_",
+            " ",
+            "original message",
+            "Original Me\u{17f}\u{17f}age",
+            "returned message",
+            "copy of",
+            "below this line",
+            "message headers",
+            "header of the original",
+            "undelivered message",
+            "this line",
+            "follows",
+            "follow",
+            "headers",
+            "header",
+            "is attached",
+            "the ",
+            ":",
+            "\t",
+            "\u{3000}",
+            "\u{a0}",
+            "\n",
+            "unsent message follows",
+            "content-type:",
+            "message/",
+            "below this line is a copy",
+            "x",
+            "S",
+            "\u{212a}",
+            "é",
+        ];
+        let mut separators = 0;
+        for text in &test_lines(&alphabet, 200_000) {
+            let theirs = re.is_match(text);
+            assert_eq!(is_separator(text), theirs, "{text:?}");
+            separators += usize::from(theirs);
+        }
+        assert!(separators > 1000, "{separators}");
+    }
+
+    /// The regex that [`recipient_on_line`] stands for.
+    fn recipient_line_regex() -> Regex {
+        Regex::new(
+            r#"(?i-u)^(?:rcpt to:\s*|address:\s*|recipient:\s*|\[status:[ -\\^-~]*address:\s*|[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}\s+)?)?<?([a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?:>\s*(?:[:,(\[]|\.\.\.|\.?$|on\s)|\s*(?::|\.\.\.|\(|\[|,|$)|\s+on\s)"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn recipient_lines_are_those_of_the_regex() {
+        let re = recipient_line_regex();
+        let alphabet = [
+            "rcpt to:",
+            "RCPT TO:",
+            "Address:",
+            "recipient:",
+            "[Status:",
+            "550",
+            "5",
+            "5.1.1",
+            ".",
+            "12",
+            " ",
+            " ",
+            "\t",
+            "-",
+            "<",
+            ">",
+            ">",
+            "a",
+            "x.Y",
+            "@",
+            "@",
+            "b.c",
+            "b",
+            ".",
+            "...",
+            ":",
+            ",",
+            "(",
+            "[",
+            "]",
+            "on",
+            "On ",
+            "\n",
+            "é",
+            "address: ",
+            "!",
+        ];
+        let mut found = 0;
+        for text in &test_lines(&alphabet, 300_000) {
+            let theirs = re.captures(text).and_then(|c| c.get(1)).map(|m| m.as_str());
+            assert_eq!(recipient_on_line(text), theirs, "{text:?}");
+            found += usize::from(theirs.is_some());
+        }
+        assert!(found > 1000, "{found}");
+    }
+
+    #[test]
+    fn json_recipients_key_is_what_the_regex_needs() {
+        let alphabet = [
+            "recipients",
+            "emailAddress",
+            "\"",
+            "\\",
+            ":",
+            " ",
+            "[",
+            "]",
+            "a@b.example",
+            ",",
+        ];
+        for text in generated_texts(&alphabet, 50_000) {
+            let regex_branch = json_recipient_regex()
+                .captures_iter(&text)
+                .any(|c| c.get(2).is_some());
+            if regex_branch {
+                assert!(has_json_recipients_key(&text), "{text:?}");
+            }
+        }
+        assert!(has_json_recipients_key(r#"{"recipients":["a@b.example"]}"#));
+        assert!(has_json_recipients_key(r#"{\"recipients\":[]}"#));
+        assert!(!has_json_recipients_key("all recipients failed"));
+    }
 }
