@@ -13,7 +13,7 @@ use super::parse::{Enclosed, Pieces};
 use super::text::{
     addresses_in, dsn_address, field_groups, is_system_local_part, leading_header_block,
     message_id_list, normalize_message_id, quoted_header_blocks, split_field, strip_quote_marks,
-    trim_line, trim_line_start, HeaderBlock,
+    trim, trim_start, HeaderBlock,
 };
 use super::{Analyzer, OriginalHeaders};
 use regex::Regex;
@@ -480,7 +480,7 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
     let mut header_indent: Option<usize> = None;
     for raw_line in super::text::lines(&pieces.body).take(400) {
         let line = strip_quote_marks(raw_line);
-        let trimmed = trim_line(line);
+        let trimmed = trim(line);
         if is_separator(trimmed) {
             break;
         }
@@ -490,7 +490,7 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
         }
         // Header lines (a quoted notice's or the original's) name senders
         // and addressees, not failed recipients.
-        let indent = line.len() - trim_line_start(line).len();
+        let indent = line.len() - trim_start(line).len();
         let continues_header = header_indent.is_some_and(|h| indent > h);
         if split_field(trimmed).is_some_and(|(name, _)| is_header_name(name)) {
             header_indent = Some(indent);
@@ -846,7 +846,7 @@ mod tests {
         }
         let trimmed: Vec<String> = lines
             .iter()
-            .map(|l| trim_line(strip_quote_marks(l)).to_string())
+            .map(|l| trim(strip_quote_marks(l)).to_string())
             .collect();
         lines.extend(trimmed);
         lines

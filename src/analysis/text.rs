@@ -151,14 +151,28 @@ impl<'a> FieldRef<'a> {
 /// was a thirtieth of analysis.
 pub fn trim(text: &str) -> &str {
     let trimmed = text.trim_ascii();
-    // trim_ascii keeps a vertical tab and non-ASCII white space (U+00A0,
-    // U+3000, ...), which str::trim removes: only an end byte that is
-    // neither is sure to stay.
-    let stays = |b: &u8| b.is_ascii() && *b != b'\x0b';
     match (trimmed.as_bytes().first(), trimmed.as_bytes().last()) {
-        (Some(first), Some(last)) if stays(first) && stays(last) => trimmed,
+        (Some(first), Some(last)) if stays_trimmed(*first) && stays_trimmed(*last) => trimmed,
         _ => trimmed.trim(),
     }
+}
+
+/// `text` without leading white space, exactly as [`str::trim_start`]
+/// gives it, ASCII white space stripped as in [`trim`]. The header and
+/// recipient scans trim every line of a notice, many of them indented.
+pub fn trim_start(text: &str) -> &str {
+    let trimmed = text.trim_ascii_start();
+    match trimmed.as_bytes().first() {
+        Some(first) if !stays_trimmed(*first) => trimmed.trim_start(),
+        _ => trimmed,
+    }
+}
+
+/// True if an end byte of an ASCII-trimmed text is sure to stay after
+/// [`str::trim`]: `trim_ascii` keeps a vertical tab and non-ASCII white
+/// space (U+00A0, U+3000, ...), which `str::trim` removes.
+fn stays_trimmed(byte: u8) -> bool {
+    byte.is_ascii() && byte != b'\x0b'
 }
 
 /// Splits `text` into groups of header fields separated by blank lines, the
@@ -336,7 +350,7 @@ pub fn leading_header_block(text: &str) -> HeaderBlock<'_> {
     };
     let mut lines = lines(text).peekable();
     while let Some(line) = lines.next() {
-        if trim_line(line).is_empty() {
+        if trim(line).is_empty() {
             if block.fields.is_empty() {
                 continue;
             }
@@ -388,7 +402,7 @@ pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock<'_>> {
     let mut fields: Vec<FieldRef<'_>> = Vec::new();
     for raw_line in lines(text) {
         let line = strip_quote_marks(raw_line);
-        let content = trim_line_start(line);
+        let content = trim_start(line);
         let indent = line.len() - content.len();
         if content.is_empty() {
             finish_block(&mut base, &mut fields, &mut blocks);
@@ -443,56 +457,11 @@ fn keep_header_block<'a>(fields: &mut Vec<FieldRef<'a>>, blocks: &mut Vec<Header
     }
 }
 
-/// [`str::trim_start`], answering the usual cases without decoding chars:
-/// leading spaces and tabs are skipped byte by byte, and a visible ASCII
-/// character after them ends the white space. The header and recipient
-/// scans trim every line of a notice, many of them indented.
-#[inline]
-pub fn trim_line_start(line: &str) -> &str {
-    if line.as_bytes().first().is_some_and(u8::is_ascii_graphic) {
-        return line;
-    }
-    let spaces = line
-        .bytes()
-        .take_while(|b| matches!(b, b' ' | b'\t'))
-        .count();
-    let rest = &line[spaces..];
-    if rest.as_bytes().first().is_none_or(u8::is_ascii_graphic) {
-        rest
-    } else {
-        rest.trim_start()
-    }
-}
-
-/// [`str::trim`], with the shortcuts of [`trim_line_start`] at both ends.
-#[inline]
-pub fn trim_line(line: &str) -> &str {
-    let bytes = line.as_bytes();
-    if bytes.first().is_some_and(u8::is_ascii_graphic)
-        && bytes.last().is_some_and(u8::is_ascii_graphic)
-    {
-        return line;
-    }
-    let rest = trim_line_start(line);
-    let bytes = rest.as_bytes();
-    let spaces = bytes
-        .iter()
-        .rev()
-        .take_while(|b| matches!(b, b' ' | b'\t'))
-        .count();
-    let rest = &rest[..bytes.len() - spaces];
-    if rest.as_bytes().last().is_none_or(u8::is_ascii_graphic) {
-        rest
-    } else {
-        rest.trim_end()
-    }
-}
-
 /// Removes leading `>` quote marks (with the spaces between them), as mail
 /// clients and some MTAs quote the returned message.
 #[inline]
 pub fn strip_quote_marks(line: &str) -> &str {
-    let trimmed = trim_line_start(line);
+    let trimmed = trim_start(line);
     if !trimmed.starts_with('>') {
         return line;
     }
@@ -628,7 +597,7 @@ pub fn dsn_address(value: &str) -> Option<String> {
 /// Normalises a Message-ID: removes angle brackets, white space (folding
 /// sometimes splits long ids) and returns `None` for an empty or oversized id.
 pub fn normalize_message_id(value: &str) -> Option<String> {
-    let value = trim_line(value);
+    let value = trim(value);
     let inner = match (value.find('<'), value.rfind('>')) {
         (Some(start), Some(end)) if start < end => &value[start + 1..end],
         (Some(start), None) => &value[start + 1..],
@@ -939,13 +908,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn line_trims_are_those_of_str() {
+    fn trims_are_those_of_str() {
         let alphabet = [
             "a", " ", "\t", "\r", "\x0b", "\u{3000}", "\u{a0}", "é", ">", "",
         ];
         for text in generated_texts(&alphabet, 20_000) {
-            assert_eq!(trim_line(&text), text.trim(), "{text:?}");
-            assert_eq!(trim_line_start(&text), text.trim_start(), "{text:?}");
+            assert_eq!(trim(&text), text.trim(), "{text:?}");
+            assert_eq!(trim_start(&text), text.trim_start(), "{text:?}");
         }
     }
 
