@@ -78,19 +78,51 @@ pub fn literal_syntax_config() -> syntax::Config {
     syntax_config().case_insensitive(false)
 }
 
-/// A pattern's required literals (see [`required_literals`]) and, when it
-/// has some, the longest text it can match (if bounded).
-pub type PatternLiterals = (Option<Vec<Vec<u8>>>, Option<usize>);
+/// What [`pattern_literals`] finds out about a pattern: where the
+/// prefilter needs to look for its matches.
+pub struct PatternLiterals {
+    /// Its required literals (see [`required_literals`]).
+    pub literals: Option<Vec<Vec<u8>>>,
+    /// When it has literals: the longest text it can match, if bounded.
+    pub max_len: Option<usize>,
+    /// When it has literals: no match contains a line feed, so a match
+    /// lies within the line of the literal occurrence it contains.
+    pub in_line: bool,
+}
 
 /// The required literals of `pattern` (see [`required_literals`]) and, if
-/// it has some, the longest text it can match (if bounded); an error if the
-/// pattern is invalid. `build.rs` precomputes this for the built-in
-/// patterns (`precompiled::literals`).
+/// it has some, how far its matches reach; an error if the pattern is
+/// invalid. `build.rs` precomputes this for the built-in patterns
+/// (`precompiled::literals`).
 pub fn pattern_literals(pattern: &str) -> Result<PatternLiterals, String> {
     let hir = syntax::parse_with(pattern, &literal_syntax_config()).map_err(|e| e.to_string())?;
     let literals = required_literals(&hir);
-    let longest = literals.as_ref().and(hir.properties().maximum_len());
-    Ok((literals, longest))
+    let max_len = literals.as_ref().and(hir.properties().maximum_len());
+    let in_line = literals.is_some() && !may_match_line_feed(&hir);
+    Ok(PatternLiterals {
+        literals,
+        max_len,
+        in_line,
+    })
+}
+
+/// Whether some text that `hir` matches contains a line feed.
+fn may_match_line_feed(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => false,
+        HirKind::Literal(literal) => literal.0.contains(&b'\n'),
+        HirKind::Class(Class::Bytes(class)) => class
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= b'\n' && b'\n' <= r.end()),
+        HirKind::Class(Class::Unicode(class)) => class
+            .ranges()
+            .iter()
+            .any(|r| r.start() <= '\n' && '\n' <= r.end()),
+        HirKind::Repetition(rep) => rep.max != Some(0) && may_match_line_feed(&rep.sub),
+        HirKind::Capture(capture) => may_match_line_feed(&capture.sub),
+        HirKind::Concat(subs) | HirKind::Alternation(subs) => subs.iter().any(may_match_line_feed),
+    }
 }
 
 /// Literals shorter than this make no useful prefilter (they occur in most

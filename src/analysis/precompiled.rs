@@ -9,9 +9,10 @@
 //!
 //! The build also extracts each pattern's required literals (the
 //! prefilter's input), so start-up parses no built-in pattern, builds the
-//! DFA of each target's ASCII literals ([`PrecompiledPrefilter`]), so
-//! start-up builds no automaton for them, and renders the built-in rule
-//! files as JSON ([`rules_json`]), so it parses no YAML.
+//! Aho-Corasick automaton of each target's ASCII literals
+//! ([`PrecompiledPrefilter`]), so start-up builds no automaton for them,
+//! and renders the built-in rule files as JSON ([`rules_json`]), so it
+//! parses no YAML.
 //!
 //! Patterns are found by their text, so any rule whose pattern has no DFA
 //! here (a user's rule, or one too big to precompile) falls back to the
@@ -43,17 +44,41 @@ struct Builtin {
     /// Where its DFA is in [`BLOB`] (offset, length), if it has one.
     dfa: Option<(usize, usize)>,
     /// [`pattern_literals`](super::pattern_syntax::pattern_literals): its
-    /// required literals, and the longest text it can match.
+    /// required literals, the longest text it can match, and whether its
+    /// matches stay within a line.
     literals: Option<&'static [&'static [u8]]>,
     max_len: Option<usize>,
+    in_line: bool,
 }
 
 /// What the build made for the ASCII literals of one built-in target.
 struct Prefilter {
-    /// The literals, sorted: pattern `i` of the DFA is `literals[i]`.
+    /// The literals, sorted: literal `i` of the automaton is `literals[i]`.
     literals: &'static [&'static [u8]],
-    /// Where its DFA is in [`BLOB`] (offset, length).
-    dfa: (usize, usize),
+    /// Finds them.
+    automaton: LiteralAutomaton,
+}
+
+/// An Aho-Corasick automaton that `build.rs` made (`LiteralAutomaton`
+/// there says how), as a complete DFA over byte classes: per byte one
+/// class lookup and one transition, and a state is one row of `stride`
+/// (a few dozen) `u16`s, so the body target's automaton is ~90 KB and
+/// stays in the second-level cache (the 3.4 MB DFA it replaced did not).
+#[derive(Debug)]
+struct LiteralAutomaton {
+    /// Each byte's class (ASCII letters of either case alike).
+    classes: &'static [u8; 256],
+    /// The number of classes: the length of a state's row.
+    stride: usize,
+    /// State `s`'s next state on class `c` is `transitions[s + c]`: state
+    /// ids are premultiplied by `stride`; 0 is the start state.
+    transitions: &'static [u16],
+    /// The states from this one on are those that end an occurrence.
+    first_match: usize,
+    /// State `first_match + k * stride` ends an occurrence of each literal
+    /// of `match_literals[match_starts[k]..match_starts[k + 1]]`.
+    match_starts: &'static [u32],
+    match_literals: &'static [u32],
 }
 
 /// The build's entry for `pattern` (as analysis compiles it, after
@@ -65,7 +90,7 @@ fn builtin(pattern: &str) -> Option<&'static Builtin> {
         .map(|at| &RULE_PATTERNS[at].1)
 }
 
-/// The required literals and longest match of a built-in `pattern`, as
+/// The required literals and reach of a built-in `pattern`, as
 /// [`pattern_literals`](super::pattern_syntax::pattern_literals) computes
 /// them, without parsing it again (parsing all of them was half of the
 /// start-up of a one-file `inspect`).
@@ -74,7 +99,11 @@ pub(super) fn literals(pattern: &str) -> Option<PatternLiterals> {
     let literals = known
         .literals
         .map(|set| set.iter().map(|l| l.to_vec()).collect());
-    Some((literals, known.max_len))
+    Some(PatternLiterals {
+        literals,
+        max_len: known.max_len,
+        in_line: known.in_line,
+    })
 }
 
 /// The built-in rule file `name` (e.g. `bounce.yaml`) as JSON, parsed from
@@ -89,8 +118,8 @@ pub(super) fn rules_json(name: &str) -> Option<&'static str> {
 /// The DFA at `offset..offset + len` of [`BLOB`], read in place.
 ///
 /// Checking a DFA's transitions as it is opened costs about three
-/// instructions per byte: for the ~6 MB of prefilter DFAs, more than
-/// building the Aho-Corasick automata they replace. So when `build.rs` has
+/// instructions per byte of the DFA (they are ~3 MB in all), more than
+/// compiling many of the patterns would cost. So when `build.rs` has
 /// already made that very check on these very bytes ([`BLOB_VALIDATED`]),
 /// it is not repeated; `from_bytes_unchecked` still checks everything but
 /// the transitions and start states. (A cross build for the other byte
@@ -139,78 +168,71 @@ impl PrecompiledDfa {
 }
 
 /// The ASCII half of the literal prefilter of a built-in target (see
-/// `LiteralPrefilter` in [`super::rules`]), precompiled: one DFA that finds
-/// every occurrence of every literal, ASCII case-insensitively, as the
-/// run-time Aho-Corasick automaton does.
+/// `LiteralPrefilter` in [`super::rules`]), precompiled: an automaton that
+/// finds every occurrence of every literal, ASCII case-insensitively, as
+/// the run-time Aho-Corasick automaton does.
 #[derive(Debug, Clone)]
 pub(super) struct PrecompiledPrefilter {
-    dfa: dense::DFA<&'static [u32]>,
-    /// Pattern `i` of the DFA is `literals[i]`.
+    automaton: &'static LiteralAutomaton,
+    /// Literal `i` of the automaton is `literals[i]`.
     literals: &'static [&'static [u8]],
 }
 
 impl PrecompiledPrefilter {
-    /// The DFA the build made for exactly these `literals` (a target's
-    /// ASCII literals, sorted, without duplicates), if any.
+    /// The automaton the build made for exactly these `literals` (a
+    /// target's ASCII literals, sorted, without duplicates), if any.
     pub(super) fn find(literals: &[&[u8]]) -> Option<PrecompiledPrefilter> {
         let known = PREFILTERS.iter().find(|p| p.literals == literals)?;
         Some(PrecompiledPrefilter {
-            dfa: open(known.dfa.0, known.dfa.1)?,
+            automaton: &known.automaton,
             literals: known.literals,
         })
     }
 
-    /// Its literals: pattern `i` of the DFA is `literals()[i]`.
+    /// Its literals: literal `i` of the automaton is `literals()[i]`.
     #[cfg(test)]
     pub(super) fn literals(&self) -> &'static [&'static [u8]] {
         self.literals
     }
 
     /// Calls `found(literal, start..end)` for every occurrence of every
-    /// literal in `haystack`. False if the DFA gave up (it has no quit
-    /// bytes and no Unicode word boundary, so it never does); the caller
-    /// must then assume that any literal may occur.
-    ///
-    /// The loop is `try_search_overlapping_fwd`'s, minus what these DFAs
-    /// never need (prefilters, acceleration, resuming a search), with its
-    /// state in locals: the library's version, which keeps it in memory
-    /// and returns for every match, took about 1.7 times as long.
+    /// literal in `haystack`. Always true (it never gives up; the run-time
+    /// automaton it stands for may).
     pub(super) fn occurrences(
         &self,
         haystack: &[u8],
         mut found: impl FnMut(usize, Range<usize>),
     ) -> bool {
-        let dfa = &self.dfa;
-        let mut report = |sid, end: usize| {
-            for index in 0..dfa.match_len(sid) {
-                let literal = dfa.match_pattern(sid, index).as_usize();
-                let len = self.literals.get(literal).map_or(0, |l| l.len());
-                found(literal, end.saturating_sub(len)..end);
-            }
-        };
-        let Ok(mut sid) = dfa.start_state_forward(&Input::new(haystack)) else {
-            return false;
-        };
+        // In locals, so that the loop keeps them in registers.
+        let LiteralAutomaton {
+            classes,
+            transitions,
+            first_match,
+            ..
+        } = *self.automaton;
+        let mut state = 0usize;
         for (at, &byte) in haystack.iter().enumerate() {
-            sid = dfa.next_state(sid, byte);
-            if dfa.is_special_state(sid) {
-                // A DFA reports a match one byte late: this state means
-                // that matches end at `at`.
-                if dfa.is_match_state(sid) {
-                    report(sid, at);
-                } else if dfa.is_dead_state(sid) {
-                    return true;
-                } else if dfa.is_quit_state(sid) {
-                    return false;
-                }
-                // Otherwise an accelerated state: an ordinary one here.
+            state = usize::from(transitions[state + usize::from(classes[usize::from(byte)])]);
+            if state >= first_match {
+                self.report(state, at + 1, &mut found);
             }
-        }
-        sid = dfa.next_eoi_state(sid);
-        if dfa.is_match_state(sid) {
-            report(sid, haystack.len());
         }
         true
+    }
+
+    /// Calls `found` for each literal that match state `state` ends at
+    /// `end`. Out of line: the scan loop stays small (few occurrences per
+    /// text).
+    #[inline(never)]
+    fn report(&self, state: usize, end: usize, found: &mut impl FnMut(usize, Range<usize>)) {
+        let a = self.automaton;
+        let k = (state - a.first_match) / a.stride;
+        let (from, to) = (a.match_starts[k] as usize, a.match_starts[k + 1] as usize);
+        for &literal in &a.match_literals[from..to] {
+            let literal = literal as usize;
+            let len = self.literals.get(literal).map_or(0, |l| l.len());
+            found(literal, end.saturating_sub(len)..end);
+        }
     }
 }
 
@@ -223,10 +245,7 @@ mod tests {
     /// binary holds them.
     #[test]
     fn every_precompiled_dfa_passes_the_full_check() {
-        let places = RULE_PATTERNS
-            .iter()
-            .filter_map(|(_, known)| known.dfa)
-            .chain(PREFILTERS.iter().map(|p| p.dfa));
+        let places = RULE_PATTERNS.iter().filter_map(|(_, known)| known.dfa);
         let mut checked = 0;
         for (offset, len) in places {
             let bytes = &BLOB.bytes[offset..offset + len];
@@ -236,6 +255,37 @@ mod tests {
             checked += 1;
         }
         assert!(checked > RULE_PATTERNS.len() / 2, "only {checked} DFAs");
+    }
+
+    /// The tables of every precompiled literal automaton are consistent:
+    /// every transition is a state, every match state has its literals,
+    /// and only match states do (so a search never indexes out of them).
+    #[test]
+    fn every_literal_automaton_is_well_formed() {
         assert!(!PREFILTERS.is_empty());
+        for p in PREFILTERS {
+            let a = &p.automaton;
+            let states = a.transitions.len() / a.stride;
+            assert_eq!(a.transitions.len(), states * a.stride);
+            assert!(a.classes.iter().all(|&c| usize::from(c) < a.stride));
+            assert!(a
+                .transitions
+                .iter()
+                .all(|&t| usize::from(t) < a.transitions.len() && usize::from(t) % a.stride == 0));
+            assert_eq!(a.first_match % a.stride, 0);
+            let matching = (a.transitions.len() - a.first_match) / a.stride;
+            assert_eq!(a.match_starts.len(), matching + 1);
+            assert!(a.match_starts.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(
+                a.match_starts.last().map(|&l| l as usize),
+                Some(a.match_literals.len())
+            );
+            assert!(a
+                .match_literals
+                .iter()
+                .all(|&l| (l as usize) < p.literals.len()));
+            assert_eq!(a.match_starts[0], 0);
+            assert!(a.first_match > 0, "the start state matches nothing");
+        }
     }
 }

@@ -205,17 +205,24 @@ struct TargetSet {
     /// around the literals' occurrences, not through the whole text. `None`
     /// (whole text) for unbounded patterns and those in `always`.
     max_len: Vec<Option<usize>>,
+    /// For each pattern with literals: no match of it holds a line feed,
+    /// so an unbounded one (`a[^\n]*b`) is searched for only in the lines
+    /// of the literals' occurrences.
+    in_line: Vec<bool>,
 }
 
 /// How a [`TargetSet`] finds every occurrence of its literals: one
 /// automaton for the literals of ASCII bytes only, another for the rest,
 /// which can occur only in a text that is not all ASCII (most are), so
 /// that one is usually skipped. The ASCII automaton of a built-in target is
-/// a DFA precompiled by `build.rs`: building the Aho-Corasick automata was
-/// most of the start-up of a one-file `inspect`, and the DFA scans a text
-/// in well under half the time of the compact automaton a start-up can
-/// afford to build. (With the non-ASCII literals in it, its alphabet would
-/// grow from a few dozen byte classes to all 256 and its size tenfold.)
+/// precompiled by `build.rs`: building the Aho-Corasick automata was
+/// most of the start-up of a one-file `inspect`, and its complete DFA scans
+/// a text in well under half the time of the compact automaton a start-up
+/// can afford to build. (With the non-ASCII literals in it, its alphabet
+/// would grow from a few dozen byte classes to ~150 and its states
+/// severalfold.) The other automata are built on first use: a run whose
+/// texts are all ASCII never needs the non-ASCII one, and building it was
+/// a quarter of the start-up of a one-file `inspect`.
 #[derive(Debug, Clone)]
 struct LiteralPrefilter {
     ascii: Option<LiteralSearch>,
@@ -228,75 +235,129 @@ struct LiteralSearch {
     matcher: LiteralMatcher,
     /// For each of its literals, the literal's index in the target.
     literals: Vec<usize>,
+    /// The length of its longest literal.
+    longest: usize,
 }
 
 #[derive(Debug, Clone)]
 enum LiteralMatcher {
-    /// The DFA `build.rs` made for these literals (the built-in rules).
+    /// The automaton `build.rs` made for these literals (the built-in rules).
     Precompiled(Box<PrecompiledPrefilter>),
-    /// An automaton built at start-up.
-    Built(AhoCorasick),
+    /// An automaton built on first use from `literals`; `None` if it
+    /// cannot be built (then every search gives up).
+    Built {
+        literals: Vec<Vec<u8>>,
+        automaton: OnceLock<Option<AhoCorasick>>,
+    },
 }
 
 impl LiteralPrefilter {
     /// The prefilter for `literals` (sorted, without duplicates).
-    fn new(literals: &[Vec<u8>]) -> Result<LiteralPrefilter, String> {
+    fn new(literals: &[Vec<u8>]) -> LiteralPrefilter {
         let (ascii, non_ascii): (Vec<usize>, Vec<usize>) =
             (0..literals.len()).partition(|&i| literals[i].is_ascii());
-        Ok(LiteralPrefilter {
-            ascii: LiteralSearch::new(literals, ascii)?,
-            non_ascii: LiteralSearch::new(literals, non_ascii)?,
-        })
+        LiteralPrefilter {
+            ascii: LiteralSearch::new(literals, ascii),
+            non_ascii: LiteralSearch::new(literals, non_ascii),
+        }
     }
 
     /// Calls `found(literal, start, end)` for every occurrence of every
-    /// literal in `haystack`. False if a search gave up (a precompiled DFA
-    /// never does): then any literal may occur anywhere.
+    /// literal in `haystack`. False if a search gave up (a precompiled
+    /// automaton never does): then any literal may occur anywhere.
+    ///
+    /// Each non-ASCII literal has a non-ASCII byte, so its occurrences lie
+    /// in the stretches around the text's non-ASCII bytes: only those are
+    /// searched for them (most texts that are not ASCII have a few such
+    /// bytes, a name or a dash, in a text of several KB).
     fn occurrences(&self, haystack: &[u8], mut found: impl FnMut(usize, usize, usize)) -> bool {
         let mut complete = true;
         if let Some(search) = &self.ascii {
-            complete &= search.occurrences(haystack, &mut found);
+            complete &= search.occurrences(haystack, 0..haystack.len(), &mut found);
         }
         if let Some(search) = self.non_ascii.as_ref().filter(|_| !haystack.is_ascii()) {
-            complete &= search.occurrences(haystack, &mut found);
+            for stretch in non_ascii_stretches(haystack, search.longest) {
+                complete &= search.occurrences(haystack, stretch, &mut found);
+            }
         }
         complete
     }
 }
 
+/// The stretches of `haystack` (merged, in order) that hold every
+/// occurrence of a literal of at most `longest` bytes that contains a
+/// non-ASCII byte: `longest - 1` bytes on either side of each such byte.
+fn non_ascii_stretches(haystack: &[u8], longest: usize) -> Vec<Range<usize>> {
+    let reach = longest.saturating_sub(1);
+    let mut stretches: Vec<Range<usize>> = Vec::new();
+    for (at, _) in haystack.iter().enumerate().filter(|(_, b)| !b.is_ascii()) {
+        let start = at.saturating_sub(reach);
+        let end = at.saturating_add(reach + 1).min(haystack.len());
+        match stretches.last_mut() {
+            Some(last) if start <= last.end => last.end = end,
+            _ => stretches.push(start..end),
+        }
+    }
+    stretches
+}
+
 impl LiteralSearch {
     /// The automaton for the literals `chosen` (indices into `all`):
     /// the precompiled one if the build made one for exactly these, else
-    /// one built now; `None` if none is chosen.
-    fn new(all: &[Vec<u8>], chosen: Vec<usize>) -> Result<Option<LiteralSearch>, String> {
+    /// one built on first use; `None` if none is chosen.
+    fn new(all: &[Vec<u8>], chosen: Vec<usize>) -> Option<LiteralSearch> {
         if chosen.is_empty() {
-            return Ok(None);
+            return None;
         }
         let literals: Vec<&[u8]> = chosen.iter().map(|&i| all[i].as_slice()).collect();
         let matcher = match PrecompiledPrefilter::find(&literals) {
-            Some(dfa) => LiteralMatcher::Precompiled(Box::new(dfa)),
-            None => AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(aho_corasick::MatchKind::Standard)
-                .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
-                .build(&literals)
-                .map(LiteralMatcher::Built)
-                .map_err(|e| format!("the literal prefilter cannot be built: {e}"))?,
+            Some(automaton) => LiteralMatcher::Precompiled(Box::new(automaton)),
+            None => LiteralMatcher::Built {
+                literals: literals.into_iter().map(<[u8]>::to_vec).collect(),
+                automaton: OnceLock::new(),
+            },
         };
-        Ok(Some(LiteralSearch {
+        Some(LiteralSearch {
             matcher,
+            longest: chosen.iter().map(|&i| all[i].len()).max().unwrap_or(0),
             literals: chosen,
-        }))
+        })
     }
 
-    /// As [`LiteralPrefilter::occurrences`], for these literals.
-    fn occurrences(&self, haystack: &[u8], found: &mut impl FnMut(usize, usize, usize)) -> bool {
+    /// As [`LiteralPrefilter::occurrences`], for these literals and the
+    /// occurrences that lie within `range` of `haystack`.
+    fn occurrences(
+        &self,
+        haystack: &[u8],
+        range: Range<usize>,
+        found: &mut impl FnMut(usize, usize, usize),
+    ) -> bool {
+        let offset = range.start;
         match &self.matcher {
-            LiteralMatcher::Precompiled(dfa) => dfa.occurrences(haystack, |literal, at| {
-                found(self.literals[literal], at.start, at.end)
-            }),
-            LiteralMatcher::Built(ac) => {
-                for m in ac.find_overlapping_iter(haystack) {
+            LiteralMatcher::Precompiled(automaton) => {
+                let Some(part) = haystack.get(range) else {
+                    return false;
+                };
+                automaton.occurrences(part, |literal, at| {
+                    found(self.literals[literal], offset + at.start, offset + at.end)
+                })
+            }
+            LiteralMatcher::Built {
+                literals,
+                automaton,
+            } => {
+                let built = automaton.get_or_init(|| {
+                    AhoCorasick::builder()
+                        .ascii_case_insensitive(true)
+                        .match_kind(aho_corasick::MatchKind::Standard)
+                        .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                        .build(literals)
+                        .ok()
+                });
+                let Some(ac) = built else {
+                    return false;
+                };
+                for m in ac.find_overlapping_iter(aho_corasick::Input::new(haystack).range(range)) {
                     found(self.literals[m.pattern().as_usize()], m.start(), m.end());
                 }
                 true
@@ -312,13 +373,15 @@ impl TargetSet {
         let mut by_literal: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
         let mut always = Vec::new();
         let mut max_len = Vec::with_capacity(patterns.len());
+        let mut in_line = Vec::with_capacity(patterns.len());
         for (index, pattern) in patterns.iter().enumerate() {
-            let (literals, longest) = match precompiled::literals(pattern) {
+            let known = match precompiled::literals(pattern) {
                 Some(known) => known,
                 None => pattern_literals(pattern).map_err(|e| (index, e))?,
             };
-            max_len.push(longest);
-            match literals {
+            max_len.push(known.max_len);
+            in_line.push(known.in_line);
+            match known.literals {
                 Some(literals) => {
                     for mut literal in literals {
                         literal.truncate(MAX_PREFILTER_LITERAL);
@@ -338,7 +401,7 @@ impl TargetSet {
         let prefilter = if literals.is_empty() {
             None
         } else {
-            Some(LiteralPrefilter::new(&literals).map_err(|e| (0, e))?)
+            Some(LiteralPrefilter::new(&literals))
         };
         Ok(TargetSet {
             regexes: patterns.iter().map(|_| OnceLock::new()).collect(),
@@ -349,6 +412,7 @@ impl TargetSet {
             literal_patterns,
             always,
             max_len,
+            in_line,
         })
     }
 
@@ -410,6 +474,9 @@ impl TargetSet {
                 // Any match lies within `len` bytes of a literal it contains.
                 Some(len) if !everywhere => windows(group, len, haystack.len())
                     .any(|(start, end)| self.is_match(i, haystack, start..end)),
+                // Or within the line of one.
+                None if !everywhere && self.in_line[i] => line_windows(group, haystack)
+                    .any(|(start, end)| self.is_match(i, haystack, start..end)),
                 _ => self.is_match(i, haystack, 0..haystack.len()),
             };
             if matched {
@@ -450,6 +517,36 @@ fn windows(
                 }
             }
         }
+    })
+}
+
+/// The lines of `haystack` (without their line feeds) that hold one of
+/// `hits` (sorted `(pattern, start, end)` occurrences of the pattern's
+/// literals, none holding a line feed), each once, in order. Each keeps its
+/// true position in the text, so `^` and `\b` at its edges still see the
+/// neighbours. Linear: a line feed is looked for only between hits.
+fn line_windows<'h>(
+    hits: &'h [(usize, usize, usize)],
+    haystack: &'h [u8],
+) -> impl Iterator<Item = (usize, usize)> + 'h {
+    // The end of the last window (a line feed, or the text's end).
+    let mut last_end: Option<usize> = None;
+    hits.iter().filter_map(move |&(_, start, end)| {
+        let from = match last_end {
+            Some(last) if start < last => return None,
+            Some(last) => last,
+            None => 0,
+        };
+        let line_start = haystack
+            .get(from..start)
+            .and_then(|before| memchr::memrchr(b'\n', before))
+            .map_or(from, |at| from + at + 1);
+        let line_end = haystack
+            .get(end..)
+            .and_then(|after| memchr::memchr(b'\n', after))
+            .map_or(haystack.len(), |at| end + at);
+        last_end = Some(line_end);
+        Some((line_start, line_end))
     })
 }
 
@@ -1127,6 +1224,109 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 3, "only {checked} precompiled prefilters");
+    }
+
+    /// The prefilter searches for its non-ASCII literals only around the
+    /// text's non-ASCII bytes; it must find exactly the occurrences that a
+    /// search of the whole text finds.
+    #[test]
+    fn non_ascii_stretches_hold_every_occurrence() {
+        let set = RuleSet::builtin().expect("built-in rules are valid");
+        let mut texts = sample_texts(&set);
+        // Non-ASCII literals near the ends, near each other and far apart.
+        let rules_text: Vec<String> = set
+            .rules()
+            .iter()
+            .flat_map(|r| r.examples.iter())
+            .filter(|e| !e.is_ascii())
+            .cloned()
+            .collect();
+        assert!(rules_text.len() >= 5, "few non-ASCII examples");
+        for example in &rules_text {
+            for pad in [0, 1, 5, 11, 12, 30] {
+                let gap = "x".repeat(pad);
+                texts.push(format!("{example}{gap}é{gap}{example}"));
+                texts.push(format!("—{gap}{}", example.to_uppercase()));
+                texts.push(format!("{gap}{example}{gap}"));
+            }
+        }
+        let mut compared = 0;
+        for t in set.sets.values() {
+            let Some(prefilter) = &t.prefilter else {
+                continue;
+            };
+            let Some(search) = &prefilter.non_ascii else {
+                continue;
+            };
+            for text in &texts {
+                let haystack = text.as_bytes();
+                let mut stretched = Vec::new();
+                assert!(prefilter.occurrences(haystack, |l, s, e| stretched.push((l, s, e))));
+                let mut whole = Vec::new();
+                if let Some(ascii) = &prefilter.ascii {
+                    ascii.occurrences(haystack, 0..haystack.len(), &mut |l, s, e| {
+                        whole.push((l, s, e))
+                    });
+                }
+                assert!(
+                    search.occurrences(haystack, 0..haystack.len(), &mut |l, s, e| {
+                        whole.push((l, s, e))
+                    })
+                );
+                stretched.sort_unstable();
+                whole.sort_unstable();
+                assert_eq!(stretched, whole, "{text:?}");
+                compared += usize::from(!whole.is_empty());
+            }
+        }
+        assert!(compared > 50, "only {compared} texts with occurrences");
+    }
+
+    #[test]
+    fn non_ascii_stretches_are_merged_and_bounded() {
+        assert!(non_ascii_stretches(b"plain ascii", 12).is_empty());
+        let text = "abcdefghij\u{e9}klmnopqrstuvwxyz".as_bytes();
+        assert_eq!(non_ascii_stretches(text, 4), vec![7..15]);
+        assert_eq!(non_ascii_stretches(text, 100), vec![0..text.len()]);
+        let two = "\u{e9}abcdefghijklmnop\u{e9}".as_bytes();
+        assert_eq!(non_ascii_stretches(two, 3), vec![0..4, 16..20]);
+        assert_eq!(non_ascii_stretches(two, 10), vec![0..20]);
+    }
+
+    #[test]
+    fn line_windows_are_the_lines_of_the_hits() {
+        let text = b"first line\nsecond hit hit\n\nthird hit";
+        let at = |needle: &str, from: usize| {
+            let start = from
+                + text[from..]
+                    .windows(needle.len())
+                    .position(|w| w == needle.as_bytes())
+                    .expect("in the text");
+            (0, start, start + needle.len())
+        };
+        let hits = [at("hit", 0), at("hit", 20), at("hit", 28)];
+        let lines: Vec<_> = line_windows(&hits, text).collect();
+        assert_eq!(lines, vec![(11, 25), (27, text.len())]);
+        let first = [at("first", 0)];
+        assert_eq!(
+            line_windows(&first, text).collect::<Vec<_>>(),
+            vec![(0, 10)]
+        );
+    }
+
+    #[test]
+    fn in_line_patterns_are_those_without_a_line_feed() {
+        let in_line = |p: &str| pattern_literals(p).map(|k| k.in_line).unwrap_or(false);
+        assert!(in_line(
+            r"this is a delivery status notification[^\n]*failure"
+        ));
+        assert!(in_line("courier mail server at .* has received"));
+        assert!(!in_line(
+            r"could not be delivered to one or more of its\s+recipients"
+        ));
+        assert!(!in_line(r"(?s)courier mail server at .* has received"));
+        assert!(!in_line(r"first\nsecond"));
+        assert!(!in_line(r"\w"), "no literals: searched everywhere");
     }
 
     /// build.rs precompiles every built-in pattern (DFA and literals); one
