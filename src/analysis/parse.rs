@@ -9,7 +9,7 @@
 //! text-level detectors (DSN fields and headers quoted in the body) still work.
 
 use super::mime;
-use super::text::{html_to_text, lossy, normalize_newlines};
+use super::text::{html_to_text, lossy, normalize_text_newlines};
 use memchr::memmem;
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -83,7 +83,8 @@ impl Pieces<'_> {
 }
 
 /// Parses `normalized` (bounded by the caller, line ends made LF with
-/// [`normalize_newlines`]) into [`Pieces`], which borrow from it.
+/// [`normalize_newlines`](super::text::normalize_newlines)) into [`Pieces`],
+/// which borrow from it.
 ///
 /// The walker is bounded and should not panic, but the call is contained so
 /// that one hostile message yields an "unparsed" analysis instead of taking
@@ -263,7 +264,7 @@ fn parse_as_text(bytes: &[u8]) -> Pieces<'static> {
 /// encoded on Windows).
 fn normalize_text(text: Cow<'_, str>) -> Cow<'_, str> {
     if memchr::memchr(b'\r', text.as_bytes()).is_some() {
-        Cow::Owned(lossy(&normalize_newlines(text.as_bytes())).into_owned())
+        Cow::Owned(normalize_text_newlines(&text).into_owned())
     } else {
         text
     }
@@ -271,6 +272,7 @@ fn normalize_text(text: Cow<'_, str>) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::text::normalize_newlines;
     use super::*;
 
     #[test]

@@ -26,23 +26,51 @@ pub fn normalize_newlines(raw: &[u8]) -> Cow<'_, [u8]> {
         return Cow::Borrowed(&raw[leading_junk(raw)..]);
     };
     let mut out = Vec::with_capacity(raw.len());
-    // Copy whole runs between CRs.
-    let mut rest = raw;
-    let mut cr = Some(first_cr);
-    while let Some(at) = cr {
-        out.extend_from_slice(&rest[..at]);
-        out.push(b'\n');
-        let skip = if rest.get(at + 1) == Some(&b'\n') {
-            2
-        } else {
-            1
-        };
-        rest = &rest[at + skip..];
-        cr = memchr::memchr(b'\r', rest);
-    }
-    out.extend_from_slice(rest);
+    for_lf_runs(raw, first_cr, |run, lf| {
+        out.extend_from_slice(&raw[run]);
+        if lf {
+            out.push(b'\n');
+        }
+    });
     out.drain(..leading_junk(&out));
     Cow::Owned(out)
+}
+
+/// [`normalize_newlines`] for text that is already valid UTF-8 (a decoded
+/// part): line ends are ASCII, so the result is built from slices of the
+/// text instead of being validated again as bytes.
+pub fn normalize_text_newlines(text: &str) -> Cow<'_, str> {
+    let Some(first_cr) = memchr::memchr(b'\r', text.as_bytes()) else {
+        return Cow::Borrowed(&text[leading_junk(text.as_bytes())..]);
+    };
+    let mut out = String::with_capacity(text.len());
+    // Every run ends before a CR or at the end, so it is a valid slice.
+    for_lf_runs(text.as_bytes(), first_cr, |run, lf| {
+        out.push_str(&text[run]);
+        if lf {
+            out.push('\n');
+        }
+    });
+    out.drain(..leading_junk(out.as_bytes()));
+    Cow::Owned(out)
+}
+
+/// Calls `run` with the pieces of `raw` with every line ending (CRLF, lone
+/// CR) turned into LF, starting at the CR at `first_cr`: each run of bytes
+/// between CRs, and whether an LF follows it.
+fn for_lf_runs(raw: &[u8], first_cr: usize, mut run: impl FnMut(std::ops::Range<usize>, bool)) {
+    let mut start = 0;
+    let mut cr = Some(first_cr);
+    while let Some(at) = cr {
+        run(start..at, true);
+        start = if raw.get(at + 1) == Some(&b'\n') {
+            at + 2
+        } else {
+            at + 1
+        };
+        cr = memchr::memchr(b'\r', &raw[start..]).map(|next| start + next);
+    }
+    run(start..raw.len(), false);
 }
 
 /// How many bytes at the start of a message with LF line ends are not part
@@ -780,6 +808,26 @@ pub fn is_system_local_part(addr: &str) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn text_newlines_are_those_of_the_bytes() {
+        let alphabet = [
+            "\r",
+            "\n",
+            "\r\n",
+            "\u{feff}",
+            "From x\n",
+            " ",
+            "\t",
+            "a",
+            "caf\u{e9}",
+            "\u{3000}",
+        ];
+        for text in generated_texts(&alphabet, 4000) {
+            let by_bytes = lossy(&normalize_newlines(text.as_bytes())).into_owned();
+            assert_eq!(normalize_text_newlines(&text), by_bytes, "{text:?}");
+        }
+    }
 
     /// The regex that [`address_spans`] stands for.
     fn address_regex() -> regex::Regex {
