@@ -27,6 +27,23 @@ fn run(c: &mut Command) -> Output {
     c.output().expect("cannot run the backsweep binary")
 }
 
+/// Runs `c` with `input` on its standard input.
+fn run_with_stdin(c: &mut Command, input: &[u8]) -> Output {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run the backsweep binary");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -143,22 +160,13 @@ fn inspect_reads_pipes_and_huge_files_by_path() {
     padded.extend(std::iter::repeat_n(b'x', 2 << 20));
     std::fs::write(&huge, &padded).expect("write");
 
-    let mut child = backsweep()
-        .args(["inspect", "--json", "/dev/stdin"])
-        .arg(&huge)
-        .arg(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&bytes)
-        .expect("write stdin");
-    let o = child.wait_with_output().expect("wait");
+    let o = run_with_stdin(
+        backsweep()
+            .args(["inspect", "--json", "/dev/stdin"])
+            .arg(&huge)
+            .arg(dir.path()),
+        &bytes,
+    );
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     let lines: Vec<serde_json::Value> = text(&o.stdout)
         .lines()
@@ -195,20 +203,7 @@ fn inspect_rejects_zero_jobs() {
 #[test]
 fn inspect_reads_standard_input() {
     let bytes = std::fs::read(corpus("sisimai/maildir/bsd/rfc3834-03.eml")).expect("corpus");
-    let mut child = backsweep()
-        .args(["inspect", "--json", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&bytes)
-        .expect("write stdin");
-    let o = child.wait_with_output().expect("wait");
+    let o = run_with_stdin(backsweep().args(["inspect", "--json", "-"]), &bytes);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).expect("one JSON line");
     assert_eq!(v["file"], "-");
@@ -219,19 +214,7 @@ fn inspect_reads_standard_input() {
     );
 
     // Human output too.
-    let mut child = backsweep()
-        .args(["inspect", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&bytes)
-        .expect("write");
-    let o = child.wait_with_output().expect("wait");
+    let o = run_with_stdin(backsweep().args(["inspect", "-"]), &bytes);
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o.stdout).contains("autoreply"), "{}", describe(&o));
 }
