@@ -77,8 +77,8 @@ struct LiteralAutomaton {
     /// State `s`'s next state on class `c` is `transitions[s + c]`: state
     /// ids are premultiplied by `stride`; 0 is the start state. Padded to
     /// [`TRANSITION_TABLE`] entries ([`padded_transitions`]), so that an
-    /// index of `u16` type needs no bounds check in the scan loop (~a fifth
-    /// of its instructions); the padding is never read.
+    /// index of `u16` type needs no bounds check in the scan loop; the
+    /// padding is never read.
     transitions: &'static [u16; TRANSITION_TABLE],
     /// The states from this one on are those that end an occurrence.
     first_match: usize,
