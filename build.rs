@@ -263,7 +263,9 @@ fn prefilter_literals(patterns: &[String]) -> Option<Vec<Vec<u8>>> {
 ///   an upper-case ASCII letter has the class of its lower case;
 /// - `transitions`: the next state of state `s` on class `c` at
 ///   `s + c`: state ids are premultiplied by `stride` (the class count),
-///   the start state is 0;
+///   the start state is 0; the run time pads the table to 65,536 entries
+///   (`padded_transitions`), which holds every `s + c` because there are
+///   at most [`MAX_PREFILTER_TRANSITIONS`];
 /// - the states from `first_match` on (and only those) end an occurrence
 ///   of some literal: state `first_match + k * stride` ends those of
 ///   `match_literals[match_starts[k]..match_starts[k + 1]]`.
@@ -386,10 +388,12 @@ impl LiteralAutomaton {
     fn source(&self) -> String {
         let list = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(",");
         format!(
-            "LiteralAutomaton {{ classes: &[{}], stride: {}, transitions: &[{}], \
+            "LiteralAutomaton {{ classes: &[{}], stride: {}, states: {}, \
+             transitions: &padded_transitions([{}]), \
              first_match: {}, match_starts: &[{}], match_literals: &[{}] }}",
             list(&mut self.classes.iter().map(u8::to_string)),
             self.stride,
+            self.transitions.len() / self.stride,
             list(&mut self.transitions.iter().map(u16::to_string)),
             self.first_match,
             list(&mut self.match_starts.iter().map(u32::to_string)),

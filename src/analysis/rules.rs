@@ -1210,11 +1210,17 @@ mod tests {
                 .match_kind(aho_corasick::MatchKind::Standard)
                 .build(dfa.literals())
                 .expect("the literals make an automaton");
-            for text in &texts {
+            // Each text also shifted by up to 8 bytes: the scan takes 8
+            // bytes per round, so occurrences end at every place in a round
+            // and in the remainder.
+            let shifted = texts.iter().flat_map(|text| {
+                (0..=8).map(move |shift| text.as_bytes().get(shift..).unwrap_or_default())
+            });
+            for text in shifted {
                 let mut by_dfa = Vec::new();
-                assert!(dfa.occurrences(text.as_bytes(), |l, at| by_dfa.push((l, at))));
+                assert!(dfa.occurrences(text, |l, at| by_dfa.push((l, at))));
                 let mut by_ac: Vec<_> = ac
-                    .find_overlapping_iter(text.as_bytes())
+                    .find_overlapping_iter(text)
                     .map(|m| (m.pattern().as_usize(), m.range()))
                     .collect();
                 by_dfa.sort_by_key(|(l, at)| (*l, at.start));
