@@ -381,8 +381,9 @@ fn delivery_addresses(pieces: &parse::Pieces) -> Vec<String> {
 fn has_dsn_fields_in_text(body: &str) -> bool {
     const NAMES: [&str; 2] = ["final-recipient:", "original-recipient:"];
     text::lines(body).any(|line| {
-        // ASCII white space as the regex's `\s` knows it (with `\x0b`).
-        let field = line.trim_start_matches([' ', '\t', '\x0b', '\x0c', '\r']);
+        // White space as the regex's ASCII `\s` knows it.
+        let field =
+            line.trim_start_matches(|c: char| c.is_ascii() && text::is_ascii_space(c as u8));
         NAMES.iter().any(|name| {
             field
                 .as_bytes()

@@ -11,9 +11,9 @@
 use super::dsn::DeliveryStatus;
 use super::parse::{Enclosed, Pieces};
 use super::text::{
-    addresses_in, dsn_address, field_groups, is_system_local_part, leading_header_block,
-    message_id_list, normalize_message_id, quoted_header_blocks, split_field, strip_quote_marks,
-    trim, trim_start, HeaderBlock,
+    addresses_in, dsn_address, field_groups, is_ascii_space, is_system_local_part,
+    leading_header_block, message_id_list, normalize_message_id, quoted_header_blocks, split_field,
+    strip_quote_marks, trim, trim_start, HeaderBlock,
 };
 use super::{Analyzer, OriginalHeaders};
 use regex::Regex;
@@ -628,18 +628,13 @@ fn recipient_on_line(line: &str) -> Option<&str> {
     address_at(line, 0)
 }
 
-/// White space as the regex `\s` knows it in ASCII mode.
-fn is_regex_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
-}
-
 /// The index of the first byte at or after `at` that is not white space.
 fn skip_space(bytes: &[u8], at: usize) -> usize {
     at + bytes
         .get(at..)
         .unwrap_or_default()
         .iter()
-        .take_while(|b| is_regex_space(**b))
+        .take_while(|b| is_ascii_space(**b))
         .count()
 }
 
@@ -665,7 +660,7 @@ fn enhanced_status_end(bytes: &[u8], at: usize) -> Option<usize> {
     let end = digits(end + 1)?;
     bytes
         .get(end)
-        .is_some_and(|b| is_regex_space(*b))
+        .is_some_and(|b| is_ascii_space(*b))
         .then_some(end)
 }
 
@@ -717,7 +712,7 @@ fn address_at(line: &str, at: usize) -> Option<&str> {
 /// [`address_at`]).
 fn ends_recipient(rest: &[u8]) -> bool {
     let is_on =
-        |r: &[u8]| r.len() >= 3 && r[..2].eq_ignore_ascii_case(b"on") && is_regex_space(r[2]);
+        |r: &[u8]| r.len() >= 3 && r[..2].eq_ignore_ascii_case(b"on") && is_ascii_space(r[2]);
     if let Some(after) = rest.strip_prefix(b">") {
         let r = &after[skip_space(after, 0)..];
         if matches!(r.first(), Some(b':' | b',' | b'(' | b'['))

@@ -196,6 +196,13 @@ pub fn trim_start(text: &str) -> &str {
     }
 }
 
+/// ASCII white space as both [`char::is_whitespace`] and the regex
+/// crate's ASCII `\s` know it: [`u8::is_ascii_whitespace`] and the
+/// vertical tab.
+pub(crate) fn is_ascii_space(b: u8) -> bool {
+    b.is_ascii_whitespace() || b == b'\x0b'
+}
+
 /// True if an end byte of an ASCII-trimmed text is sure to stay after
 /// [`str::trim`]: `trim_ascii` keeps a vertical tab and non-ASCII white
 /// space (U+00A0, U+3000, ...), which `str::trim` removes.
@@ -634,9 +641,7 @@ pub fn normalize_message_id(value: &str) -> Option<String> {
     // Copied to drop white space only when there is some (rarely). Most ids
     // are ASCII without white space: a byte scan rules that out before the
     // slower scan by chars (non-ASCII white space exists, e.g. U+3000).
-    let may_have_space = inner
-        .bytes()
-        .any(|b| b.is_ascii_whitespace() || b == 0x0b || !b.is_ascii());
+    let may_have_space = inner.bytes().any(|b| is_ascii_space(b) || !b.is_ascii());
     let id: Cow<'_, str> = if may_have_space && inner.contains(char::is_whitespace) {
         Cow::Owned(inner.chars().filter(|c| !c.is_whitespace()).collect())
     } else {
