@@ -1255,34 +1255,11 @@ fn json_line(
     analysis: &Analysis,
     judgement: Option<&crate::verdict::Judgement>,
 ) -> String {
-    /// One `inspect --json` line: the file, the analysis, and the verdict
-    /// when there is one. Serialized directly (no intermediate JSON tree):
-    /// printing was a tenth of a whole `inspect` run over a corpus.
-    #[derive(serde::Serialize)]
-    struct Line<'a> {
-        file: &'a str,
-        #[serde(flatten)]
-        analysis: &'a Analysis,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        verdict: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        reasons: Option<&'a [crate::verdict::Reason]>,
-    }
-    let line = Line {
-        file,
-        analysis,
-        verdict: judgement.map(|j| j.verdict.as_str()),
-        reasons: judgement.map(|j| j.reasons.as_slice()),
-    };
     // Sized for a typical line (about 600 bytes): growing from empty was
     // most of the allocator's work in printing.
-    let mut out = Vec::with_capacity(1024);
-    if serde_json::to_writer(&mut out, &line).is_err() {
-        out.clear();
-    }
-    out.push(b'\n');
-    // serde_json writes valid UTF-8 (it escapes nothing it cannot).
-    String::from_utf8(out).unwrap_or_default()
+    let mut out = String::with_capacity(1024);
+    crate::jsonl::push_line(&mut out, file, analysis, judgement);
+    out
 }
 
 fn human_report(file: &str, a: &Analysis, judgement: Option<&crate::verdict::Judgement>) -> String {

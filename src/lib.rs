@@ -20,6 +20,7 @@
 //! - [`testserver`] — a private Dovecot on loopback for the demo and the tests.
 //! - [`demo`] — the built-in demo: a private Dovecot seeded with sample mail, one sweep.
 //! - [`ordered`] — work on several threads, results in order (`inspect`).
+//! - [`jsonl`] — the JSON Lines `inspect --json` prints, written by hand for speed.
 //! - [`cli`] — the command-line contract (`inspect`, `sweep`, ...), human and
 //!   JSON output, exit codes.
 
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod demo;
 pub mod evidence;
 pub mod imap;
+pub mod jsonl;
 pub mod oauth;
 pub mod ordered;
 pub mod prefetch;
