@@ -1121,7 +1121,7 @@ fn inspect(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = false;
-    let mut print = |(line, error): (String, bool)| {
+    let mut print = |(line, error): &(String, bool)| {
         failed |= error;
         out.write_all(line.as_bytes())
     };
@@ -1130,7 +1130,7 @@ fn inspect(
     // shared between threads, so it stays on this one.
     let printed = match &judge_with {
         Some((account, store, evidence)) => files.iter().try_for_each(|p| {
-            print(render_file(
+            print(&render_file(
                 p,
                 json,
                 &analyzer,
