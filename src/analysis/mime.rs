@@ -274,8 +274,10 @@ fn fields_of<'a>(
             let Cow::Borrowed(name) = text(line_start..line_start + colon) else {
                 continue;
             };
+            // Blanks before the colon are ASCII (field_name), so the
+            // ASCII trim gives what `str::trim_end` gives, cheaper.
             fields.push(FieldRef::new(
-                name.trim_end(),
+                name.trim_ascii_end(),
                 text(line_start + colon + 1..end),
             ));
         }
@@ -289,11 +291,7 @@ fn fields_of<'a>(
 fn field_name(line: &[u8]) -> Option<usize> {
     // The name is read first, then the colon must follow (after blanks):
     // a line that is not a field stops at its first space, unsearched.
-    let name = line
-        .iter()
-        .take(MAX_FIELD_NAME + 1)
-        .take_while(|b| (33..=126).contains(*b) && **b != b':')
-        .count();
+    let name = name_length(&line[..line.len().min(MAX_FIELD_NAME + 1)]);
     let blanks = line[name..]
         .iter()
         .take_while(|b| b.is_ascii_whitespace())
@@ -305,6 +303,34 @@ fn field_name(line: &[u8]) -> Option<usize> {
 
 /// Longest header field name [`field_name`] accepts.
 const MAX_FIELD_NAME: usize = 128;
+
+/// How many bytes at the start of `bytes` can be in a field name: printable
+/// ASCII except the colon. Every header line's name is read, and a byte
+/// loop over the names was half of the header split: eight bytes are
+/// tested at a time, as one `u64` (each test below flags, in the high bit
+/// of a byte, every byte that fails it; a flag may be wrong only above a
+/// true one, so the lowest flag is the first byte that fails).
+fn name_length(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH_BITS: u64 = ONES * 0x80;
+    let mut n = 0;
+    while let Some(chunk) = bytes[n..].first_chunk::<8>() {
+        let x = u64::from_le_bytes(*chunk);
+        let below_33 = x.wrapping_sub(ONES * 33) & !x;
+        let above_126 = x.wrapping_add(ONES) | x;
+        let colon = x ^ (ONES * u64::from(b':'));
+        let colons = colon.wrapping_sub(ONES) & !colon;
+        let stops = (below_33 | above_126 | colons) & HIGH_BITS;
+        if stops != 0 {
+            return n + stops.trailing_zeros() as usize / 8;
+        }
+        n += 8;
+    }
+    n + bytes[n..]
+        .iter()
+        .take_while(|b| (33..=126).contains(*b) && **b != b':')
+        .count()
+}
 
 /// Every part of `message` in depth-first order, the message itself first;
 /// multipart containers are included (their `report-type` matters), the
@@ -599,13 +625,25 @@ fn decode_base64(input: &[u8]) -> Vec<u8> {
     let mut bits = 0;
     let mut i = 0;
     while i < input.len() {
-        // Fast path: four alphabet bytes at a group boundary are three
-        // bytes out (what the byte steps below would give, a third of the
-        // work).
+        // Fast paths: eight (or four) alphabet bytes at a group boundary
+        // are six (three) bytes out, what the byte steps below would give
+        // in a fraction of the work. A value is an alphabet byte when it is
+        // below 64, so one test of all values OR-ed together checks them.
         if bits == 0 {
+            if let Some(chunk) = input.get(i..i + 8) {
+                let v = std::array::from_fn::<u64, 8, _>(|k| {
+                    u64::from(BASE64_VALUES[usize::from(chunk[k])])
+                });
+                if v.iter().fold(0, |or, v| or | v) < 64 {
+                    let bits48 = v.iter().fold(0, |acc, v| acc << 6 | v);
+                    out.extend_from_slice(&bits48.to_be_bytes()[2..]);
+                    i += 8;
+                    continue;
+                }
+            }
             if let Some(&[a, b, c, d]) = input.get(i..i + 4) {
                 let v = [a, b, c, d].map(|x| u32::from(BASE64_VALUES[usize::from(x)]));
-                if v.iter().all(|v| *v < 64) {
+                if v[0] | v[1] | v[2] | v[3] < 64 {
                     let group = v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3];
                     out.extend_from_slice(&group.to_be_bytes()[1..]);
                     i += 4;
@@ -948,6 +986,25 @@ mod tests {
                 "{line:?}"
             );
         }
+        // Names of every length, each byte that can end or break one at
+        // every place (the eight-byte tests), and real header lines.
+        let alphabet = [
+            "a", "Z", "-", "~", "!", ":", " ", "\t", "\x0b", "\x7f", "\u{e9}", "\x00", "\x20",
+            "\x21", "\x7e", "\u{80}", "xxxxxxx",
+        ];
+        let mut texts = super::super::text::tests::generated_texts(&alphabet, 100_000);
+        texts.extend(
+            super::super::text::tests::corpus_texts()
+                .iter()
+                .flat_map(|t| t.lines().take(200).map(str::to_string)),
+        );
+        for line in &texts {
+            assert_eq!(
+                field_name(line.as_bytes()),
+                reference(line.as_bytes()),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]
@@ -1037,6 +1094,20 @@ mod tests {
                 quoted_printable_reference(&input),
                 "{input:?}"
             );
+        }
+        // Mostly alphabet bytes: the eight- and four-byte paths at every
+        // offset.
+        let dense = b"aZ09+/-_aZ09+/-_aZ09+/-_=\n";
+        for len in 0..400 {
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    dense[seed as usize % dense.len()]
+                })
+                .collect();
+            assert_eq!(decode_base64(&input), base64_reference(&input), "{input:?}");
         }
         let text = b"SGVsbG8sIHdvcmxkIQ==\nSGk=SGk\naGVsbG8gd29ybGQgaGVsbG8gd29y\nbGQ";
         assert_eq!(decode_base64(text), base64_reference(text));
