@@ -701,22 +701,21 @@ pub fn html_to_text(html: &str) -> String {
             let Some(end) = memchr::memchr(b'>', &bytes[i..]).map(|e| i + e) else {
                 break;
             };
-            let tag = html[i + 1..end].trim_start_matches('/');
-            let name = &tag[..tag.bytes().take_while(u8::is_ascii_alphanumeric).count()];
-            if is_block_tag(name) {
-                out.push('\n');
-            }
-            let close = if name.eq_ignore_ascii_case("style") {
-                Some("</style")
-            } else if name.eq_ignore_ascii_case("script") {
-                Some("</script")
-            } else {
-                None
-            };
-            if let Some(skip) = close.and_then(|c| find_ascii_case_insensitive(&html[end..], c)) {
-                // Resume at the closing tag.
-                i = end + skip;
-                continue;
+            // The name: the letters and digits after `<` and any `/`.
+            let tag = &bytes[i + 1..end];
+            let slashes = tag.iter().take_while(|b| **b == b'/').count();
+            let tag = &tag[slashes..];
+            let name = &tag[..tag.iter().take_while(|b| b.is_ascii_alphanumeric()).count()];
+            match tag_kind(name) {
+                TagKind::Block => out.push('\n'),
+                TagKind::Hidden(close) => {
+                    if let Some(skip) = find_ascii_case_insensitive(&html[end..], close) {
+                        // Resume at the closing tag.
+                        i = end + skip;
+                        continue;
+                    }
+                }
+                TagKind::Inline => {}
             }
             i = end + 1;
         } else {
@@ -751,31 +750,35 @@ pub fn html_to_text(html: &str) -> String {
     out
 }
 
-/// True if `name` is an HTML tag that ends a line of text, in any case:
-/// compared lower-cased in one `match` (each tag of a newsletter is
-/// looked up, and a comparison with each name in turn cost more).
-fn is_block_tag(name: &str) -> bool {
-    // "blockquote", the longest block tag, has 10 bytes.
+/// What [`html_to_text`] does with a tag.
+enum TagKind {
+    /// A tag that ends a line of text.
+    Block,
+    /// A tag whose content is no text (`style`, `script`): skipped up to
+    /// the closing tag that starts as given.
+    Hidden(&'static str),
+    /// Any other tag: dropped.
+    Inline,
+}
+
+/// The [`TagKind`] of tag `name`, in any case: compared lower-cased in one
+/// `match` (each tag of a newsletter is looked up, and a comparison with
+/// each name in turn cost more).
+fn tag_kind(name: &[u8]) -> TagKind {
+    // "blockquote", the longest name below, has 10 bytes.
     let mut lower = [0_u8; 10];
     let Some(lower) = lower.get_mut(..name.len()) else {
-        return false;
+        return TagKind::Inline;
     };
-    lower.copy_from_slice(name.as_bytes());
+    lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
-    matches!(
-        &*lower,
-        b"br"
-            | b"p"
-            | b"div"
-            | b"tr"
-            | b"li"
-            | b"table"
-            | b"h1"
-            | b"h2"
-            | b"h3"
-            | b"pre"
-            | b"blockquote"
-    )
+    match &*lower {
+        b"br" | b"p" | b"div" | b"tr" | b"li" | b"table" | b"h1" | b"h2" | b"h3" | b"pre"
+        | b"blockquote" => TagKind::Block,
+        b"style" => TagKind::Hidden("</style"),
+        b"script" => TagKind::Hidden("</script"),
+        _ => TagKind::Inline,
+    }
 }
 
 /// The byte offset of the first ASCII case-insensitive occurrence of
@@ -1152,7 +1155,7 @@ pub(crate) mod tests {
         );
     }
 
-    /// [`html_to_text`] as it was before block tags were matched in one
+    /// [`html_to_text`] as it was before tags were classified in one
     /// `match` and markup after markup skipped the search.
     fn html_to_text_reference(html: &str) -> String {
         const BLOCK_TAGS: &[&str] = &[
