@@ -447,42 +447,51 @@ fn split_multipart<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<&'a [u8]> {
 }
 
 /// Finds a multipart delimiter (`--boundary`). memchr searches a needle of
-/// up to [`DELIMITER_HEAD`] bytes with a packed searcher that is cheap to
-/// build, a longer one with a Two-Way searcher whose set-up cost more than
-/// searching a typical body, and most delimiters are longer: their head is
-/// searched and the rest compared where it is found.
+/// up to 32 bytes with a packed searcher, a longer one with a Two-Way
+/// searcher whose set-up cost more than searching a typical body; and even
+/// the packed searcher's set-up costs about 20 instructions per needle byte,
+/// once per multipart. So the delimiter's last [`DELIMITER_TAIL`] bytes are
+/// searched (a boundary's random part is at its end, its head is often a
+/// common `----=_Part`), and the whole delimiter compared where they are
+/// found.
 struct DelimiterFinder<'d> {
     delimiter: &'d [u8],
-    head: memmem::Finder<'d>,
+    /// Where the searched tail starts in the delimiter.
+    tail_at: usize,
+    tail: memmem::Finder<'d>,
 }
 
-/// The longest needle memchr searches with its packed searcher.
-const DELIMITER_HEAD: usize = 32;
+/// How many bytes at the end of a delimiter are searched.
+const DELIMITER_TAIL: usize = 8;
 
-/// The longest delimiter searched by its head: the comparison at each place
-/// the head is found is bounded by it (RFC 2046 allows 72 bytes).
-const MAX_DELIMITER_BY_HEAD: usize = 256;
+/// The longest delimiter searched by its tail: the comparison at each place
+/// the tail is found is bounded by it (RFC 2046 allows 72 bytes).
+const MAX_DELIMITER_BY_TAIL: usize = 256;
 
 impl<'d> DelimiterFinder<'d> {
     fn new(delimiter: &'d [u8]) -> DelimiterFinder<'d> {
-        let head = if delimiter.len() <= MAX_DELIMITER_BY_HEAD {
-            &delimiter[..delimiter.len().min(DELIMITER_HEAD)]
+        let tail_at = if delimiter.len() <= MAX_DELIMITER_BY_TAIL {
+            delimiter.len().saturating_sub(DELIMITER_TAIL)
         } else {
-            delimiter
+            0
         };
         DelimiterFinder {
             delimiter,
-            head: memmem::Finder::new(head),
+            tail_at,
+            tail: memmem::Finder::new(&delimiter[tail_at..]),
         }
     }
 
     /// Where the delimiter first occurs in `body` at or after `from`.
     fn find(&self, body: &[u8], from: usize) -> Option<usize> {
-        let mut at = from;
+        // Where the tail of a delimiter at `from` would be; every tail found
+        // from there on is at least `tail_at` into the body.
+        let mut at = from + self.tail_at;
         loop {
-            let found = at + self.head.find(body.get(at..)?)?;
-            if body[found..].starts_with(self.delimiter) {
-                return Some(found);
+            let found = at + self.tail.find(body.get(at..)?)?;
+            let start = found - self.tail_at;
+            if body[start..].starts_with(self.delimiter) {
+                return Some(start);
             }
             at = found + 1;
         }
@@ -934,7 +943,7 @@ mod tests {
 
     #[test]
     fn long_boundaries_are_found_by_their_head() {
-        for len in [1, 29, 30, 31, 40, 70, 254, 255, 300] {
+        for len in [1, 5, 6, 7, 29, 30, 31, 40, 70, 254, 255, 300] {
             // Every boundary shares its first 40 bytes with a decoy line.
             let boundary: String = (0..len)
                 .map(|i| char::from(b'a' + (i % 26) as u8))
@@ -947,6 +956,41 @@ mod tests {
             let bodies: Vec<&[u8]> = parts[1..].iter().map(|p| p.body).collect();
             let want_one = format!("one\n--{decoy}");
             assert_eq!(bodies, [want_one.as_bytes(), b"two"], "boundary of {len}");
+        }
+    }
+
+    #[test]
+    fn delimiters_are_found_where_a_plain_search_finds_them() {
+        // Bodies made of pieces of each delimiter (its head, its tail, both
+        // with a byte changed), so tails are found without a delimiter.
+        for len in [1, 2, 7, 8, 9, 30, 70, 300] {
+            let boundary: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            let delimiter = format!("--{boundary}");
+            let d = delimiter.as_bytes();
+            let tail = &delimiter[d.len().saturating_sub(12)..];
+            let head = &delimiter[..d.len().min(12)];
+            let alphabet = [
+                delimiter.as_str(),
+                tail,
+                head,
+                &delimiter[1..],
+                "-",
+                "\n",
+                "x",
+            ];
+            let finder = DelimiterFinder::new(d);
+            for body in super::super::text::tests::generated_texts(&alphabet, 2000) {
+                let body = body.as_bytes();
+                for from in 0..=body.len() + 1 {
+                    let plain = body
+                        .get(from..)
+                        .and_then(|rest| rest.windows(d.len()).position(|w| w == d))
+                        .map(|p| from + p);
+                    assert_eq!(finder.find(body, from), plain, "{len} {from} {body:?}");
+                }
+            }
         }
     }
 
