@@ -87,8 +87,8 @@ impl<'a> ContentType<'a> {
     /// The same type, owning its text (for a type parsed from a copy).
     fn into_owned(self) -> ContentType<'static> {
         ContentType {
-            kind: Cow::Owned(self.kind.into_owned()),
-            subtype: Cow::Owned(self.subtype.into_owned()),
+            kind: common_or_owned(self.kind),
+            subtype: common_or_owned(self.subtype),
             params: Cow::Owned(self.params.into_owned()),
         }
     }
@@ -131,6 +131,31 @@ impl<'a> ContentType<'a> {
             }
         }
         found
+    }
+}
+
+/// A lower-case type or subtype as a static string when it is a common
+/// one, else as a copy: a folded `Content-Type` (common in notices) is read
+/// from a joined copy of its lines, and copying its type and subtype again
+/// cost two allocations per part.
+fn common_or_owned(name: Cow<'_, str>) -> Cow<'static, str> {
+    const COMMON: [&str; 12] = [
+        "multipart",
+        "text",
+        "message",
+        "application",
+        "mixed",
+        "alternative",
+        "related",
+        "report",
+        "plain",
+        "html",
+        "delivery-status",
+        "rfc822",
+    ];
+    match COMMON.iter().find(|common| **common == name) {
+        Some(common) => Cow::Borrowed(common),
+        None => Cow::Owned(name.into_owned()),
     }
 }
 
@@ -371,11 +396,13 @@ fn walk<'a>(
         None if in_digest => ContentType::message_rfc822(),
         None => ContentType::text_plain(),
     };
-    let boundary = (content_type.kind == "multipart" && depth < MAX_DEPTH)
+    // The children are split off while the boundary can still borrow from
+    // the type (no copy of it), before the type moves into the part.
+    let children = (content_type.kind == "multipart" && depth < MAX_DEPTH)
         .then(|| content_type.param("boundary"))
         .flatten()
         .filter(|b| !b.is_empty())
-        .map(Cow::into_owned);
+        .map(|boundary| split_multipart(body, boundary.as_bytes()));
     let children_in_digest = content_type.subtype == "digest";
     out.push(Part {
         fields,
@@ -385,10 +412,8 @@ fn walk<'a>(
         encoding,
         is_root,
     });
-    if let Some(boundary) = boundary {
-        for child in split_multipart(body, boundary.as_bytes()) {
-            walk(child, children_in_digest, depth + 1, false, out);
-        }
+    for child in children.into_iter().flatten() {
+        walk(child, children_in_digest, depth + 1, false, out);
     }
 }
 
@@ -900,6 +925,23 @@ mod tests {
     }
 
     #[test]
+    fn owned_types_keep_their_names() {
+        for value in [
+            "Multipart/Report; a=b",
+            "text/x-Odd; c=d",
+            "message/RFC822",
+            "x",
+        ] {
+            let ct = ContentType::parse(value);
+            let owned = ct.clone().into_owned();
+            assert_eq!(owned, ct, "{value}");
+        }
+        let owned = ContentType::parse("multipart/mixed").into_owned();
+        assert!(matches!(owned.kind, Cow::Borrowed("multipart")));
+        assert!(matches!(owned.subtype, Cow::Borrowed("mixed")));
+    }
+
+    #[test]
     fn parameter_values_are_borrowed_when_plain() {
         let ct = ContentType::parse("Text/HTML; charset=\"utf-8\"; b=x; c=\"a\\\"b\"");
         assert_eq!((&*ct.kind, &*ct.subtype), ("text", "html"));
@@ -1177,6 +1219,8 @@ mod tests {
         assert_eq!(owned("é".as_bytes()), "é");
         assert_eq!(owned(b"a\xffb"), "a\u{fffd}b");
         assert_eq!(decode_encoded_words("=?utf-8?q?caf=C3=A9?="), "café");
+        assert_eq!(decode_encoded_words("a = b =c ?= d="), "a = b =c ?= d=");
+        assert_eq!(decode_encoded_words("x =?utf-8?q?=C3=A9?="), "x é");
     }
 
     #[test]
