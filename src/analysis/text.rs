@@ -214,13 +214,21 @@ fn stays_trimmed(byte: u8) -> bool {
 /// shape of a `message/delivery-status` body (one per-message group, then one
 /// group per recipient). Lines that are not fields are ignored.
 pub fn field_groups(text: &str) -> Vec<Vec<FieldRef<'_>>> {
-    field_group_refs(text, usize::MAX)
+    field_group_refs(text, usize::MAX, |_| true)
 }
 
 /// The first group of [`field_groups`], borrowed from `text`: a header
 /// block read for a few of its fields.
 pub fn first_field_group(text: &str) -> Vec<FieldRef<'_>> {
-    field_group_refs(text, 1).pop().unwrap_or_default()
+    first_field_group_where(text, |_| true)
+}
+
+/// The fields of [`first_field_group`] whose name `keep` accepts, in
+/// order; the others are skipped without trimming their values or joining
+/// their folded lines (a header's Received and DKIM-Signature fields are
+/// most of its bytes, and the header triage reads none of them).
+pub fn first_field_group_where(text: &str, keep: impl Fn(&str) -> bool) -> Vec<FieldRef<'_>> {
+    field_group_refs(text, 1, keep).pop().unwrap_or_default()
 }
 
 /// The lines of `text`, exactly as [`str::lines`] gives them (split at
@@ -244,13 +252,24 @@ pub fn lines(text: &str) -> impl Iterator<Item = &str> + '_ {
     })
 }
 
-/// The first `max_groups` groups of [`field_groups`], borrowed.
-fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
+/// The first `max_groups` groups of [`field_groups`], borrowed, with the
+/// fields whose name `keep` accepts (a group of only skipped fields is
+/// still a group, empty).
+fn field_group_refs(
+    text: &str,
+    max_groups: usize,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<Vec<FieldRef<'_>>> {
     let mut groups: Vec<Vec<FieldRef<'_>>> = Vec::new();
     let mut current: Vec<FieldRef<'_>> = Vec::new();
+    // Whether the open group has a field, kept or not, and whether its
+    // last field was kept (its folded lines are then joined to it).
+    let mut in_group = false;
+    let mut kept_last = false;
     for line in lines(text) {
         if trim(line).is_empty() {
-            if !current.is_empty() {
+            if in_group {
+                in_group = false;
                 groups.push(std::mem::take(&mut current));
                 if groups.len() >= max_groups {
                     return groups;
@@ -259,12 +278,17 @@ fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
             continue;
         }
         if line.starts_with([' ', '\t']) {
-            if let Some(last) = current.last_mut() {
+            if let Some(last) = current.last_mut().filter(|_| kept_last) {
                 last.append(line);
             }
             continue;
         }
         if let Some((name, value)) = split_field(line) {
+            in_group = true;
+            kept_last = keep(name);
+            if !kept_last {
+                continue;
+            }
             if current.is_empty() {
                 // Room for a typical group (a DSN recipient has four to
                 // six fields) instead of growing from one.
@@ -273,7 +297,7 @@ fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
             current.push(FieldRef::new(name, Cow::Borrowed(value)));
         }
     }
-    if !current.is_empty() {
+    if in_group {
         groups.push(current);
     }
     groups
@@ -884,6 +908,36 @@ pub(crate) mod tests {
         );
         assert!(out.len() > 1000, "corpus not found");
         out
+    }
+
+    #[test]
+    fn field_groups_where_are_those_filtered() {
+        let alphabet = [
+            "From:",
+            "Subject:",
+            "Received:",
+            "X-A:",
+            " ",
+            "\t",
+            "\n",
+            "\n",
+            "\n ",
+            "\n\t",
+            "x",
+            ": ",
+            "\r",
+            "é",
+        ];
+        let mut texts = generated_texts(&alphabet, 100_000);
+        texts.extend(corpus_texts());
+        let keep = |name: &str| name.eq_ignore_ascii_case("subject") || name.len() == 3;
+        for text in &texts {
+            let all: Vec<FieldRef<'_>> = first_field_group(text)
+                .into_iter()
+                .filter(|f| keep(f.name))
+                .collect();
+            assert_eq!(first_field_group_where(text, keep), all, "{text:?}");
+        }
     }
 
     #[test]
