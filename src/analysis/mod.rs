@@ -285,7 +285,7 @@ impl Analyzer {
 
     /// Whether the decision of [`Analyzer::is_candidate`] reads the field
     /// `name`.
-    fn is_decision_field(&self, name: &str) -> bool {
+    pub(crate) fn is_decision_field(&self, name: &str) -> bool {
         TRIAGE_DECISION_FIELDS
             .iter()
             .copied()
@@ -293,9 +293,10 @@ impl Analyzer {
             .any(|n| name.eq_ignore_ascii_case(n))
     }
 
-    /// The decision of [`Analyzer::is_candidate`] on a header's fields: all
-    /// of them, or those [`Analyzer::is_decision_field`] accepts, in order.
-    fn is_candidate_by_fields(&self, fields: &[text::FieldRef<'_>]) -> bool {
+    /// The decision of [`Analyzer::is_candidate`] on a header's fields, in
+    /// order: all of them, or any selection that keeps those
+    /// [`Analyzer::is_decision_field`] accepts.
+    pub(crate) fn is_candidate_by_fields(&self, fields: &[text::FieldRef<'_>]) -> bool {
         let get = |name: &str| fields.iter().find(|f| f.is(name)).map(|f| f.value.as_ref());
         let lower = |name: &str| {
             get(name)

@@ -12,8 +12,8 @@ use super::dsn::DeliveryStatus;
 use super::parse::{Enclosed, Pieces};
 use super::text::{
     addresses_in, dsn_address, field_groups, is_ascii_space, is_system_local_part,
-    leading_header_block, message_id_list, normalize_message_id, quoted_header_blocks, split_field,
-    strip_quote_marks, trim, trim_start, HeaderBlock,
+    leading_header_block_where, message_id_list, normalize_message_id, quoted_header_blocks,
+    split_field, strip_quote_marks, trim, trim_start, HeaderBlock,
 };
 use super::{Analyzer, OriginalHeaders};
 
@@ -92,6 +92,14 @@ impl Found {
     }
 }
 
+/// Whether [`Found::take_headers`] or the search for the original's
+/// Message-ID reads the field `name` of a returned header.
+fn is_original_field(name: &str) -> bool {
+    ["from", "to", "subject", "date", "received", "message-id"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+}
+
 /// The nesting depth up to which an enclosed bounce is unwrapped.
 const MAX_NESTING: usize = 3;
 
@@ -107,13 +115,17 @@ pub fn find_original(
         match enclosed {
             Enclosed::Message(bytes) => {
                 let text = super::text::lossy(bytes);
-                let block = leading_header_block(&text);
+                let triage = depth < MAX_NESTING;
+                // Only the fields read below.
+                let block = leading_header_block_where(&text, |name| {
+                    is_original_field(name) || triage && analyzer.is_decision_field(name)
+                });
                 // Only an enclosed message whose header looks like a notice
-                // is analysed as one (the same header triage a sweep uses):
-                // the usual enclosure is the user's own message, and a full
-                // analysis of it would double the cost of every bounce.
-                let header_end = memchr::memmem::find(bytes, b"\n\n").unwrap_or(bytes.len());
-                if depth < MAX_NESTING && analyzer.is_candidate(&bytes[..header_end]) {
+                // is analysed as one (the decision of the header triage a
+                // sweep uses, on the header as read here): the usual
+                // enclosure is the user's own message, and a full analysis
+                // of it would double the cost of every bounce.
+                if triage && analyzer.is_candidate_by_fields(&block.fields) {
                     let inner = analyzer.analyze_nested(bytes, depth + 1);
                     if inner.original_message_ids.is_empty() {
                         found.sources.push(FROM_ENCLOSED_NOTICE);
@@ -143,7 +155,7 @@ pub fn find_original(
                 }
             }
             Enclosed::Headers(text) => {
-                let block = leading_header_block(text);
+                let block = leading_header_block_where(text, is_original_field);
                 found.take_headers(&block);
                 if let Some(id) = block.get("message-id").and_then(normalize_message_id) {
                     if found.add_structural_id(id) {

@@ -402,15 +402,27 @@ fn is_typical_header_name(name: &str) -> bool {
 /// anonymised and hand-edited samples, and some MTAs, leave stray blank
 /// lines inside the returned header.
 pub fn leading_header_block(text: &str) -> HeaderBlock<'_> {
+    leading_header_block_where(text, |_| true)
+}
+
+/// The fields of [`leading_header_block`] whose name `keep` accepts, in
+/// order; the others are skipped without trimming their values or joining
+/// their folded lines (a returned header's DKIM signatures and Received
+/// chain are most of its lines, and analysis reads a few fields).
+pub fn leading_header_block_where(text: &str, keep: impl Fn(&str) -> bool) -> HeaderBlock<'_> {
     // Room for a usual header's fields without growing step by step (and
     // small enough for the allocator's fast path).
     let mut block = HeaderBlock {
         fields: Vec::with_capacity(24),
     };
+    // Whether a field was seen, kept or not, and whether the last field
+    // seen was kept (its folded lines are then joined to it).
+    let mut seen_field = false;
+    let mut kept_last = false;
     let mut lines = lines(text).peekable();
     while let Some(line) = lines.next() {
         if trim(line).is_empty() {
-            if block.fields.is_empty() {
+            if !seen_field {
                 continue;
             }
             let next_is_header =
@@ -426,20 +438,26 @@ pub fn leading_header_block(text: &str) -> HeaderBlock<'_> {
             break;
         }
         if line.starts_with([' ', '\t']) {
-            if let Some(last) = block.fields.last_mut() {
+            if let Some(last) = block.fields.last_mut().filter(|_| kept_last) {
                 last.append(line);
             }
             continue;
         }
         match split_field(line) {
-            Some((name, value)) => block.fields.push(FieldRef::new(name, Cow::Borrowed(value))),
+            Some((name, value)) => {
+                seen_field = true;
+                kept_last = keep(name);
+                if kept_last {
+                    block.fields.push(FieldRef::new(name, Cow::Borrowed(value)));
+                }
+            }
             // An mbox separator before the header is not part of it.
-            None if block.fields.is_empty() && line.starts_with("From ") => continue,
-            None if block.fields.is_empty() => break,
+            None if !seen_field && line.starts_with("From ") => continue,
+            None if !seen_field => break,
             // Inside a header, a line that is not a field is a continuation
             // whose indentation was lost (seen in Received chains).
             None => {
-                if let Some(last) = block.fields.last_mut() {
+                if let Some(last) = block.fields.last_mut().filter(|_| kept_last) {
                     last.append(line);
                 }
             }
@@ -937,6 +955,43 @@ pub(crate) mod tests {
                 .filter(|f| keep(f.name))
                 .collect();
             assert_eq!(first_field_group_where(text, keep), all, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn leading_header_blocks_where_are_those_filtered() {
+        let alphabet = [
+            "From:",
+            "Subject:",
+            "Received:",
+            "X-A:",
+            "To:",
+            "From ",
+            " ",
+            "\t",
+            "\n",
+            "\n",
+            "\n ",
+            "\n\t",
+            "x",
+            ": ",
+            "\r",
+            "é",
+        ];
+        let mut texts = generated_texts(&alphabet, 100_000);
+        texts.extend(corpus_texts());
+        let keep = |name: &str| name.eq_ignore_ascii_case("subject") || name.len() == 3;
+        for text in &texts {
+            let all: Vec<FieldRef<'_>> = leading_header_block(text)
+                .fields
+                .into_iter()
+                .filter(|f| keep(f.name))
+                .collect();
+            assert_eq!(
+                leading_header_block_where(text, keep).fields,
+                all,
+                "{text:?}"
+            );
         }
     }
 
