@@ -298,18 +298,19 @@ impl Analyzer {
     /// [`Analyzer::is_decision_field`] accepts.
     pub(crate) fn is_candidate_by_fields(&self, fields: &[text::FieldRef<'_>]) -> bool {
         let get = |name: &str| fields.iter().find(|f| f.is(name)).map(|f| f.value.as_ref());
-        let lower = |name: &str| {
+        // Values compared in any case, without lower-case copies.
+        let starts_with = |name: &str, prefix: &str| {
             get(name)
-                .map(|v| v.to_ascii_lowercase())
-                .unwrap_or_default()
+                .and_then(|v| v.as_bytes().get(..prefix.len()))
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
         };
-        let content_type = lower("content-type");
-        let return_path = lower("return-path");
-        let structural = content_type.contains("report")
-            || content_type.starts_with("message/")
+        let content_type = get("content-type").unwrap_or_default();
+        let return_path = get("return-path");
+        let structural = text::find_ascii_case_insensitive(content_type, "report").is_some()
+            || starts_with("content-type", "message/")
             || get("x-failed-recipients").is_some()
-            || lower("auto-submitted").starts_with("auto-replied")
-            || matches!(return_path.trim(), "<>" | "" | "<<>>") && get("return-path").is_some();
+            || starts_with("auto-submitted", "auto-replied")
+            || return_path.is_some_and(|r| matches!(r.trim(), "<>" | "" | "<<>>"));
         if structural {
             return true;
         }
@@ -388,10 +389,8 @@ fn delivery_addresses(pieces: &parse::Pieces) -> Vec<String> {
             .filter(|(n, _)| n.eq_ignore_ascii_case(field))
         {
             // As written: a BATV signature covers the address's exact case.
-            let lower = value.to_ascii_lowercase();
             for a in text::addresses_in(value) {
-                let written = lower
-                    .find(&a)
+                let written = text::find_ascii_case_insensitive(value, &a)
                     .and_then(|at| value.get(at..at + a.len()))
                     .unwrap_or(&a);
                 if !out.iter().any(|o| o.eq_ignore_ascii_case(&a)) && out.len() < 16 {

@@ -805,10 +805,15 @@ pub fn html_to_text(html: &str) -> String {
 }
 
 /// The byte offset of the first ASCII case-insensitive occurrence of
-/// `needle` (which starts with a byte that has no case, such as `<`).
-fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
-    let (first, bytes) = (needle.as_bytes()[0], haystack.as_bytes());
-    memchr::memchr_iter(first, bytes).find(|&i| {
+/// `needle`: what `haystack.to_ascii_lowercase().find(needle)` gives for a
+/// needle without ASCII capitals, without a copy or a searcher built for
+/// one search.
+pub(crate) fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
+    let (Some(first), bytes) = (needle.as_bytes().first(), haystack.as_bytes()) else {
+        return Some(0);
+    };
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    memchr::memchr2_iter(lower, upper, bytes).find(|&i| {
         bytes
             .get(i..i + needle.len())
             .is_some_and(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
@@ -991,6 +996,21 @@ pub(crate) mod tests {
                 leading_header_block_where(text, keep).fields,
                 all,
                 "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn case_insensitive_finds_are_those_of_lower_case_copies() {
+        let alphabet = ["a", "A", "b", "B", "<", "@", "é", "É", "x"];
+        let texts = generated_texts(&alphabet, 20_000);
+        for (haystack, needle) in texts.iter().zip(texts.iter().skip(1)) {
+            let needle: String = needle.chars().take(3).collect();
+            let needle = needle.to_ascii_lowercase();
+            assert_eq!(
+                find_ascii_case_insensitive(haystack, &needle),
+                haystack.to_ascii_lowercase().find(&needle),
+                "{haystack:?} {needle:?}"
             );
         }
     }
