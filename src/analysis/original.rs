@@ -11,9 +11,9 @@
 use super::dsn::DeliveryStatus;
 use super::parse::{Enclosed, Pieces};
 use super::text::{
-    addresses_in, dsn_address, field_groups, is_ascii_space, is_system_local_part,
-    leading_header_block_where, message_id_list, normalize_message_id, quoted_header_blocks,
-    split_field, strip_quote_marks, trim, trim_start, HeaderBlock,
+    addresses_in, dsn_address, field_groups, find_ascii_case_insensitive, is_ascii_space,
+    is_system_local_part, leading_header_block_where, message_id_list, normalize_message_id,
+    quoted_header_blocks, split_field, strip_quote_marks, trim, trim_start, HeaderBlock,
 };
 use super::{Analyzer, OriginalHeaders};
 
@@ -311,7 +311,7 @@ pub(crate) fn is_notice_header(
 ) -> bool {
     let from_system = from.is_some_and(|f| {
         addresses_in(f).iter().any(|a| is_system_local_part(a))
-            || f.to_ascii_lowercase().contains("mailer-daemon")
+            || find_ascii_case_insensitive(f, "mailer-daemon").is_some()
     });
     from_system && subject.is_some_and(|s| analyzer.is_bounce_subject(s))
 }

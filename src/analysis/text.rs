@@ -623,7 +623,8 @@ pub fn addresses_in(text: &str) -> Vec<String> {
     const MAX_ADDRESSES: usize = 1000;
     const COMPARED_DIRECTLY: usize = 16;
     let mut out: Vec<String> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    // Made only for a long list (a new set reads the thread's hash keys).
+    let mut seen: Option<std::collections::HashSet<String>> = None;
     for m in address_spans(text) {
         let addr = m.trim_matches('.');
         let local_len = addr.find('@').unwrap_or(addr.len());
@@ -636,10 +637,8 @@ pub fn addresses_in(text: &str) -> Vec<String> {
         let is_new = if out.len() < COMPARED_DIRECTLY {
             !out.iter().any(|o| o.eq_ignore_ascii_case(addr))
         } else {
-            if seen.is_empty() {
-                seen.extend(out.iter().cloned());
-            }
-            seen.insert(addr.to_ascii_lowercase())
+            seen.get_or_insert_with(|| out.iter().cloned().collect())
+                .insert(addr.to_ascii_lowercase())
         };
         if is_new {
             out.push(addr.to_ascii_lowercase());
@@ -823,38 +822,39 @@ pub(crate) fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Optio
 /// True if the local part of `addr` names an automated mail system
 /// (MAILER-DAEMON, postmaster, ...), whose mail is never personal.
 pub fn is_system_local_part(addr: &str) -> bool {
-    let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
-    matches!(
-        local.as_str(),
-        "mailer-daemon"
-            | "mailerdaemon"
-            | "mail-daemon"
-            | "maildaemon"
-            | "postmaster"
-            | "mailer"
-            | "mail.daemon"
-            | "mdaemon"
-            | "mmdf"
-            | "root"
-            | "nobody"
-            | "double-bounce"
-            | "bounce"
-            | "bounces"
-            | "abuse"
-            | "hostmaster"
-            | "noreply"
-            | "no-reply"
-            | "mail"
-            | "smtp"
-            | "daemon"
-            | "majordomo"
-            | "listserv"
-            | "fetchmail-daemon"
-            | "mailer_daemon"
-            | "mail_daemon"
-            | "system"
-            | "administrator"
-    )
+    let local = addr.split('@').next().unwrap_or("");
+    [
+        "mailer-daemon",
+        "mailerdaemon",
+        "mail-daemon",
+        "maildaemon",
+        "postmaster",
+        "mailer",
+        "mail.daemon",
+        "mdaemon",
+        "mmdf",
+        "root",
+        "nobody",
+        "double-bounce",
+        "bounce",
+        "bounces",
+        "abuse",
+        "hostmaster",
+        "noreply",
+        "no-reply",
+        "mail",
+        "smtp",
+        "daemon",
+        "majordomo",
+        "listserv",
+        "fetchmail-daemon",
+        "mailer_daemon",
+        "mail_daemon",
+        "system",
+        "administrator",
+    ]
+    .iter()
+    .any(|name| local.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -1012,6 +1012,27 @@ pub(crate) mod tests {
                 haystack.to_ascii_lowercase().find(&needle),
                 "{haystack:?} {needle:?}"
             );
+        }
+    }
+
+    #[test]
+    fn system_local_parts_in_any_case() {
+        for addr in [
+            "MAILER-DAEMON@x.example",
+            "PostMaster",
+            "no-reply@x",
+            "mail_daemon@",
+        ] {
+            assert!(is_system_local_part(addr), "{addr}");
+        }
+        for addr in [
+            "postmaster2@x.example",
+            "",
+            "@mailer-daemon",
+            "máil@x",
+            "john@x",
+        ] {
+            assert!(!is_system_local_part(addr), "{addr}");
         }
     }
 
