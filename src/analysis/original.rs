@@ -11,13 +11,11 @@
 use super::dsn::DeliveryStatus;
 use super::parse::{Enclosed, Pieces};
 use super::text::{
-    addresses_in, dsn_address, field_groups, is_ascii_space, is_system_local_part,
-    leading_header_block, message_id_list, normalize_message_id, quoted_header_blocks, split_field,
-    strip_quote_marks, trim, trim_start, HeaderBlock,
+    addresses_in, dsn_address, field_groups, find_ascii_case_insensitive, is_ascii_space,
+    is_system_local_part, leading_header_block_where, message_id_list, normalize_message_id,
+    quoted_header_blocks, split_field, strip_quote_marks, trim, trim_start, HeaderBlock,
 };
 use super::{Analyzer, OriginalHeaders};
-use regex::Regex;
-use std::sync::OnceLock;
 
 /// Where the original's identity was found, as a rule id.
 pub const FROM_ENCLOSED: &str = "original.enclosed-message";
@@ -94,6 +92,14 @@ impl Found {
     }
 }
 
+/// Whether [`Found::take_headers`] or the search for the original's
+/// Message-ID reads the field `name` of a returned header.
+fn is_original_field(name: &str) -> bool {
+    ["from", "to", "subject", "date", "received", "message-id"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+}
+
 /// The nesting depth up to which an enclosed bounce is unwrapped.
 const MAX_NESTING: usize = 3;
 
@@ -109,13 +115,17 @@ pub fn find_original(
         match enclosed {
             Enclosed::Message(bytes) => {
                 let text = super::text::lossy(bytes);
-                let block = leading_header_block(&text);
+                let triage = depth < MAX_NESTING;
+                // Only the fields read below.
+                let block = leading_header_block_where(&text, |name| {
+                    is_original_field(name) || triage && analyzer.is_decision_field(name)
+                });
                 // Only an enclosed message whose header looks like a notice
-                // is analysed as one (the same header triage a sweep uses):
-                // the usual enclosure is the user's own message, and a full
-                // analysis of it would double the cost of every bounce.
-                let header_end = memchr::memmem::find(bytes, b"\n\n").unwrap_or(bytes.len());
-                if depth < MAX_NESTING && analyzer.is_candidate(&bytes[..header_end]) {
+                // is analysed as one (the decision of the header triage a
+                // sweep uses, on the header as read here): the usual
+                // enclosure is the user's own message, and a full analysis
+                // of it would double the cost of every bounce.
+                if triage && analyzer.is_candidate_by_fields(&block.fields) {
                     let inner = analyzer.analyze_nested(bytes, depth + 1);
                     if inner.original_message_ids.is_empty() {
                         found.sources.push(FROM_ENCLOSED_NOTICE);
@@ -145,7 +155,7 @@ pub fn find_original(
                 }
             }
             Enclosed::Headers(text) => {
-                let block = leading_header_block(text);
+                let block = leading_header_block_where(text, is_original_field);
                 found.take_headers(&block);
                 if let Some(id) = block.get("message-id").and_then(normalize_message_id) {
                     if found.add_structural_id(id) {
@@ -301,17 +311,97 @@ pub(crate) fn is_notice_header(
 ) -> bool {
     let from_system = from.is_some_and(|f| {
         addresses_in(f).iter().any(|a| is_system_local_part(a))
-            || f.to_ascii_lowercase().contains("mailer-daemon")
+            || find_ascii_case_insensitive(f, "mailer-daemon").is_some()
     });
     from_system && subject.is_some_and(|s| analyzer.is_bounce_subject(s))
 }
 
-fn json_message_id_regex() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r#"\\?"(?:messageId|message_id)\\?"\s*:\s*\\?"([^"\\]+)\\?""#)
-            .expect("json message id regex is valid")
-    })
+/// What a key of [`json_field_values`] is followed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonValue {
+    /// A string: its characters, none of them `"` or `\\`, at least one.
+    String,
+    /// An array: all that lies between its brackets.
+    Array,
+}
+
+/// The values of the JSON fields `keys` in `text`, left to right, without
+/// overlap: `"key": "value"` or `"key": [...]`, the quotes possibly
+/// string-escaped (`\\"key\\": \\"value\\"`, JSON inside an SNS envelope),
+/// any white space around the colon.
+///
+/// Written out by hand, it finds exactly the capture groups of the regexes
+/// `\\?"(?:messageId|message_id)\\?"\s*:\s*\\?"([^"\\]+)\\?"` and
+/// `\\?"(?:emailAddress\\?"\s*:\s*\\?"([^"\\]+)\\?"|recipients\\?"\s*:\s*\[([^\]]*)\])`
+/// (the unit tests keep them and compare): compiling each cost a
+/// millisecond, more than the notices they read take to analyse. Linear:
+/// a value's scan stops at the next quote or backslash, and the `]` that
+/// ends an array is searched once for all the arrays that start before it.
+fn json_field_values<'a>(text: &'a str, keys: &[(&str, JsonValue)]) -> Vec<&'a str> {
+    let bytes = text.as_bytes();
+    // Skips `\s*` (Unicode white space, as the regexes' `\s`).
+    let skip_space =
+        |at: usize| text.len() - text[at..].trim_start_matches(char::is_whitespace).len();
+    // Skips `\\?"`, if there.
+    let skip_quote = |at: usize| {
+        let at = at + usize::from(bytes.get(at) == Some(&b'\\'));
+        (bytes.get(at) == Some(&b'"')).then_some(at + 1)
+    };
+    let mut out = Vec::new();
+    // The last search for a `]`: where it started, and the `]` found.
+    let mut close: Option<(usize, Option<usize>)> = None;
+    let mut search = 0;
+    while let Some(offset) = memchr::memchr(b'"', &bytes[search..]) {
+        let quote = search + offset;
+        search = quote + 1;
+        let Some(&(key, kind)) = keys
+            .iter()
+            .find(|(key, _)| bytes[quote + 1..].starts_with(key.as_bytes()))
+        else {
+            continue;
+        };
+        let Some(after_key) = skip_quote(quote + 1 + key.len()) else {
+            continue;
+        };
+        let colon = skip_space(after_key);
+        if bytes.get(colon) != Some(&b':') {
+            continue;
+        }
+        let value = skip_space(colon + 1);
+        match kind {
+            JsonValue::String => {
+                let Some(start) = skip_quote(value) else {
+                    continue;
+                };
+                let Some(len) = memchr::memchr2(b'"', b'\\', &bytes[start..]) else {
+                    continue;
+                };
+                let end = start + len;
+                let Some(after) = skip_quote(end).filter(|_| len > 0) else {
+                    continue;
+                };
+                out.push(&text[start..end]);
+                search = after;
+            }
+            JsonValue::Array => {
+                if bytes.get(value) != Some(&b'[') {
+                    continue;
+                }
+                let start = value + 1;
+                let end = match close {
+                    Some((from, end)) if from <= start && end.is_none_or(|end| end >= start) => end,
+                    _ => memchr::memchr(b']', &bytes[start..]).map(|at| start + at),
+                };
+                close = Some((start, end));
+                let Some(end) = end else {
+                    continue;
+                };
+                out.push(&text[start..end]);
+                search = end + 1;
+            }
+        }
+    }
+    out
 }
 
 /// Message-IDs in a JSON notification (SES puts its own id in `mail.messageId`
@@ -320,35 +410,23 @@ fn json_message_ids(body: &str) -> Vec<String> {
     if !body.contains("notificationType") && !body.contains("eventType") {
         return Vec::new();
     }
-    json_message_id_regex()
-        .captures_iter(body)
-        .filter_map(|c| c.get(1).and_then(|m| normalize_message_id(m.as_str())))
+    let keys = [
+        ("messageId", JsonValue::String),
+        ("message_id", JsonValue::String),
+    ];
+    json_field_values(body, &keys)
+        .into_iter()
+        .filter_map(normalize_message_id)
         .collect()
 }
 
-fn json_recipient_regex() -> &'static Regex {
-    // `"emailAddress":"..."` (bounced and complained recipients) or a
-    // `"recipients":[...]` array (delivery notifications), the JSON possibly
-    // string-escaped inside an SNS envelope.
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(
-            r#"\\?"(?:emailAddress\\?"\s*:\s*\\?"([^"\\]+)\\?"|recipients\\?"\s*:\s*\[([^\]]*)\])"#,
-        )
-        .expect("json recipient regex is valid")
-    })
-}
-
-/// Whether `body` has a `recipients"` or `recipients\"` key, which the
-/// recipients branch of [`json_recipient_regex`] needs. The word alone is
-/// in many a bounce's prose, and the regex costs a millisecond to compile.
-fn has_json_recipients_key(body: &str) -> bool {
-    let bytes = body.as_bytes();
-    memchr::memmem::find_iter(bytes, b"recipients").any(|at| {
-        let after = &bytes[at + "recipients".len()..];
-        after.starts_with(b"\"") || after.starts_with(b"\\\"")
-    })
-}
+/// The JSON fields that name recipients: `"emailAddress"` (bounced and
+/// complained recipients) and the `"recipients"` array (delivery
+/// notifications).
+const JSON_RECIPIENT_KEYS: [(&str, JsonValue); 2] = [
+    ("emailAddress", JsonValue::String),
+    ("recipients", JsonValue::Array),
+];
 
 /// The failed recipients of a bounce or report, from the most structured
 /// source available.
@@ -390,18 +468,15 @@ pub fn failed_recipients(
     if !out.is_empty() {
         return (out, "recipients.feedback-fields");
     }
-    if pieces.body.contains("emailAddress") || has_json_recipients_key(&pieces.body) {
-        for c in json_recipient_regex().captures_iter(&pieces.body) {
-            let text = c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str());
-            for a in addresses_in(text) {
-                if !out.contains(&a) {
-                    out.push(a);
-                }
+    for text in json_field_values(&pieces.body, &JSON_RECIPIENT_KEYS) {
+        for a in addresses_in(text) {
+            if !out.contains(&a) {
+                out.push(a);
             }
         }
-        if !out.is_empty() {
-            return (out, "recipients.json-notification");
-        }
+    }
+    if !out.is_empty() {
+        return (out, "recipients.json-notification");
     }
     let from_text = text_recipients(pieces, original);
     if !from_text.is_empty() {
@@ -757,6 +832,15 @@ const AFTER_RULE: [&str; 8] = [
 fn is_separator(line: &str) -> bool {
     let is_rule_byte = |b: &u8| matches!(b, b'-' | b'=' | b'*' | b'_' | b' ');
     let bytes = line.as_bytes();
+    // Each branch starts with a rule byte or the first letter of its
+    // phrase (`the`, `original`, `unsent`, `below`, `content-type`; no
+    // other letter folds to these): most lines are ruled out by one byte.
+    let may_start = |b: &u8| {
+        is_rule_byte(b) || matches!(b.to_ascii_lowercase(), b't' | b'o' | b'u' | b'b' | b'c')
+    };
+    if !bytes.first().is_some_and(may_start) {
+        return false;
+    }
     if bytes.len() >= 2 && is_rule_byte(&bytes[0]) && is_rule_byte(&bytes[1]) {
         // A phrase anywhere after the first two rule bytes, on this line.
         let rest = &line[2..];
@@ -830,6 +914,7 @@ fn strip_folded<'a>(text: &'a str, literal: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
     use crate::analysis::text::tests::{corpus_texts, generated_texts};
+    use regex::Regex;
 
     /// Lines to compare a line matcher with its regex on: generated from
     /// `alphabet`, and every line of the corpus, each also as
@@ -978,30 +1063,75 @@ mod tests {
         assert!(found > 1000, "{found}");
     }
 
+    /// The regexes that [`json_field_values`] stands for, with its keys.
+    fn json_regexes() -> [(Regex, &'static [(&'static str, JsonValue)]); 2] {
+        let message_id =
+            Regex::new(r#"\\?"(?:messageId|message_id)\\?"\s*:\s*\\?"([^"\\]+)\\?""#).unwrap();
+        let recipient = Regex::new(
+            r#"\\?"(?:emailAddress\\?"\s*:\s*\\?"([^"\\]+)\\?"|recipients\\?"\s*:\s*\[([^\]]*)\])"#,
+        )
+        .unwrap();
+        const MESSAGE_ID_KEYS: &[(&str, JsonValue)] = &[
+            ("messageId", JsonValue::String),
+            ("message_id", JsonValue::String),
+        ];
+        [
+            (message_id, MESSAGE_ID_KEYS),
+            (recipient, &JSON_RECIPIENT_KEYS),
+        ]
+    }
+
     #[test]
-    fn json_recipients_key_is_what_the_regex_needs() {
+    fn json_fields_are_those_of_the_regexes() {
         let alphabet = [
-            "recipients",
-            "emailAddress",
+            "\"",
             "\"",
             "\\",
+            "\\\"",
+            "messageId",
+            "message_id",
+            "emailAddress",
+            "recipients",
             ":",
             " ",
+            "\n",
+            "\u{3000}",
+            "\u{85}",
             "[",
             "]",
             "a@b.example",
+            "x",
             ",",
+            "é",
+            "\"messageId\":\"",
+            "\"message_id\" : \"",
+            "\\\"emailAddress\\\":\\\"",
+            "\"recipients\":[",
+            "\": \"",
         ];
-        for text in generated_texts(&alphabet, 50_000) {
-            let regex_branch = json_recipient_regex()
-                .captures_iter(&text)
-                .any(|c| c.get(2).is_some());
-            if regex_branch {
-                assert!(has_json_recipients_key(&text), "{text:?}");
+        let mut texts = generated_texts(&alphabet, 200_000);
+        texts.extend(corpus_texts());
+        for (re, keys) in json_regexes() {
+            let mut found = 0;
+            for text in &texts {
+                let theirs: Vec<&str> = re
+                    .captures_iter(text)
+                    .map(|c| c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str()))
+                    .collect();
+                assert_eq!(json_field_values(text, keys), theirs, "{text:?}");
+                found += theirs.len();
             }
+            assert!(found > 1000, "{found}");
         }
-        assert!(has_json_recipients_key(r#"{"recipients":["a@b.example"]}"#));
-        assert!(has_json_recipients_key(r#"{\"recipients\":[]}"#));
-        assert!(!has_json_recipients_key("all recipients failed"));
+        let ses = r#"{"mail":{"messageId":"a1"},"bounce":{"bouncedRecipients":[{"emailAddress":"x@y.example"}]}}"#;
+        assert_eq!(
+            json_field_values(ses, &JSON_RECIPIENT_KEYS),
+            ["x@y.example"]
+        );
+        let sns = r#"{\"delivery\":{\"recipients\" : [\"a@b.example\"]}}"#;
+        assert_eq!(
+            json_field_values(sns, &JSON_RECIPIENT_KEYS),
+            [r#"\"a@b.example\""#]
+        );
     }
 }

@@ -214,13 +214,13 @@ fn stays_trimmed(byte: u8) -> bool {
 /// shape of a `message/delivery-status` body (one per-message group, then one
 /// group per recipient). Lines that are not fields are ignored.
 pub fn field_groups(text: &str) -> Vec<Vec<FieldRef<'_>>> {
-    field_group_refs(text, usize::MAX)
+    field_group_refs(text, usize::MAX, |_| true)
 }
 
 /// The first group of [`field_groups`], borrowed from `text`: a header
 /// block read for a few of its fields.
 pub fn first_field_group(text: &str) -> Vec<FieldRef<'_>> {
-    field_group_refs(text, 1).pop().unwrap_or_default()
+    first_field_group_where(text, |_| true)
 }
 
 /// The lines of `text`, exactly as [`str::lines`] gives them (split at
@@ -244,13 +244,24 @@ pub fn lines(text: &str) -> impl Iterator<Item = &str> + '_ {
     })
 }
 
-/// The first `max_groups` groups of [`field_groups`], borrowed.
-fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
+/// The first `max_groups` groups of [`field_groups`], borrowed, with the
+/// fields whose name `keep` accepts (a group of only skipped fields is
+/// still a group, empty).
+fn field_group_refs(
+    text: &str,
+    max_groups: usize,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<Vec<FieldRef<'_>>> {
     let mut groups: Vec<Vec<FieldRef<'_>>> = Vec::new();
     let mut current: Vec<FieldRef<'_>> = Vec::new();
+    // Whether the open group has a field, kept or not, and whether its
+    // last field was kept (its folded lines are then joined to it).
+    let mut in_group = false;
+    let mut kept_last = false;
     for line in lines(text) {
         if trim(line).is_empty() {
-            if !current.is_empty() {
+            if in_group {
+                in_group = false;
                 groups.push(std::mem::take(&mut current));
                 if groups.len() >= max_groups {
                     return groups;
@@ -259,12 +270,17 @@ fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
             continue;
         }
         if line.starts_with([' ', '\t']) {
-            if let Some(last) = current.last_mut() {
+            if let Some(last) = current.last_mut().filter(|_| kept_last) {
                 last.append(line);
             }
             continue;
         }
         if let Some((name, value)) = split_field(line) {
+            in_group = true;
+            kept_last = keep(name);
+            if !kept_last {
+                continue;
+            }
             if current.is_empty() {
                 // Room for a typical group (a DSN recipient has four to
                 // six fields) instead of growing from one.
@@ -273,7 +289,7 @@ fn field_group_refs(text: &str, max_groups: usize) -> Vec<Vec<FieldRef<'_>>> {
             current.push(FieldRef::new(name, Cow::Borrowed(value)));
         }
     }
-    if !current.is_empty() {
+    if in_group {
         groups.push(current);
     }
     groups
@@ -378,15 +394,27 @@ fn is_typical_header_name(name: &str) -> bool {
 /// anonymised and hand-edited samples, and some MTAs, leave stray blank
 /// lines inside the returned header.
 pub fn leading_header_block(text: &str) -> HeaderBlock<'_> {
+    leading_header_block_where(text, |_| true)
+}
+
+/// The fields of [`leading_header_block`] whose name `keep` accepts, in
+/// order; the others are skipped without trimming their values or joining
+/// their folded lines (a returned header's DKIM signatures and Received
+/// chain are most of its lines, and analysis reads a few fields).
+pub fn leading_header_block_where(text: &str, keep: impl Fn(&str) -> bool) -> HeaderBlock<'_> {
     // Room for a usual header's fields without growing step by step (and
     // small enough for the allocator's fast path).
     let mut block = HeaderBlock {
         fields: Vec::with_capacity(24),
     };
+    // Whether a field was seen, kept or not, and whether the last field
+    // seen was kept (its folded lines are then joined to it).
+    let mut seen_field = false;
+    let mut kept_last = false;
     let mut lines = lines(text).peekable();
     while let Some(line) = lines.next() {
         if trim(line).is_empty() {
-            if block.fields.is_empty() {
+            if !seen_field {
                 continue;
             }
             let next_is_header =
@@ -402,20 +430,26 @@ pub fn leading_header_block(text: &str) -> HeaderBlock<'_> {
             break;
         }
         if line.starts_with([' ', '\t']) {
-            if let Some(last) = block.fields.last_mut() {
+            if let Some(last) = block.fields.last_mut().filter(|_| kept_last) {
                 last.append(line);
             }
             continue;
         }
         match split_field(line) {
-            Some((name, value)) => block.fields.push(FieldRef::new(name, Cow::Borrowed(value))),
+            Some((name, value)) => {
+                seen_field = true;
+                kept_last = keep(name);
+                if kept_last {
+                    block.fields.push(FieldRef::new(name, Cow::Borrowed(value)));
+                }
+            }
             // An mbox separator before the header is not part of it.
-            None if block.fields.is_empty() && line.starts_with("From ") => continue,
-            None if block.fields.is_empty() => break,
+            None if !seen_field && line.starts_with("From ") => continue,
+            None if !seen_field => break,
             // Inside a header, a line that is not a field is a continuation
             // whose indentation was lost (seen in Received chains).
             None => {
-                if let Some(last) = block.fields.last_mut() {
+                if let Some(last) = block.fields.last_mut().filter(|_| kept_last) {
                     last.append(line);
                 }
             }
@@ -509,8 +543,26 @@ pub fn strip_quote_marks(line: &str) -> &str {
 
 /// True for the bytes of an address's local part: RFC 5322 `atext` and dots.
 pub(crate) fn is_local_part_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(&b)
+    LOCAL_PART_BYTES[usize::from(b)]
 }
+
+/// The bytes [`is_local_part_byte`] admits: one lookup per byte, where the
+/// search of the symbol list was most of the address scans' byte tests.
+const LOCAL_PART_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let symbols = b".!#$%&'*+/=?^_`{|}~-";
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < symbols.len() {
+        table[symbols[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// The end of the domain that starts at `bytes[start]` (a letter or digit):
 /// dot-separated labels of letters, digits and inner hyphens, each as long
@@ -581,7 +633,8 @@ pub fn addresses_in(text: &str) -> Vec<String> {
     const MAX_ADDRESSES: usize = 1000;
     const COMPARED_DIRECTLY: usize = 16;
     let mut out: Vec<String> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    // Made only for a long list (a new set reads the thread's hash keys).
+    let mut seen: Option<std::collections::HashSet<String>> = None;
     for m in address_spans(text) {
         let addr = m.trim_matches('.');
         let local_len = addr.find('@').unwrap_or(addr.len());
@@ -594,10 +647,8 @@ pub fn addresses_in(text: &str) -> Vec<String> {
         let is_new = if out.len() < COMPARED_DIRECTLY {
             !out.iter().any(|o| o.eq_ignore_ascii_case(addr))
         } else {
-            if seen.is_empty() {
-                seen.extend(out.iter().cloned());
-            }
-            seen.insert(addr.to_ascii_lowercase())
+            seen.get_or_insert_with(|| out.iter().cloned().collect())
+                .insert(addr.to_ascii_lowercase())
         };
         if is_new {
             out.push(addr.to_ascii_lowercase());
@@ -639,9 +690,13 @@ pub fn normalize_message_id(value: &str) -> Option<String> {
         _ => value,
     };
     // Copied to drop white space only when there is some (rarely). Most ids
-    // are ASCII without white space: a byte scan rules that out before the
+    // are printable ASCII: a byte scan rules white space out before the
     // slower scan by chars (non-ASCII white space exists, e.g. U+3000).
-    let may_have_space = inner.bytes().any(|b| is_ascii_space(b) || !b.is_ascii());
+    // The scan has no early exit, so that it runs on many bytes at once:
+    // ASCII white space is at most b' ', and non-ASCII at least 0x80.
+    let may_have_space = inner
+        .bytes()
+        .fold(false, |any, b| any | !(0x21..0x80).contains(&b));
     let id: Cow<'_, str> = if may_have_space && inner.contains(char::is_whitespace) {
         Cow::Owned(inner.chars().filter(|c| !c.is_whitespace()).collect())
     } else {
@@ -782,10 +837,15 @@ fn tag_kind(name: &[u8]) -> TagKind {
 }
 
 /// The byte offset of the first ASCII case-insensitive occurrence of
-/// `needle` (which starts with a byte that has no case, such as `<`).
-fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
-    let (first, bytes) = (needle.as_bytes()[0], haystack.as_bytes());
-    memchr::memchr_iter(first, bytes).find(|&i| {
+/// `needle`: what `haystack.to_ascii_lowercase().find(needle)` gives for a
+/// needle without ASCII capitals, without a copy or a searcher built for
+/// one search.
+pub(crate) fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
+    let (Some(first), bytes) = (needle.as_bytes().first(), haystack.as_bytes()) else {
+        return Some(0);
+    };
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    memchr::memchr2_iter(lower, upper, bytes).find(|&i| {
         bytes
             .get(i..i + needle.len())
             .is_some_and(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
@@ -795,38 +855,47 @@ fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
 /// True if the local part of `addr` names an automated mail system
 /// (MAILER-DAEMON, postmaster, ...), whose mail is never personal.
 pub fn is_system_local_part(addr: &str) -> bool {
-    let local = addr.split('@').next().unwrap_or("").to_ascii_lowercase();
-    matches!(
-        local.as_str(),
-        "mailer-daemon"
-            | "mailerdaemon"
-            | "mail-daemon"
-            | "maildaemon"
-            | "postmaster"
-            | "mailer"
-            | "mail.daemon"
-            | "mdaemon"
-            | "mmdf"
-            | "root"
-            | "nobody"
-            | "double-bounce"
-            | "bounce"
-            | "bounces"
-            | "abuse"
-            | "hostmaster"
-            | "noreply"
-            | "no-reply"
-            | "mail"
-            | "smtp"
-            | "daemon"
-            | "majordomo"
-            | "listserv"
-            | "fetchmail-daemon"
-            | "mailer_daemon"
-            | "mail_daemon"
-            | "system"
-            | "administrator"
-    )
+    let local = addr.split('@').next().unwrap_or("");
+    [
+        "mailer-daemon",
+        "mailerdaemon",
+        "mail-daemon",
+        "maildaemon",
+        "postmaster",
+        "mailer",
+        "mail.daemon",
+        "mdaemon",
+        "mmdf",
+        "root",
+        "nobody",
+        "double-bounce",
+        "bounce",
+        "bounces",
+        "abuse",
+        "hostmaster",
+        "noreply",
+        "no-reply",
+        "mail",
+        "smtp",
+        "daemon",
+        "majordomo",
+        "listserv",
+        "fetchmail-daemon",
+        "mailer_daemon",
+        "mail_daemon",
+        "system",
+        "administrator",
+    ]
+    .iter()
+    .any(|name| local.eq_ignore_ascii_case(name))
+}
+
+/// The fields of [`first_field_group`] whose name `keep` accepts, in
+/// order; the others are skipped without trimming their values or joining
+/// their folded lines (a header's Received and DKIM-Signature fields are
+/// most of its bytes, and the header triage reads none of them).
+pub fn first_field_group_where(text: &str, keep: impl Fn(&str) -> bool) -> Vec<FieldRef<'_>> {
+    field_group_refs(text, 1, keep).pop().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -903,6 +972,90 @@ pub(crate) mod tests {
         );
         assert!(out.len() > 1000, "corpus not found");
         out
+    }
+
+    #[test]
+    fn header_scans_where_are_those_filtered() {
+        let alphabet = [
+            "From:",
+            "Subject:",
+            "Received:",
+            "X-A:",
+            "To:",
+            "From ",
+            " ",
+            "\t",
+            "\n",
+            "\n",
+            "\n ",
+            "\n\t",
+            "x",
+            ": ",
+            "\r",
+            "é",
+        ];
+        let mut texts = generated_texts(&alphabet, 100_000);
+        texts.extend(corpus_texts());
+        fn keep(name: &str) -> bool {
+            name.eq_ignore_ascii_case("subject") || name.len() == 3
+        }
+        fn kept(fields: Vec<FieldRef<'_>>) -> Vec<FieldRef<'_>> {
+            fields.into_iter().filter(|f| keep(f.name)).collect()
+        }
+        for text in &texts {
+            let group = kept(first_field_group(text));
+            assert_eq!(first_field_group_where(text, keep), group, "{text:?}");
+            let block = kept(leading_header_block(text).fields);
+            assert_eq!(
+                leading_header_block_where(text, keep).fields,
+                block,
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn case_insensitive_finds_are_those_of_lower_case_copies() {
+        let alphabet = ["a", "A", "b", "B", "<", "@", "é", "É", "x"];
+        let texts = generated_texts(&alphabet, 20_000);
+        for (haystack, needle) in texts.iter().zip(texts.iter().skip(1)) {
+            let needle: String = needle.chars().take(3).collect();
+            let needle = needle.to_ascii_lowercase();
+            assert_eq!(
+                find_ascii_case_insensitive(haystack, &needle),
+                haystack.to_ascii_lowercase().find(&needle),
+                "{haystack:?} {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_part_bytes_are_atext_and_dots() {
+        for b in 0..=255u8 {
+            let atext = b.is_ascii_alphanumeric() || b".!#$%&'*+/=?^_`{|}~-".contains(&b);
+            assert_eq!(is_local_part_byte(b), atext, "{b}");
+        }
+    }
+
+    #[test]
+    fn system_local_parts_in_any_case() {
+        for addr in [
+            "MAILER-DAEMON@x.example",
+            "PostMaster",
+            "no-reply@x",
+            "mail_daemon@",
+        ] {
+            assert!(is_system_local_part(addr), "{addr}");
+        }
+        for addr in [
+            "postmaster2@x.example",
+            "",
+            "@mailer-daemon",
+            "máil@x",
+            "john@x",
+        ] {
+            assert!(!is_system_local_part(addr), "{addr}");
+        }
     }
 
     #[test]
