@@ -165,8 +165,11 @@ impl fmt::Display for RuleError {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    /// Per target: its patterns, prefilter and compiled regexes.
-    sets: HashMap<Target, TargetSet>,
+    /// Per target (each once, in the order of their first rule): its
+    /// patterns, prefilter and compiled regexes. A list, not a map: there
+    /// are a dozen targets, and comparing a few of them is cheaper than
+    /// hashing the target (a header name) on every look-up.
+    sets: Vec<(Target, TargetSet)>,
 }
 
 /// The patterns of one target, behind a literal prefilter.
@@ -445,8 +448,11 @@ impl TargetSet {
     /// the rules, or (for not_examples) a rule's first matching pattern.
     fn which(&self, text: &str) -> Vec<usize> {
         let haystack = text.as_bytes();
-        // Every occurrence of a literal, as (pattern, start, end).
-        let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+        // Every occurrence of a literal, as (pattern, start, end). Room for
+        // the usual few dozen at once: growing the list from empty was a
+        // tenth of the prefilter's cost.
+        let mut hits: Vec<(usize, usize, usize)> =
+            Vec::with_capacity(HITS_CAPACITY + self.always.len());
         let found_all = self.prefilter.as_ref().is_none_or(|prefilter| {
             prefilter.occurrences(haystack, |literal, start, end| {
                 for &i in &self.literal_patterns[literal] {
@@ -486,6 +492,10 @@ impl TargetSet {
         found
     }
 }
+
+/// How many literal occurrences [`TargetSet::which`] makes room for at
+/// first: a body usually has a dozen or two.
+const HITS_CAPACITY: usize = 32;
 
 /// The merged ranges of `text_len` bytes that can hold a match of at most
 /// `len` bytes containing one of `hits` (sorted `(pattern, start, end)`
@@ -641,16 +651,23 @@ impl RuleSet {
                 rules.push(rule);
             }
         }
-        let mut by_target: HashMap<Target, (Vec<String>, Vec<usize>)> = HashMap::new();
+        let mut by_target: Vec<(Target, Vec<String>, Vec<usize>)> = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
-            let entry = by_target.entry(rule.target.clone()).or_default();
+            let at = match by_target.iter().position(|(t, _, _)| *t == rule.target) {
+                Some(at) => at,
+                None => {
+                    by_target.push((rule.target.clone(), Vec::new(), Vec::new()));
+                    by_target.len() - 1
+                }
+            };
+            let (_, patterns, owners) = &mut by_target[at];
             for p in &rule.patterns {
-                entry.0.push(p.clone());
-                entry.1.push(index);
+                patterns.push(p.clone());
+                owners.push(index);
             }
         }
-        let mut sets = HashMap::new();
-        for (target, (patterns, owners)) in by_target {
+        let mut sets = Vec::with_capacity(by_target.len());
+        for (target, patterns, owners) in by_target {
             // Patterns are parsed here, so a syntax error is a load error;
             // they are compiled on first use (and all of them by
             // check_examples).
@@ -664,7 +681,7 @@ impl RuleSet {
                     ),
                 }
             })?;
-            sets.insert(target, set);
+            sets.push((target, set));
         }
         Ok(RuleSet { rules, sets })
     }
@@ -678,7 +695,7 @@ impl RuleSet {
                 file: rule.file.clone(),
                 message: format!("rule {:?}: {message}", rule.id),
             };
-            let Some(set) = self.sets.get(&rule.target) else {
+            let Some(set) = self.set(&rule.target) else {
                 continue;
             };
             let owners = &set.owners;
@@ -719,9 +736,17 @@ impl RuleSet {
         &self.rules
     }
 
+    /// The patterns of `target`, if a rule looks there.
+    fn set(&self, target: &Target) -> Option<&TargetSet> {
+        self.sets
+            .iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, set)| set)
+    }
+
     /// The header names that header rules look at (lower case).
     pub fn header_targets(&self) -> impl Iterator<Item = &str> {
-        self.sets.keys().filter_map(|t| match t {
+        self.sets.iter().filter_map(|(t, _)| match t {
             Target::Header(name) => Some(name.as_str()),
             _ => None,
         })
@@ -729,7 +754,7 @@ impl RuleSet {
 
     /// The rules whose patterns match `text` at `target`, each once.
     pub fn matching<'a>(&'a self, target: &Target, text: &str) -> Vec<&'a Rule> {
-        let Some(set) = self.sets.get(target) else {
+        let Some(set) = self.set(target) else {
             return Vec::new();
         };
         let mut hits: Vec<usize> = set.which(text).into_iter().map(|i| set.owners[i]).collect();
@@ -1109,7 +1134,7 @@ mod tests {
         text: &str,
     ) -> Vec<String> {
         use regex_automata::PatternSet;
-        let (Some(t), Some(all)) = (set.sets.get(target), full.get(target)) else {
+        let (Some(t), Some(all)) = (set.set(target), full.get(target)) else {
             return Vec::new();
         };
         let mut found = PatternSet::new(all.pattern_len());
@@ -1160,7 +1185,7 @@ mod tests {
     #[test]
     fn prefilter_gives_the_same_rules_as_the_full_set() {
         let set = RuleSet::builtin().expect("built-in rules are valid");
-        let targets: Vec<Target> = set.sets.keys().cloned().collect();
+        let targets: Vec<Target> = set.sets.iter().map(|(t, _)| t.clone()).collect();
         let full: HashMap<Target, MetaRegex> = set
             .sets
             .iter()
@@ -1171,7 +1196,7 @@ mod tests {
             .collect();
         let texts = sample_texts(&set);
         // The prefilter must actually filter: few patterns lack a literal.
-        let (always, total) = set.sets.values().fold((0, 0), |(a, t), s| {
+        let (always, total) = set.sets.iter().fold((0, 0), |(a, t), (_, s)| {
             (a + s.always.len(), t + s.patterns.len())
         });
         eprintln!("{always} of {total} patterns run without a prefilter");
@@ -1257,7 +1282,7 @@ mod tests {
             }
         }
         let mut compared = 0;
-        for t in set.sets.values() {
+        for (_, t) in &set.sets {
             let Some(prefilter) = &t.prefilter else {
                 continue;
             };
@@ -1340,7 +1365,7 @@ mod tests {
     #[test]
     fn every_builtin_pattern_is_precompiled() {
         let set = RuleSet::builtin().expect("built-in rules are valid");
-        for pattern in set.sets.values().flat_map(|t| &t.patterns) {
+        for pattern in set.sets.iter().flat_map(|(_, t)| &t.patterns) {
             assert!(
                 precompiled::literals(pattern).is_some(),
                 "no literals: {pattern}"
