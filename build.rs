@@ -9,7 +9,7 @@
 //!   offset that is a multiple of 8;
 //! - `rule_dfas.rs`: `RULE_PATTERNS`, sorted by pattern (as analysis sees
 //!   it, after `fold_non_ascii_case`): where its DFA is in the blob, and
-//!   its required literals and reach (`pattern_literals`), so that
+//!   its required literals, reach and phrase (`pattern_literals`), so that
 //!   start-up parses no built-in pattern.
 //!
 //! `rule_dfas.rs` also holds `PREFILTERS`: for each rule target, the
@@ -131,19 +131,30 @@ fn main() {
             literals,
             max_len,
             in_line,
+            phrase,
         }) = pattern_syntax::pattern_literals(pattern)
         else {
             continue;
         };
         let dfa = build_dfa(pattern).filter(|dfa| dfa.write_to_len() <= MAX_DFA_BYTES);
         let dfa = dfa.map(|dfa| append_dfa(&mut blob, &dfa, big_endian));
-        let literals = literals.map(|set| {
-            let items: Vec<String> = set.iter().map(|l| byte_string(l)).collect();
-            format!("&[{}]", items.join(", "))
+        let literals = literals.map(|set| byte_strings(&set));
+        let phrase = phrase.map(|p| {
+            format!(
+                "StaticPhrase {{ pieces: &[{}], word_start: {}, word_end: {} }}",
+                p.pieces
+                    .iter()
+                    .map(|piece| byte_strings(piece))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p.word_start,
+                p.word_end
+            )
         });
         index.push_str(&format!(
-            "    ({pattern:?}, Builtin {{ dfa: {dfa:?}, literals: {}, max_len: {max_len:?}, in_line: {in_line} }}),\n",
-            option(literals)
+            "    ({pattern:?}, Builtin {{ dfa: {dfa:?}, literals: {}, max_len: {max_len:?}, in_line: {in_line}, phrase: {} }}),\n",
+            option(literals),
+            option(phrase)
         ));
     }
     index.push_str("];\n");
@@ -224,10 +235,9 @@ fn prefilter_index(targets: &BTreeMap<String, Vec<String>>) -> String {
         let Some(automaton) = LiteralAutomaton::build(&literals) else {
             continue;
         };
-        let items: Vec<String> = literals.iter().map(|l| byte_string(l)).collect();
         index.push_str(&format!(
-            "    Prefilter {{ literals: &[{}], automaton: {} }},\n",
-            items.join(", "),
+            "    Prefilter {{ literals: {}, automaton: {} }},\n",
+            byte_strings(&literals),
             automaton.source()
         ));
     }
@@ -450,6 +460,12 @@ fn byte_string(bytes: &[u8]) -> String {
         .map(char::from)
         .collect();
     format!("b\"{escaped}\"")
+}
+
+/// Byte strings as a Rust slice expression of byte string literals.
+fn byte_strings(strings: &[Vec<u8>]) -> String {
+    let items: Vec<String> = strings.iter().map(|s| byte_string(s)).collect();
+    format!("&[{}]", items.join(", "))
 }
 
 /// An `Option` of Rust source as Rust source.

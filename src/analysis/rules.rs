@@ -13,8 +13,8 @@
 //! so a broken rule file is a clear start-up error, never a silent miss.
 
 use super::pattern_syntax::{
-    better, facts, fold_non_ascii_case, pattern_literals, shortest, syntax_config, MAX_LITERALS,
-    MAX_PREFILTER_LITERAL, MIN_LITERAL_LEN,
+    better, facts, fold_non_ascii_case, pattern_literals, shortest, syntax_config, Phrase,
+    MAX_LITERALS, MAX_PREFILTER_LITERAL, MIN_LITERAL_LEN,
 };
 use super::precompiled::{self, PrecompiledDfa, PrecompiledPrefilter};
 use aho_corasick::AhoCorasick;
@@ -212,6 +212,12 @@ struct TargetSet {
     /// so an unbounded one (`a[^\n]*b`) is searched for only in the lines
     /// of the literals' occurrences.
     in_line: Vec<bool>,
+    /// For each pattern with literals: its phrase, if it is one whose every
+    /// match starts with one of its literals. Such a pattern matches if and
+    /// only if the phrase occurs at one of their occurrences: checking that
+    /// there costs a few comparisons, running its DFA around them (reading
+    /// its table, often not in the cache) several times more.
+    phrases: Vec<Option<Phrase>>,
 }
 
 /// How a [`TargetSet`] finds every occurrence of its literals: one
@@ -377,6 +383,7 @@ impl TargetSet {
         let mut always = Vec::new();
         let mut max_len = Vec::with_capacity(patterns.len());
         let mut in_line = Vec::with_capacity(patterns.len());
+        let mut phrases = Vec::with_capacity(patterns.len());
         for (index, pattern) in patterns.iter().enumerate() {
             let known = match precompiled::literals(pattern) {
                 Some(known) => known,
@@ -384,6 +391,7 @@ impl TargetSet {
             };
             max_len.push(known.max_len);
             in_line.push(known.in_line);
+            phrases.push(known.phrase);
             match known.literals {
                 Some(literals) => {
                     for mut literal in literals {
@@ -416,6 +424,7 @@ impl TargetSet {
             always,
             max_len,
             in_line,
+            phrases,
         })
     }
 
@@ -477,6 +486,14 @@ impl TargetSet {
                 continue;
             }
             let matched = match self.max_len[i] {
+                // Any match starts at an occurrence of a literal.
+                _ if !everywhere && self.phrases[i].is_some() => {
+                    self.phrases[i].as_ref().is_some_and(|phrase| {
+                        group
+                            .iter()
+                            .any(|&(_, start, _)| phrase.matches_at(haystack, start))
+                    })
+                }
                 // Any match lies within `len` bytes of a literal it contains.
                 Some(len) if !everywhere => windows(group, len, haystack.len())
                     .any(|(start, end)| self.is_match(i, haystack, start..end)),
@@ -1311,6 +1328,88 @@ mod tests {
             }
         }
         assert!(compared > 50, "only {compared} texts with occurrences");
+    }
+
+    /// A phrase pattern is decided at the occurrences of its literals,
+    /// without its DFA: on every sample text, the corpus and texts made of
+    /// the phrases' pieces (in either case, with word and other bytes
+    /// around them), that must find exactly what running every pattern
+    /// finds.
+    #[test]
+    fn phrases_match_exactly_where_their_patterns_do() {
+        use crate::analysis::text::tests::{corpus_texts, generated_texts};
+        let set = RuleSet::builtin().expect("built-in rules are valid");
+        let mut texts = sample_texts(&set);
+        texts.extend(corpus_texts().into_iter().map(|text| {
+            let end = (0..=text.len().min(16 * 1024))
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            text[..end].to_string()
+        }));
+        let mut phrases = 0;
+        for (target, with) in &set.sets {
+            let mut without = with.clone();
+            without.phrases.iter_mut().for_each(|p| *p = None);
+            let mut alphabet: Vec<String> = ["", " ", "x", "_", "-", "\n", "\u{e9}", "7"]
+                .map(String::from)
+                .to_vec();
+            for phrase in with.phrases.iter().flatten() {
+                phrases += 1;
+                for text in phrase.pieces.iter().flatten() {
+                    let text = String::from_utf8_lossy(text).into_owned();
+                    alphabet.push(text.to_uppercase());
+                    alphabet.push(text.chars().skip(1).collect());
+                    alphabet.push(text);
+                }
+            }
+            let alphabet: Vec<&str> = alphabet.iter().map(String::as_str).collect();
+            let generated = generated_texts(&alphabet, 3_000);
+            for text in texts.iter().chain(&generated) {
+                assert_eq!(
+                    with.which(text),
+                    without.which(text),
+                    "{target:?}: {text:?}"
+                );
+            }
+        }
+        assert!(phrases > 50, "only {phrases} phrases");
+    }
+
+    #[test]
+    fn phrase_pieces_and_boundaries() {
+        use super::super::pattern_syntax::Phrase;
+        let phrase = |p: &str| pattern_literals(p).ok().and_then(|k| k.phrase);
+        let found = phrase(r"\bdelivery (has )?failed\b").expect("a phrase");
+        assert_eq!(
+            found,
+            Phrase {
+                pieces: vec![
+                    vec![b"delivery ".to_vec()],
+                    vec![b"".to_vec(), b"has ".to_vec()],
+                    vec![b"failed".to_vec()]
+                ],
+                word_start: true,
+                word_end: true,
+            }
+        );
+        assert!(found.matches_at(b"the Delivery has FAILED.", 4));
+        assert!(!found.matches_at(b"the Delivery has FAILED.", 5));
+        assert!(!found.matches_at(b"xdelivery failed", 1));
+        assert!(!found.matches_at(b"delivery failedx", 0));
+        assert!(found.matches_at(b"delivery failed", 0));
+        // A match must start with a literal; here it is "failed".
+        assert_eq!(
+            phrase(r"(was|were) (permanently )?(undeliverable|rejected)"),
+            None
+        );
+        // Look-arounds other than \b at the ends, classes and repetitions
+        // that have many texts.
+        assert_eq!(phrase(r"^undeliverable"), None);
+        assert_eq!(phrase(r"undeliver\Bable"), None);
+        assert_eq!(phrase(r"undeliverable.*"), None);
+        assert_eq!(phrase(r"undeliverable+"), None);
+        assert!(phrase(r"undeliverable!?").is_some());
     }
 
     #[test]
