@@ -26,6 +26,11 @@ pub fn syntax_config() -> syntax::Config {
 /// inside a character class), e.g. for subjects such as "Übermittlungsstatus"
 /// or "Недоставленное сообщение".
 pub fn fold_non_ascii_case(pattern: &str) -> String {
+    // Only non-ASCII letters change: an ASCII pattern (most are) stays as
+    // it is, without a walk through its characters.
+    if pattern.is_ascii() {
+        return pattern.to_string();
+    }
     let mut out = String::with_capacity(pattern.len() + 16);
     let mut in_class = false;
     let mut escaped = false;

@@ -24,7 +24,7 @@ use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind};
 use regex_syntax::hir::{Hir, HirKind};
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
@@ -355,11 +355,16 @@ impl LiteralSearch {
                 literals,
                 automaton,
             } => {
+                // The plain (noncontiguous) automaton without a prefilter:
+                // it is built once per process for a search of a few short
+                // stretches, and the contiguous one and a prefilter took
+                // more to build than they saved.
                 let built = automaton.get_or_init(|| {
                     AhoCorasick::builder()
                         .ascii_case_insensitive(true)
                         .match_kind(aho_corasick::MatchKind::Standard)
-                        .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                        .kind(Some(aho_corasick::AhoCorasickKind::NoncontiguousNFA))
+                        .prefilter(false)
                         .build(literals)
                         .ok()
                 });
@@ -379,7 +384,9 @@ impl TargetSet {
     /// Parses the patterns (reporting the first invalid one by its index)
     /// and builds the prefilter from their required literals.
     fn new(patterns: Vec<String>, owners: Vec<usize>) -> Result<TargetSet, (usize, String)> {
-        let mut by_literal: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+        // (literal, pattern) for each literal of each pattern, grouped by
+        // literal below (a sort is cheaper than a map keyed by literals).
+        let mut by_literal: Vec<(Vec<u8>, usize)> = Vec::new();
         let mut always = Vec::new();
         let mut max_len = Vec::with_capacity(patterns.len());
         let mut in_line = Vec::with_capacity(patterns.len());
@@ -396,19 +403,25 @@ impl TargetSet {
                 Some(literals) => {
                     for mut literal in literals {
                         literal.truncate(MAX_PREFILTER_LITERAL);
-                        let owners = by_literal.entry(literal).or_default();
-                        if owners.last() != Some(&index) {
-                            owners.push(index);
-                        }
+                        by_literal.push((literal, index));
                     }
                 }
                 None => always.push(index),
             }
         }
-        let mut literals: Vec<(Vec<u8>, Vec<usize>)> = by_literal.into_iter().collect();
-        literals.sort();
-        let (literals, literal_patterns): (Vec<Vec<u8>>, Vec<Vec<usize>>) =
-            literals.into_iter().unzip();
+        by_literal.sort_unstable();
+        by_literal.dedup();
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut literal_patterns: Vec<Vec<usize>> = Vec::new();
+        for (literal, index) in by_literal {
+            match literal_patterns.last_mut() {
+                Some(owners) if literals.last() == Some(&literal) => owners.push(index),
+                _ => {
+                    literals.push(literal);
+                    literal_patterns.push(vec![index]);
+                }
+            }
+        }
         let prefilter = if literals.is_empty() {
             None
         } else {
@@ -1074,6 +1087,7 @@ fn net_usable(literal: &[u8], sender: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn load(yaml: &str) -> Result<RuleSet, RuleError> {
         RuleSet::from_sources([("t.yaml".to_string(), yaml.to_string())])
