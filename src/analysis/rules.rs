@@ -1513,6 +1513,25 @@ mod tests {
         assert_eq!(lits("(foo)?bar+"), None);
     }
 
+    /// A pattern without literals of three bytes is prefiltered by shorter
+    /// ones when it has them; still none for one that needs no literal.
+    #[test]
+    fn short_literals_only_without_longer_ones() {
+        let lits = |p: &str| pattern_literals(p).ok().and_then(|k| k.literals);
+        assert_eq!(
+            lits(r"\b[245]\.\d{1,3}\.\d{1,3}\b"),
+            Some(vec![b"2.".to_vec(), b"4.".to_vec(), b"5.".to_vec()])
+        );
+        assert_eq!(
+            lits(r"\bundeliverable\b"),
+            Some(vec![b"undeliverable".to_vec()])
+        );
+        assert_eq!(lits("ab|cd"), Some(vec![b"ab".to_vec(), b"cd".to_vec()]));
+        assert_eq!(lits("a|cd"), None);
+        assert_eq!(lits(r"\w"), None);
+        assert_eq!(lits("@"), None);
+    }
+
     #[test]
     fn matching_reports_each_rule_once() {
         let set = load(
