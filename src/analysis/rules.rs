@@ -1246,21 +1246,32 @@ mod tests {
         }
     }
 
-    /// Every built-in target's ASCII literals have a DFA from build.rs, and
-    /// it finds exactly the occurrences that the run-time automaton for the
-    /// same literals finds.
+    /// Every built-in target's ASCII literals, and the other literals of
+    /// some, have an automaton from build.rs, and it finds exactly the
+    /// occurrences that the run-time automaton for the same literals finds.
     #[test]
     fn precompiled_prefilters_find_what_aho_corasick_finds() {
         let set = RuleSet::builtin().expect("built-in rules are valid");
         let texts = sample_texts(&set);
         let mut checked = 0;
-        for (target, t) in &set.sets {
-            let Some(search) = t.prefilter.as_ref().and_then(|p| p.ascii.as_ref()) else {
+        let mut non_ascii = 0;
+        let halves = set.sets.iter().flat_map(|(target, t)| {
+            let prefilter = t.prefilter.as_ref();
+            [
+                (target, true, prefilter.and_then(|p| p.ascii.as_ref())),
+                (target, false, prefilter.and_then(|p| p.non_ascii.as_ref())),
+            ]
+        });
+        for (target, ascii, search) in halves {
+            let Some(search) = search else {
                 continue;
             };
-            let LiteralMatcher::Precompiled(dfa) = &search.matcher else {
-                panic!("{target:?}: no precompiled prefilter");
+            let dfa = match &search.matcher {
+                LiteralMatcher::Precompiled(dfa) => dfa,
+                LiteralMatcher::Built { .. } if !ascii => continue,
+                LiteralMatcher::Built { .. } => panic!("{target:?}: no precompiled prefilter"),
             };
+            non_ascii += usize::from(!ascii);
             let ac = AhoCorasick::builder()
                 .ascii_case_insensitive(true)
                 .match_kind(aho_corasick::MatchKind::Standard)
@@ -1286,6 +1297,7 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 3, "only {checked} precompiled prefilters");
+        assert!(non_ascii >= 1, "no precompiled non-ASCII prefilter");
     }
 
     /// The prefilter searches for its non-ASCII literals only around the
