@@ -213,9 +213,8 @@ fn build_dfa(pattern: &str) -> Option<dense::DFA<Vec<u32>>> {
 /// few dozen byte classes to ~150 and add thousands of states (each case
 /// pair of a non-ASCII letter doubles a literal's variants), and they can
 /// occur only in a text that is not ASCII, which the run time checks
-/// first. A half too big for the tables (the subject's non-ASCII
-/// literals, ~240 in many scripts) is left to the run time, which builds
-/// it on first use.
+/// first (and are cut shorter, see `prefilter_literal`). A half too big
+/// for the tables is left to the run time, which builds it on first use.
 ///
 /// These tables replaced one `regex-automata` DFA per target: for the same
 /// literals that needs ~5 times the states (it reports a match one byte
@@ -253,15 +252,15 @@ fn prefilter_index(targets: &BTreeMap<String, Vec<String>>) -> String {
 
 /// The ASCII (or, unless `ascii`, the other) prefilter literals of a
 /// target's patterns, as `TargetSet::new` collects them and
-/// `LiteralPrefilter::new` divides them: each required literal cut to
-/// `MAX_PREFILTER_LITERAL` bytes, sorted, without duplicates. `None` if a
+/// `LiteralPrefilter::new` divides them: each required literal cut as
+/// `prefilter_literal` cuts it, sorted, without duplicates. `None` if a
 /// pattern does not parse (the run time reports it) or there are none.
 fn prefilter_literals(patterns: &[String], ascii: bool) -> Option<Vec<Vec<u8>>> {
     let mut literals: BTreeSet<Vec<u8>> = BTreeSet::new();
     for pattern in patterns {
         let found = pattern_syntax::pattern_literals(pattern).ok()?;
-        for mut literal in found.literals.into_iter().flatten() {
-            literal.truncate(pattern_syntax::MAX_PREFILTER_LITERAL);
+        for literal in found.literals.into_iter().flatten() {
+            let literal = pattern_syntax::prefilter_literal(literal);
             if literal.is_ascii() == ascii {
                 literals.insert(literal);
             }

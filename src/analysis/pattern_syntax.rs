@@ -294,6 +294,25 @@ fn short_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
 /// (building it for ~1,000 full-length literals was a quarter of start-up).
 pub const MAX_PREFILTER_LITERAL: usize = 12;
 
+/// Prefilter literals with a non-ASCII byte are cut to this many bytes:
+/// each case pair of a non-ASCII letter (`(?:а|А)`) doubles a literal's
+/// variants, and cut at [`MAX_PREFILTER_LITERAL`] bytes, the subject's
+/// would need more transitions than the tables of `build.rs` can number
+/// (~95,000); at ten, ~54,000.
+pub const MAX_NON_ASCII_PREFILTER_LITERAL: usize = 10;
+
+/// A required literal as the prefilter looks for it: cut to
+/// [`MAX_PREFILTER_LITERAL`] bytes, or to
+/// [`MAX_NON_ASCII_PREFILTER_LITERAL`] if those are not all ASCII (a
+/// prefix of a required literal is required too).
+pub fn prefilter_literal(mut literal: Vec<u8>) -> Vec<u8> {
+    literal.truncate(MAX_PREFILTER_LITERAL);
+    if !literal.is_ascii() {
+        literal.truncate(MAX_NON_ASCII_PREFILTER_LITERAL);
+    }
+    literal
+}
+
 /// Upper bound on the literals of one set while extracting (cross products
 /// of alternations and classes grow fast).
 pub const MAX_LITERALS: usize = 64;

@@ -13,8 +13,8 @@
 //! so a broken rule file is a clear start-up error, never a silent miss.
 
 use super::pattern_syntax::{
-    better, facts, fold_non_ascii_case, pattern_literals, shortest, syntax_config, Phrase,
-    MAX_LITERALS, MAX_PREFILTER_LITERAL, MIN_LITERAL_LEN,
+    better, facts, fold_non_ascii_case, pattern_literals, prefilter_literal, shortest,
+    syntax_config, Phrase, MAX_LITERALS, MIN_LITERAL_LEN,
 };
 use super::precompiled::{self, PrecompiledDfa, PrecompiledPrefilter};
 use aho_corasick::AhoCorasick;
@@ -401,9 +401,8 @@ impl TargetSet {
             phrases.push(known.phrase);
             match known.literals {
                 Some(literals) => {
-                    for mut literal in literals {
-                        literal.truncate(MAX_PREFILTER_LITERAL);
-                        by_literal.push((literal, index));
+                    for literal in literals {
+                        by_literal.push((prefilter_literal(literal), index));
                     }
                 }
                 None => always.push(index),
@@ -1297,7 +1296,10 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 3, "only {checked} precompiled prefilters");
-        assert!(non_ascii >= 1, "no precompiled non-ASCII prefilter");
+        assert!(
+            non_ascii >= 2,
+            "{non_ascii} precompiled non-ASCII prefilters"
+        );
     }
 
     /// The prefilter searches for its non-ASCII literals only around the
