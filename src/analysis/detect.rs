@@ -15,7 +15,6 @@ use super::dsn::{has_dsn_fields, DeliveryStatus};
 use super::parse::Pieces;
 use super::rules::{RuleKind, Strength, Target};
 use super::{Analyzer, Kind};
-use std::collections::HashSet;
 
 /// How much of the explanation phrase rules read: the notice is at the top.
 const MAX_PHRASE_TEXT: usize = 8 * 1024;
@@ -31,7 +30,7 @@ pub struct Detection {
 
 /// Where a piece of weak evidence was found; two from the same place do not
 /// corroborate each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     Subject,
     Sender,
@@ -40,10 +39,35 @@ enum Place {
     Original,
 }
 
+/// A set of a few small enum values (kinds, places) as the bits of a byte:
+/// cheaper than hashing them into a `HashSet` for every message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Bits(u8);
+
+impl Bits {
+    /// The bit of a fieldless enum's value `index` (below 8).
+    fn bit(index: u8) -> u8 {
+        1 << index
+    }
+
+    fn insert(&mut self, index: u8) {
+        self.0 |= Self::bit(index);
+    }
+
+    fn contains(self, index: u8) -> bool {
+        self.0 & Self::bit(index) != 0
+    }
+
+    fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+}
+
 #[derive(Default)]
 struct Evidence {
     rules: Vec<String>,
-    strong: HashSet<Kind>,
+    /// The kinds with strong evidence (bit `kind as u8`).
+    strong: Bits,
     weak: Vec<(Kind, Place)>,
     machine_sender: bool,
 }
@@ -56,8 +80,12 @@ impl Evidence {
     }
 
     fn strong(&mut self, kind: Kind, id: &str) {
-        self.strong.insert(kind);
+        self.strong.insert(kind as u8);
         self.fire(id);
+    }
+
+    fn has_strong(&self, kind: Kind) -> bool {
+        self.strong.contains(kind as u8)
     }
 
     /// True when `kind` has weak evidence in two different places, at least
@@ -67,20 +95,14 @@ impl Evidence {
     /// In-Reply-To linkage), or a vendor header. Subject and body phrases
     /// together are not enough: a person can write "delivery failed" in both.
     fn corroborated(&self, kind: Kind) -> bool {
-        let places: HashSet<Place> = self
-            .weak
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, p)| *p)
-            .collect();
-        let phrase = places.contains(&Place::Subject)
-            || places.contains(&Place::Body)
-            || places.contains(&Place::Sender);
-        let mechanical = self.machine_sender
-            || places.contains(&Place::Original)
-            || places.contains(&Place::Header);
-        let count =
-            places.len() + usize::from(self.machine_sender && !places.contains(&Place::Sender));
+        let mut places = Bits::default();
+        for (_, place) in self.weak.iter().filter(|(k, _)| *k == kind) {
+            places.insert(*place as u8);
+        }
+        let has = |place: Place| places.contains(place as u8);
+        let phrase = has(Place::Subject) || has(Place::Body) || has(Place::Sender);
+        let mechanical = self.machine_sender || has(Place::Original) || has(Place::Header);
+        let count = places.len() + usize::from(self.machine_sender && !has(Place::Sender));
         phrase && mechanical && count >= 2
     }
 }
@@ -132,9 +154,7 @@ pub fn detect(
                 }
             };
             match rule.strength {
-                Strength::Strong => {
-                    ev.strong.insert(kind);
-                }
+                Strength::Strong => ev.strong.insert(kind as u8),
                 Strength::Weak => ev.weak.push((kind, place)),
             }
         }
@@ -142,12 +162,21 @@ pub fn detect(
     apply(&Target::Subject, &pieces.subject, Place::Subject, &mut ev);
     apply(&Target::Sender, &sender, Place::Sender, &mut ev);
     apply(&Target::Body, body, Place::Body, &mut ev);
+    // Only the fields whose name is as long as some target's are compared
+    // by name (a dozen targets times a few dozen fields was a tenth of
+    // detect's own work); lengths from 63 on share one bit.
+    let length_bit = |len: usize| 1u64 << len.min(63);
+    let target_lengths = analyzer
+        .header_targets
+        .iter()
+        .fold(0u64, |bits, name| bits | length_bit(name.len()));
+    let fields: Vec<&(_, _)> = pieces
+        .headers
+        .iter()
+        .filter(|(n, _)| target_lengths & length_bit(n.len()) != 0)
+        .collect();
     for name in analyzer.header_targets.iter() {
-        for (_, v) in pieces
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
+        for (_, v) in fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
             apply(&Target::Header(name.clone()), v, Place::Header, &mut ev);
         }
     }
@@ -168,13 +197,13 @@ pub fn detect(
         is_human_reply(pieces) && (!ev.machine_sender || has_mail_client_header(pieces));
     let weak_ok = |kind: Kind, ev: &Evidence| !human_reply && ev.corroborated(kind);
 
-    let kind = if ev.strong.contains(&Kind::Feedback) {
+    let kind = if ev.has_strong(Kind::Feedback) {
         Kind::Feedback
-    } else if ev.strong.contains(&Kind::Bounce) {
+    } else if ev.has_strong(Kind::Bounce) {
         Kind::Bounce
-    } else if ev.strong.contains(&Kind::Challenge) {
+    } else if ev.has_strong(Kind::Challenge) {
         Kind::Challenge
-    } else if ev.strong.contains(&Kind::Autoreply) {
+    } else if ev.has_strong(Kind::Autoreply) {
         Kind::Autoreply
     } else if weak_ok(Kind::Feedback, &ev) {
         Kind::Feedback

@@ -9,7 +9,7 @@
 //! so that the build script can include it.
 
 use regex_automata::util::syntax;
-use regex_syntax::hir::{Class, Hir, HirKind};
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 /// The syntax of rule patterns: case-insensitive, on bytes, Unicode classes
 /// off (ASCII `\b`, `\s` and `.` keep the engines on their fast DFAs;
@@ -26,6 +26,11 @@ pub fn syntax_config() -> syntax::Config {
 /// inside a character class), e.g. for subjects such as "Übermittlungsstatus"
 /// or "Недоставленное сообщение".
 pub fn fold_non_ascii_case(pattern: &str) -> String {
+    // Only non-ASCII letters change: an ASCII pattern (most are) stays as
+    // it is, without a walk through its characters.
+    if pattern.is_ascii() {
+        return pattern.to_string();
+    }
     let mut out = String::with_capacity(pattern.len() + 16);
     let mut in_class = false;
     let mut escaped = false;
@@ -88,6 +93,131 @@ pub struct PatternLiterals {
     /// When it has literals: no match contains a line feed, so a match
     /// lies within the line of the literal occurrence it contains.
     pub in_line: bool,
+    /// When it is a [`Phrase`] whose every text starts with one of its
+    /// literals: then it matches exactly where the phrase occurs at an
+    /// occurrence of a literal, which is cheaper to check than running it.
+    pub phrase: Option<Phrase>,
+}
+
+/// A pattern that is a plain phrase: a few texts (lower-case, compared
+/// ASCII case-insensitively, as the pattern's syntax does), perhaps between
+/// ASCII word boundaries (`\b`), and nothing else, e.g.
+/// `\bdelivery (has )?failed\b`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phrase {
+    /// Its pieces in order, each the texts it matches (e.g. `delivery `,
+    /// then `has ` or nothing, then `failed`): the phrase matches each
+    /// choice of one text per piece, put together. Kept apart (not as all
+    /// the texts they make) so that a check compares each piece once.
+    pub pieces: Vec<Vec<Vec<u8>>>,
+    /// Whether it starts with `\b`.
+    pub word_start: bool,
+    /// Whether it ends with `\b`.
+    pub word_end: bool,
+}
+
+impl Phrase {
+    /// Every text it matches, if at most [`MAX_LITERALS`].
+    pub fn strings(&self) -> Option<Vec<Vec<u8>>> {
+        self.pieces
+            .iter()
+            .try_fold(vec![Vec::new()], |strings, piece| product(&strings, piece))
+    }
+
+    /// Whether the pattern has a match that starts at `start` of
+    /// `haystack` (the bytes around count for `\b`, as in a search).
+    pub fn matches_at(&self, haystack: &[u8], start: usize) -> bool {
+        (!self.word_start || is_word_boundary(haystack, start))
+            && self.rest_matches_at(haystack, start, 0)
+    }
+
+    /// Whether the pieces from `piece` on match from `at` on. Tries each
+    /// choice (at most [`MAX_LITERALS`] in all); the recursion is as deep as
+    /// the pieces are many (two pieces of one text each are one).
+    fn rest_matches_at(&self, haystack: &[u8], at: usize, piece: usize) -> bool {
+        let Some(texts) = self.pieces.get(piece) else {
+            return !self.word_end || is_word_boundary(haystack, at);
+        };
+        // The texts are lower-case already: only the haystack's bytes need
+        // lower-casing (`eq_ignore_ascii_case` would do both sides).
+        texts.iter().any(|text| {
+            let end = at.saturating_add(text.len());
+            haystack.get(at..end).is_some_and(|h| {
+                h.iter()
+                    .zip(text)
+                    .all(|(h, t)| h.to_ascii_lowercase() == *t)
+            }) && self.rest_matches_at(haystack, end, piece + 1)
+        })
+    }
+}
+
+/// Whether `at` is an ASCII word boundary of `haystack` (`\b` with Unicode
+/// off): a word byte (`[0-9A-Za-z_]`) on exactly one side of it.
+fn is_word_boundary(haystack: &[u8], at: usize) -> bool {
+    let word = |byte: Option<&u8>| byte.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    let before = at.checked_sub(1).and_then(|i| haystack.get(i));
+    word(before) != word(haystack.get(at))
+}
+
+/// The [`Phrase`] `hir` is, if it is one: a concatenation of pieces whose
+/// texts are known and few ([`phrase_strings`]), perhaps between two `\b`.
+fn phrase(hir: &Hir) -> Option<Phrase> {
+    let subs = match hir.kind() {
+        HirKind::Concat(subs) => subs.as_slice(),
+        _ => std::slice::from_ref(hir),
+    };
+    let is_boundary = |h: &Hir| matches!(h.kind(), HirKind::Look(Look::WordAscii));
+    let word_start = subs.first().is_some_and(is_boundary);
+    let inner = &subs[usize::from(word_start)..];
+    let word_end = inner.last().is_some_and(is_boundary);
+    let inner = &inner[..inner.len() - usize::from(word_end)];
+    let mut pieces: Vec<Vec<Vec<u8>>> = Vec::new();
+    for sub in inner {
+        let texts = phrase_strings(sub)?;
+        match pieces.last_mut() {
+            Some(last) if last.len() == 1 && texts.len() == 1 => last[0].extend(&texts[0]),
+            _ => pieces.push(texts),
+        }
+    }
+    let phrase = Phrase {
+        pieces,
+        word_start,
+        word_end,
+    };
+    let strings = phrase.strings()?;
+    (!strings.iter().any(Vec::is_empty)).then_some(phrase)
+}
+
+/// Every text `hir` matches, lower-case, when they are at most
+/// [`MAX_LITERALS`] and it has no look-around. (Unlike [`facts`], an
+/// optional or briefly repeated piece keeps its texts.)
+fn phrase_strings(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    match hir.kind() {
+        HirKind::Empty => Some(vec![Vec::new()]),
+        HirKind::Look(_) => None,
+        HirKind::Literal(literal) => Some(vec![literal.0.to_ascii_lowercase()]),
+        HirKind::Class(class) => class_literals(class),
+        HirKind::Capture(capture) => phrase_strings(&capture.sub),
+        HirKind::Repetition(rep) => {
+            let max = rep.max.filter(|&max| max <= 4)?;
+            let sub = phrase_strings(&rep.sub)?;
+            let mut power = vec![Vec::new()];
+            let mut all = Vec::new();
+            for count in 0..=max {
+                if count >= rep.min {
+                    all.extend(power.iter().cloned());
+                }
+                if count < max {
+                    power = product(&power, &sub)?;
+                }
+            }
+            union(std::iter::once(Some(all)))
+        }
+        HirKind::Concat(subs) => subs.iter().try_fold(vec![Vec::new()], |strings, sub| {
+            product(&strings, &phrase_strings(sub)?)
+        }),
+        HirKind::Alternation(subs) => union(subs.iter().map(phrase_strings)),
+    }
 }
 
 /// The required literals of `pattern` (see [`required_literals`]) and, if
@@ -96,13 +226,23 @@ pub struct PatternLiterals {
 /// (`precompiled::literals`).
 pub fn pattern_literals(pattern: &str) -> Result<PatternLiterals, String> {
     let hir = syntax::parse_with(pattern, &literal_syntax_config()).map_err(|e| e.to_string())?;
-    let literals = required_literals(&hir);
+    let literals = required_literals(&hir).or_else(|| short_literals(&hir));
     let max_len = literals.as_ref().and(hir.properties().maximum_len());
     let in_line = literals.is_some() && !may_match_line_feed(&hir);
+    let phrase = literals.as_ref().and_then(|literals| {
+        phrase(&hir).filter(|phrase| {
+            phrase.strings().is_some_and(|strings| {
+                strings
+                    .iter()
+                    .all(|s| literals.iter().any(|l| s.starts_with(l)))
+            })
+        })
+    });
     Ok(PatternLiterals {
         literals,
         max_len,
         in_line,
+        phrase,
     })
 }
 
@@ -126,14 +266,52 @@ fn may_match_line_feed(hir: &Hir) -> bool {
 }
 
 /// Literals shorter than this make no useful prefilter (they occur in most
-/// texts): such a pattern is always run.
+/// texts): a pattern without longer ones is run through the whole text, or
+/// around its [`short_literals`].
 pub const MIN_LITERAL_LEN: usize = 3;
+
+/// The shortest literals a pattern without longer ones is prefiltered by
+/// ([`short_literals`]).
+const MIN_SHORT_LITERAL_LEN: usize = 2;
+
+/// For a pattern with no [`required_literals`]: a set of literals of at
+/// least [`MIN_SHORT_LITERAL_LEN`] bytes one of which occurs in every text
+/// it matches, e.g. `2.`, `4.` or `5.` for `\b[245]\.\d{1,3}\.\d{1,3}\b`.
+/// Too common for a prefilter of their own, but the prefilter scan finds
+/// them at no extra cost, and running a pattern around their occurrences
+/// (usually a few) reads far less than running it through a whole body.
+/// (Not used for search nets: a server search for them would find most
+/// messages.)
+fn short_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    facts(hir)
+        .required()
+        .filter(|set| shortest(set) >= MIN_SHORT_LITERAL_LEN)
+}
 
 /// Prefilter literals are cut to this many bytes. A prefix of a required
 /// literal is required too, and eight bytes ("undelive", "mail sys") are
 /// rare enough in ordinary text; longer ones only make the automaton bigger
 /// (building it for ~1,000 full-length literals was a quarter of start-up).
 pub const MAX_PREFILTER_LITERAL: usize = 12;
+
+/// Prefilter literals with a non-ASCII byte are cut to this many bytes:
+/// each case pair of a non-ASCII letter (`(?:а|А)`) doubles a literal's
+/// variants, and cut at [`MAX_PREFILTER_LITERAL`] bytes, the subject's
+/// would need more transitions than the tables of `build.rs` can number
+/// (~95,000); at ten, ~54,000.
+pub const MAX_NON_ASCII_PREFILTER_LITERAL: usize = 10;
+
+/// A required literal as the prefilter looks for it: cut to
+/// [`MAX_PREFILTER_LITERAL`] bytes, or to
+/// [`MAX_NON_ASCII_PREFILTER_LITERAL`] if those are not all ASCII (a
+/// prefix of a required literal is required too).
+pub fn prefilter_literal(mut literal: Vec<u8>) -> Vec<u8> {
+    literal.truncate(MAX_PREFILTER_LITERAL);
+    if !literal.is_ascii() {
+        literal.truncate(MAX_NON_ASCII_PREFILTER_LITERAL);
+    }
+    literal
+}
 
 /// Upper bound on the literals of one set while extracting (cross products
 /// of alternations and classes grow fast).

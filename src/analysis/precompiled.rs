@@ -18,7 +18,7 @@
 //! here (a user's rule, or one too big to precompile) falls back to the
 //! run-time regex in [`super::rules`], which means the same thing.
 
-use super::pattern_syntax::PatternLiterals;
+use super::pattern_syntax::{PatternLiterals, Phrase};
 use regex_automata::dfa::{dense, Automaton};
 use regex_automata::Input;
 use std::ops::Range;
@@ -49,6 +49,14 @@ struct Builtin {
     literals: Option<&'static [&'static [u8]]>,
     max_len: Option<usize>,
     in_line: bool,
+    phrase: Option<StaticPhrase>,
+}
+
+/// A [`Phrase`] as the build wrote it.
+struct StaticPhrase {
+    pieces: &'static [&'static [&'static [u8]]],
+    word_start: bool,
+    word_end: bool,
 }
 
 /// What the build made for the ASCII literals of one built-in target.
@@ -116,7 +124,7 @@ fn builtin(pattern: &str) -> Option<&'static Builtin> {
         .map(|at| &RULE_PATTERNS[at].1)
 }
 
-/// The required literals and reach of a built-in `pattern`, as
+/// The required literals, reach and phrase of a built-in `pattern`, as
 /// [`pattern_literals`](super::pattern_syntax::pattern_literals) computes
 /// them, without parsing it again (parsing all of them was half of the
 /// start-up of a one-file `inspect`).
@@ -125,10 +133,20 @@ pub(super) fn literals(pattern: &str) -> Option<PatternLiterals> {
     let literals = known
         .literals
         .map(|set| set.iter().map(|l| l.to_vec()).collect());
+    let phrase = known.phrase.as_ref().map(|p| Phrase {
+        pieces: p
+            .pieces
+            .iter()
+            .map(|piece| piece.iter().map(|text| text.to_vec()).collect())
+            .collect(),
+        word_start: p.word_start,
+        word_end: p.word_end,
+    });
     Some(PatternLiterals {
         literals,
         max_len: known.max_len,
         in_line: known.in_line,
+        phrase,
     })
 }
 

@@ -13,8 +13,8 @@
 //! so a broken rule file is a clear start-up error, never a silent miss.
 
 use super::pattern_syntax::{
-    better, facts, fold_non_ascii_case, pattern_literals, shortest, syntax_config, MAX_LITERALS,
-    MAX_PREFILTER_LITERAL, MIN_LITERAL_LEN,
+    better, facts, fold_non_ascii_case, pattern_literals, prefilter_literal, shortest,
+    syntax_config, Phrase, MAX_LITERALS, MIN_LITERAL_LEN,
 };
 use super::precompiled::{self, PrecompiledDfa, PrecompiledPrefilter};
 use aho_corasick::AhoCorasick;
@@ -24,7 +24,7 @@ use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind};
 use regex_syntax::hir::{Hir, HirKind};
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
@@ -165,8 +165,11 @@ impl fmt::Display for RuleError {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    /// Per target: its patterns, prefilter and compiled regexes.
-    sets: HashMap<Target, TargetSet>,
+    /// Per target (each once, in the order of their first rule): its
+    /// patterns, prefilter and compiled regexes. A list, not a map: there
+    /// are a dozen targets, and comparing a few of them is cheaper than
+    /// hashing the target (a header name) on every look-up.
+    sets: Vec<(Target, TargetSet)>,
 }
 
 /// The patterns of one target, behind a literal prefilter.
@@ -209,6 +212,12 @@ struct TargetSet {
     /// so an unbounded one (`a[^\n]*b`) is searched for only in the lines
     /// of the literals' occurrences.
     in_line: Vec<bool>,
+    /// For each pattern with literals: its phrase, if it is one whose every
+    /// match starts with one of its literals. Such a pattern matches if and
+    /// only if the phrase occurs at one of their occurrences: checking that
+    /// there costs a few comparisons, running its DFA around them (reading
+    /// its table, often not in the cache) several times more.
+    phrases: Vec<Option<Phrase>>,
 }
 
 /// How a [`TargetSet`] finds every occurrence of its literals: one
@@ -346,11 +355,16 @@ impl LiteralSearch {
                 literals,
                 automaton,
             } => {
+                // The plain (noncontiguous) automaton without a prefilter:
+                // it is built once per process for a search of a few short
+                // stretches, and the contiguous one and a prefilter took
+                // more to build than they saved.
                 let built = automaton.get_or_init(|| {
                     AhoCorasick::builder()
                         .ascii_case_insensitive(true)
                         .match_kind(aho_corasick::MatchKind::Standard)
-                        .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                        .kind(Some(aho_corasick::AhoCorasickKind::NoncontiguousNFA))
+                        .prefilter(false)
                         .build(literals)
                         .ok()
                 });
@@ -370,10 +384,13 @@ impl TargetSet {
     /// Parses the patterns (reporting the first invalid one by its index)
     /// and builds the prefilter from their required literals.
     fn new(patterns: Vec<String>, owners: Vec<usize>) -> Result<TargetSet, (usize, String)> {
-        let mut by_literal: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+        // (literal, pattern) for each literal of each pattern, grouped by
+        // literal below (a sort is cheaper than a map keyed by literals).
+        let mut by_literal: Vec<(Vec<u8>, usize)> = Vec::new();
         let mut always = Vec::new();
         let mut max_len = Vec::with_capacity(patterns.len());
         let mut in_line = Vec::with_capacity(patterns.len());
+        let mut phrases = Vec::with_capacity(patterns.len());
         for (index, pattern) in patterns.iter().enumerate() {
             let known = match precompiled::literals(pattern) {
                 Some(known) => known,
@@ -381,23 +398,29 @@ impl TargetSet {
             };
             max_len.push(known.max_len);
             in_line.push(known.in_line);
+            phrases.push(known.phrase);
             match known.literals {
                 Some(literals) => {
-                    for mut literal in literals {
-                        literal.truncate(MAX_PREFILTER_LITERAL);
-                        let owners = by_literal.entry(literal).or_default();
-                        if owners.last() != Some(&index) {
-                            owners.push(index);
-                        }
+                    for literal in literals {
+                        by_literal.push((prefilter_literal(literal), index));
                     }
                 }
                 None => always.push(index),
             }
         }
-        let mut literals: Vec<(Vec<u8>, Vec<usize>)> = by_literal.into_iter().collect();
-        literals.sort();
-        let (literals, literal_patterns): (Vec<Vec<u8>>, Vec<Vec<usize>>) =
-            literals.into_iter().unzip();
+        by_literal.sort_unstable();
+        by_literal.dedup();
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut literal_patterns: Vec<Vec<usize>> = Vec::new();
+        for (literal, index) in by_literal {
+            match literal_patterns.last_mut() {
+                Some(owners) if literals.last() == Some(&literal) => owners.push(index),
+                _ => {
+                    literals.push(literal);
+                    literal_patterns.push(vec![index]);
+                }
+            }
+        }
         let prefilter = if literals.is_empty() {
             None
         } else {
@@ -413,6 +436,7 @@ impl TargetSet {
             always,
             max_len,
             in_line,
+            phrases,
         })
     }
 
@@ -445,8 +469,11 @@ impl TargetSet {
     /// the rules, or (for not_examples) a rule's first matching pattern.
     fn which(&self, text: &str) -> Vec<usize> {
         let haystack = text.as_bytes();
-        // Every occurrence of a literal, as (pattern, start, end).
-        let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+        // Every occurrence of a literal, as (pattern, start, end). Room for
+        // the usual few dozen at once: growing the list from empty was a
+        // tenth of the prefilter's cost.
+        let mut hits: Vec<(usize, usize, usize)> =
+            Vec::with_capacity(HITS_CAPACITY + self.always.len());
         let found_all = self.prefilter.as_ref().is_none_or(|prefilter| {
             prefilter.occurrences(haystack, |literal, start, end| {
                 for &i in &self.literal_patterns[literal] {
@@ -471,6 +498,14 @@ impl TargetSet {
                 continue;
             }
             let matched = match self.max_len[i] {
+                // Any match starts at an occurrence of a literal.
+                _ if !everywhere && self.phrases[i].is_some() => {
+                    self.phrases[i].as_ref().is_some_and(|phrase| {
+                        group
+                            .iter()
+                            .any(|&(_, start, _)| phrase.matches_at(haystack, start))
+                    })
+                }
                 // Any match lies within `len` bytes of a literal it contains.
                 Some(len) if !everywhere => windows(group, len, haystack.len())
                     .any(|(start, end)| self.is_match(i, haystack, start..end)),
@@ -486,6 +521,10 @@ impl TargetSet {
         found
     }
 }
+
+/// How many literal occurrences [`TargetSet::which`] makes room for at
+/// first: a body usually has a dozen or two.
+const HITS_CAPACITY: usize = 32;
 
 /// The merged ranges of `text_len` bytes that can hold a match of at most
 /// `len` bytes containing one of `hits` (sorted `(pattern, start, end)`
@@ -641,16 +680,23 @@ impl RuleSet {
                 rules.push(rule);
             }
         }
-        let mut by_target: HashMap<Target, (Vec<String>, Vec<usize>)> = HashMap::new();
+        let mut by_target: Vec<(Target, Vec<String>, Vec<usize>)> = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
-            let entry = by_target.entry(rule.target.clone()).or_default();
+            let at = match by_target.iter().position(|(t, _, _)| *t == rule.target) {
+                Some(at) => at,
+                None => {
+                    by_target.push((rule.target.clone(), Vec::new(), Vec::new()));
+                    by_target.len() - 1
+                }
+            };
+            let (_, patterns, owners) = &mut by_target[at];
             for p in &rule.patterns {
-                entry.0.push(p.clone());
-                entry.1.push(index);
+                patterns.push(p.clone());
+                owners.push(index);
             }
         }
-        let mut sets = HashMap::new();
-        for (target, (patterns, owners)) in by_target {
+        let mut sets = Vec::with_capacity(by_target.len());
+        for (target, patterns, owners) in by_target {
             // Patterns are parsed here, so a syntax error is a load error;
             // they are compiled on first use (and all of them by
             // check_examples).
@@ -664,7 +710,7 @@ impl RuleSet {
                     ),
                 }
             })?;
-            sets.insert(target, set);
+            sets.push((target, set));
         }
         Ok(RuleSet { rules, sets })
     }
@@ -678,7 +724,7 @@ impl RuleSet {
                 file: rule.file.clone(),
                 message: format!("rule {:?}: {message}", rule.id),
             };
-            let Some(set) = self.sets.get(&rule.target) else {
+            let Some(set) = self.set(&rule.target) else {
                 continue;
             };
             let owners = &set.owners;
@@ -719,9 +765,17 @@ impl RuleSet {
         &self.rules
     }
 
+    /// The patterns of `target`, if a rule looks there.
+    fn set(&self, target: &Target) -> Option<&TargetSet> {
+        self.sets
+            .iter()
+            .find(|(t, _)| t == target)
+            .map(|(_, set)| set)
+    }
+
     /// The header names that header rules look at (lower case).
     pub fn header_targets(&self) -> impl Iterator<Item = &str> {
-        self.sets.keys().filter_map(|t| match t {
+        self.sets.iter().filter_map(|(t, _)| match t {
             Target::Header(name) => Some(name.as_str()),
             _ => None,
         })
@@ -729,7 +783,7 @@ impl RuleSet {
 
     /// The rules whose patterns match `text` at `target`, each once.
     pub fn matching<'a>(&'a self, target: &Target, text: &str) -> Vec<&'a Rule> {
-        let Some(set) = self.sets.get(target) else {
+        let Some(set) = self.set(target) else {
             return Vec::new();
         };
         let mut hits: Vec<usize> = set.which(text).into_iter().map(|i| set.owners[i]).collect();
@@ -1032,6 +1086,7 @@ fn net_usable(literal: &[u8], sender: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn load(yaml: &str) -> Result<RuleSet, RuleError> {
         RuleSet::from_sources([("t.yaml".to_string(), yaml.to_string())])
@@ -1109,7 +1164,7 @@ mod tests {
         text: &str,
     ) -> Vec<String> {
         use regex_automata::PatternSet;
-        let (Some(t), Some(all)) = (set.sets.get(target), full.get(target)) else {
+        let (Some(t), Some(all)) = (set.set(target), full.get(target)) else {
             return Vec::new();
         };
         let mut found = PatternSet::new(all.pattern_len());
@@ -1160,7 +1215,7 @@ mod tests {
     #[test]
     fn prefilter_gives_the_same_rules_as_the_full_set() {
         let set = RuleSet::builtin().expect("built-in rules are valid");
-        let targets: Vec<Target> = set.sets.keys().cloned().collect();
+        let targets: Vec<Target> = set.sets.iter().map(|(t, _)| t.clone()).collect();
         let full: HashMap<Target, MetaRegex> = set
             .sets
             .iter()
@@ -1171,7 +1226,7 @@ mod tests {
             .collect();
         let texts = sample_texts(&set);
         // The prefilter must actually filter: few patterns lack a literal.
-        let (always, total) = set.sets.values().fold((0, 0), |(a, t), s| {
+        let (always, total) = set.sets.iter().fold((0, 0), |(a, t), (_, s)| {
             (a + s.always.len(), t + s.patterns.len())
         });
         eprintln!("{always} of {total} patterns run without a prefilter");
@@ -1190,21 +1245,32 @@ mod tests {
         }
     }
 
-    /// Every built-in target's ASCII literals have a DFA from build.rs, and
-    /// it finds exactly the occurrences that the run-time automaton for the
-    /// same literals finds.
+    /// Every built-in target's ASCII literals, and the other literals of
+    /// some, have an automaton from build.rs, and it finds exactly the
+    /// occurrences that the run-time automaton for the same literals finds.
     #[test]
     fn precompiled_prefilters_find_what_aho_corasick_finds() {
         let set = RuleSet::builtin().expect("built-in rules are valid");
         let texts = sample_texts(&set);
         let mut checked = 0;
-        for (target, t) in &set.sets {
-            let Some(search) = t.prefilter.as_ref().and_then(|p| p.ascii.as_ref()) else {
+        let mut non_ascii = 0;
+        let halves = set.sets.iter().flat_map(|(target, t)| {
+            let prefilter = t.prefilter.as_ref();
+            [
+                (target, true, prefilter.and_then(|p| p.ascii.as_ref())),
+                (target, false, prefilter.and_then(|p| p.non_ascii.as_ref())),
+            ]
+        });
+        for (target, ascii, search) in halves {
+            let Some(search) = search else {
                 continue;
             };
-            let LiteralMatcher::Precompiled(dfa) = &search.matcher else {
-                panic!("{target:?}: no precompiled prefilter");
+            let dfa = match &search.matcher {
+                LiteralMatcher::Precompiled(dfa) => dfa,
+                LiteralMatcher::Built { .. } if !ascii => continue,
+                LiteralMatcher::Built { .. } => panic!("{target:?}: no precompiled prefilter"),
             };
+            non_ascii += usize::from(!ascii);
             let ac = AhoCorasick::builder()
                 .ascii_case_insensitive(true)
                 .match_kind(aho_corasick::MatchKind::Standard)
@@ -1230,6 +1296,10 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 3, "only {checked} precompiled prefilters");
+        assert!(
+            non_ascii >= 2,
+            "{non_ascii} precompiled non-ASCII prefilters"
+        );
     }
 
     /// The prefilter searches for its non-ASCII literals only around the
@@ -1257,7 +1327,7 @@ mod tests {
             }
         }
         let mut compared = 0;
-        for t in set.sets.values() {
+        for (_, t) in &set.sets {
             let Some(prefilter) = &t.prefilter else {
                 continue;
             };
@@ -1286,6 +1356,88 @@ mod tests {
             }
         }
         assert!(compared > 50, "only {compared} texts with occurrences");
+    }
+
+    /// A phrase pattern is decided at the occurrences of its literals,
+    /// without its DFA: on every sample text, the corpus and texts made of
+    /// the phrases' pieces (in either case, with word and other bytes
+    /// around them), that must find exactly what running every pattern
+    /// finds.
+    #[test]
+    fn phrases_match_exactly_where_their_patterns_do() {
+        use crate::analysis::text::tests::{corpus_texts, generated_texts};
+        let set = RuleSet::builtin().expect("built-in rules are valid");
+        let mut texts = sample_texts(&set);
+        texts.extend(corpus_texts().into_iter().map(|text| {
+            let end = (0..=text.len().min(16 * 1024))
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            text[..end].to_string()
+        }));
+        let mut phrases = 0;
+        for (target, with) in &set.sets {
+            let mut without = with.clone();
+            without.phrases.iter_mut().for_each(|p| *p = None);
+            let mut alphabet: Vec<String> = ["", " ", "x", "_", "-", "\n", "\u{e9}", "7"]
+                .map(String::from)
+                .to_vec();
+            for phrase in with.phrases.iter().flatten() {
+                phrases += 1;
+                for text in phrase.pieces.iter().flatten() {
+                    let text = String::from_utf8_lossy(text).into_owned();
+                    alphabet.push(text.to_uppercase());
+                    alphabet.push(text.chars().skip(1).collect());
+                    alphabet.push(text);
+                }
+            }
+            let alphabet: Vec<&str> = alphabet.iter().map(String::as_str).collect();
+            let generated = generated_texts(&alphabet, 3_000);
+            for text in texts.iter().chain(&generated) {
+                assert_eq!(
+                    with.which(text),
+                    without.which(text),
+                    "{target:?}: {text:?}"
+                );
+            }
+        }
+        assert!(phrases > 50, "only {phrases} phrases");
+    }
+
+    #[test]
+    fn phrase_pieces_and_boundaries() {
+        use super::super::pattern_syntax::Phrase;
+        let phrase = |p: &str| pattern_literals(p).ok().and_then(|k| k.phrase);
+        let found = phrase(r"\bdelivery (has )?failed\b").expect("a phrase");
+        assert_eq!(
+            found,
+            Phrase {
+                pieces: vec![
+                    vec![b"delivery ".to_vec()],
+                    vec![b"".to_vec(), b"has ".to_vec()],
+                    vec![b"failed".to_vec()]
+                ],
+                word_start: true,
+                word_end: true,
+            }
+        );
+        assert!(found.matches_at(b"the Delivery has FAILED.", 4));
+        assert!(!found.matches_at(b"the Delivery has FAILED.", 5));
+        assert!(!found.matches_at(b"xdelivery failed", 1));
+        assert!(!found.matches_at(b"delivery failedx", 0));
+        assert!(found.matches_at(b"delivery failed", 0));
+        // A match must start with a literal; here it is "failed".
+        assert_eq!(
+            phrase(r"(was|were) (permanently )?(undeliverable|rejected)"),
+            None
+        );
+        // Look-arounds other than \b at the ends, classes and repetitions
+        // that have many texts.
+        assert_eq!(phrase(r"^undeliverable"), None);
+        assert_eq!(phrase(r"undeliver\Bable"), None);
+        assert_eq!(phrase(r"undeliverable.*"), None);
+        assert_eq!(phrase(r"undeliverable+"), None);
+        assert!(phrase(r"undeliverable!?").is_some());
     }
 
     #[test]
@@ -1340,7 +1492,7 @@ mod tests {
     #[test]
     fn every_builtin_pattern_is_precompiled() {
         let set = RuleSet::builtin().expect("built-in rules are valid");
-        for pattern in set.sets.values().flat_map(|t| &t.patterns) {
+        for pattern in set.sets.iter().flat_map(|(_, t)| &t.patterns) {
             assert!(
                 precompiled::literals(pattern).is_some(),
                 "no literals: {pattern}"
@@ -1373,6 +1525,25 @@ mod tests {
         assert_eq!(lits(r"\w"), None);
         assert_eq!(lits("ab|cd"), None);
         assert_eq!(lits("(foo)?bar+"), None);
+    }
+
+    /// A pattern without literals of three bytes is prefiltered by shorter
+    /// ones when it has them; still none for one that needs no literal.
+    #[test]
+    fn short_literals_only_without_longer_ones() {
+        let lits = |p: &str| pattern_literals(p).ok().and_then(|k| k.literals);
+        assert_eq!(
+            lits(r"\b[245]\.\d{1,3}\.\d{1,3}\b"),
+            Some(vec![b"2.".to_vec(), b"4.".to_vec(), b"5.".to_vec()])
+        );
+        assert_eq!(
+            lits(r"\bundeliverable\b"),
+            Some(vec![b"undeliverable".to_vec()])
+        );
+        assert_eq!(lits("ab|cd"), Some(vec![b"ab".to_vec(), b"cd".to_vec()]));
+        assert_eq!(lits("a|cd"), None);
+        assert_eq!(lits(r"\w"), None);
+        assert_eq!(lits("@"), None);
     }
 
     #[test]
