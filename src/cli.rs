@@ -1119,7 +1119,9 @@ fn inspect(
         None => None,
     };
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    // A pipe's worth at a time: each write to a pipe wakes its reader,
+    // which then competes with the workers for the CPUs.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut failed = false;
     let mut print = |(line, error): &(String, bool)| {
         failed |= error;
