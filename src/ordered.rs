@@ -146,7 +146,7 @@ impl<R> Shared<R> {
             spent.clear();
             let index = {
                 let mut state = self.lock();
-                spent.extend(state.spent[worker].drain(..));
+                spent.append(&mut state.spent[worker]);
                 while !state.stop
                     && state.next < items.len()
                     && state.next >= state.delivered + window
