@@ -230,6 +230,11 @@ pub fn pattern_literals(pattern: &str) -> Result<PatternLiterals, String> {
     let max_len = literals.as_ref().and(hir.properties().maximum_len());
     let in_line = literals.is_some() && !may_match_line_feed(&hir);
     let phrase = literals.as_ref().and_then(|literals| {
+        // Parsed case-sensitively, a part that turns case-insensitivity
+        // off looks like the rest; a phrase would compare it in any case.
+        if may_turn_off_case_insensitivity(pattern) {
+            return None;
+        }
         phrase(&hir).filter(|phrase| {
             phrase.strings().is_some_and(|strings| {
                 strings
@@ -243,6 +248,21 @@ pub fn pattern_literals(pattern: &str) -> Result<PatternLiterals, String> {
         max_len,
         in_line,
         phrase,
+    })
+}
+
+/// Whether `pattern` may turn case-insensitive matching off somewhere: a
+/// flag group with `i` after its `-`, such as `(?-i)` or `(?m-i:...)`.
+/// (Errs on the side of yes: an escaped `\(` followed by `?-i` counts too.)
+fn may_turn_off_case_insensitivity(pattern: &str) -> bool {
+    pattern.match_indices("(?").any(|(at, _)| {
+        let flags = pattern[at + 2..]
+            .split(|c: char| !(c.is_ascii_alphabetic() || c == '-'))
+            .next()
+            .unwrap_or_default();
+        flags
+            .split_once('-')
+            .is_some_and(|(_, off)| off.contains('i'))
     })
 }
 

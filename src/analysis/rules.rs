@@ -1438,6 +1438,26 @@ mod tests {
         assert_eq!(phrase(r"undeliverable.*"), None);
         assert_eq!(phrase(r"undeliverable+"), None);
         assert!(phrase(r"undeliverable!?").is_some());
+        // Case-sensitive parts cannot be told apart in the analysis.
+        assert!(phrase(r"(?i)undeliverable").is_some());
+        assert_eq!(phrase(r"(?-i)Undeliverable"), None);
+        assert_eq!(phrase(r"(?m-i:Undeliverable) mail"), None);
+    }
+
+    #[test]
+    fn case_sensitive_patterns_stay_case_sensitive() {
+        let set = load(
+            "rules:\n  - id: t.sensitive\n    kind: bounce\n    field: subject\n    \
+             patterns: ['(?-i)\\bUndeliverable\\b', 'x(?-i:Mail) returned']\n    \
+             examples: ['Undeliverable']\n",
+        )
+        .expect("valid rules");
+        let fires = |subject: &str| !set.matching(&Target::Subject, subject).is_empty();
+        assert!(fires("Undeliverable: hello"));
+        assert!(!fires("undeliverable: hello"));
+        assert!(!fires("UNDELIVERABLE: hello"));
+        assert!(fires("XMail returned"));
+        assert!(!fires("xmail returned"));
     }
 
     #[test]
