@@ -1165,15 +1165,19 @@ mod tests {
         // breaks, a trailing '='.
         let alphabet = b"aZ09+/-_=\n \t!=3D=\n";
         let mut seed = 0x2545_f491_u32;
-        for len in 0..400 {
-            let input: Vec<u8> = (0..len)
+        // `len` bytes of `alphabet`, picked by a xorshift generator.
+        let mut random = |alphabet: &[u8], len: usize| -> Vec<u8> {
+            (0..len)
                 .map(|_| {
                     seed ^= seed << 13;
                     seed ^= seed >> 17;
                     seed ^= seed << 5;
                     alphabet[seed as usize % alphabet.len()]
                 })
-                .collect();
+                .collect()
+        };
+        for len in 0..400 {
+            let input = random(alphabet, len);
             assert_eq!(decode_base64(&input), base64_reference(&input), "{input:?}");
             assert_eq!(
                 decode_quoted_printable(&input),
@@ -1185,14 +1189,7 @@ mod tests {
         // offset.
         let dense = b"aZ09+/-_aZ09+/-_aZ09+/-_=\n";
         for len in 0..400 {
-            let input: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    dense[seed as usize % dense.len()]
-                })
-                .collect();
+            let input = random(dense, len);
             assert_eq!(decode_base64(&input), base64_reference(&input), "{input:?}");
         }
         let text = b"SGVsbG8sIHdvcmxkIQ==\nSGk=SGk\naGVsbG8gd29ybGQgaGVsbG8gd29y\nbGQ";
