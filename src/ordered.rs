@@ -188,15 +188,13 @@ impl<R> Shared<R> {
         map: &impl Fn(&T) -> R,
         printed: Option<(R, usize)>,
     ) -> Option<(R, usize)> {
+        // The printer's own result is dropped here, before the lock is taken;
+        // a worker's goes back to it.
+        let handed_back = printed.filter(|(_, maker)| *maker > 0);
         let mut state = self.lock();
-        // The printer's own results are dropped here, outside the lock.
-        let _own = match printed {
-            Some((result, maker)) if maker > 0 => {
-                state.spent[maker].push(result);
-                None
-            }
-            other => other,
-        };
+        if let Some((result, maker)) = handed_back {
+            state.spent[maker].push(result);
+        }
         loop {
             if let Some(result) = state.ready.front_mut().and_then(Option::take) {
                 state.ready.pop_front();
