@@ -283,10 +283,12 @@ impl Analyzer {
         self.is_candidate_by_fields(&fields)
     }
 
-    /// Whether the decision of [`Analyzer::is_candidate`] reads the field
-    /// `name`.
+    /// Whether the decision of [`Analyzer::is_candidate`] may read the
+    /// field `name`: one the sweep fetches for it ([`TRIAGE_FIELDS`], which
+    /// must hold every field the decision reads besides the rule sets'
+    /// header targets), or a header target.
     pub(crate) fn is_decision_field(&self, name: &str) -> bool {
-        TRIAGE_DECISION_FIELDS
+        TRIAGE_FIELDS
             .iter()
             .copied()
             .chain(self.header_targets.iter().map(String::as_str))
@@ -365,17 +367,6 @@ pub const TRIAGE_FIELDS: &[&str] = &[
     "X-Autorespond",
     "Precedence",
     "X-Delivery-Agent",
-];
-
-/// The fields [`Analyzer::is_candidate`] reads, besides the rule sets'
-/// header targets.
-const TRIAGE_DECISION_FIELDS: [&str; 6] = [
-    "content-type",
-    "return-path",
-    "x-failed-recipients",
-    "auto-submitted",
-    "subject",
-    "from",
 ];
 
 /// The addresses a message was delivered to: every Delivered-To, then
