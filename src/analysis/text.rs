@@ -223,6 +223,14 @@ pub fn first_field_group(text: &str) -> Vec<FieldRef<'_>> {
     first_field_group_where(text, |_| true)
 }
 
+/// The fields of [`first_field_group`] whose name `keep` accepts, in
+/// order; the others are skipped without trimming their values or joining
+/// their folded lines (a header's Received and DKIM-Signature fields are
+/// most of its bytes, and the header triage reads none of them).
+pub fn first_field_group_where(text: &str, keep: impl Fn(&str) -> bool) -> Vec<FieldRef<'_>> {
+    field_group_refs(text, 1, keep).pop().unwrap_or_default()
+}
+
 /// The lines of `text`, exactly as [`str::lines`] gives them (split at
 /// `\n`, a `\r` before it dropped, no empty line after a final `\n`), but
 /// found with `memchr`: the standard library's search for `\n` was a
@@ -888,14 +896,6 @@ pub fn is_system_local_part(addr: &str) -> bool {
     ]
     .iter()
     .any(|name| local.eq_ignore_ascii_case(name))
-}
-
-/// The fields of [`first_field_group`] whose name `keep` accepts, in
-/// order; the others are skipped without trimming their values or joining
-/// their folded lines (a header's Received and DKIM-Signature fields are
-/// most of its bytes, and the header triage reads none of them).
-pub fn first_field_group_where(text: &str, keep: impl Fn(&str) -> bool) -> Vec<FieldRef<'_>> {
-    field_group_refs(text, 1, keep).pop().unwrap_or_default()
 }
 
 #[cfg(test)]
