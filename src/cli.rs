@@ -1118,6 +1118,7 @@ fn inspect(
         }
         None => None,
     };
+    keep_freed_memory();
     let stdout = std::io::stdout();
     // A pipe's worth at a time: each write to a pipe wakes its reader,
     // which then competes with the workers for the CPUs.
@@ -1163,6 +1164,33 @@ fn inspect(
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Tells the allocator to keep the memory it is given back, for the rest of
+/// this (short) process, instead of returning it to the system.
+///
+/// `inspect` allocates and frees the same few hundred KiB per file, over
+/// and over. By default glibc hands freed memory at the top of the heap
+/// back to the system (above 128 KiB) and serves blocks from 128 KiB up
+/// with their own mappings, so the next file faults the same pages in
+/// again: about 700 page faults over a thousand files, a few per cent of
+/// the run. Peak memory is unchanged; it is merely not released early.
+/// (The daemon, which runs for weeks, keeps the default.)
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // Below glibc's 32 MiB ceiling for the mapping threshold, and well
+        // above the largest block analysis asks for (a message is read up
+        // to MAX_ANALYSED_BYTES).
+        const KEEP: libc::c_int = 16 * 1024 * 1024;
+        // SAFETY: mallopt only sets allocator parameters; it reads and
+        // writes no memory of ours, and a value it refuses is ignored
+        // (then glibc keeps its default, which is merely slower).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, KEEP);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * KEEP);
+        }
     }
 }
 
