@@ -21,6 +21,7 @@
 use super::pattern_syntax::{PatternLiterals, Phrase};
 use regex_automata::dfa::{dense, Automaton};
 use regex_automata::Input;
+use std::borrow::Cow;
 use std::ops::Range;
 
 include!(concat!(env!("OUT_DIR"), "/rule_dfas.rs"));
@@ -49,14 +50,43 @@ struct Builtin {
     literals: Option<&'static [&'static [u8]]>,
     max_len: Option<usize>,
     in_line: bool,
-    phrase: Option<StaticPhrase>,
+    phrase: Option<Phrase>,
 }
 
-/// A [`Phrase`] as the build wrote it.
-struct StaticPhrase {
-    pieces: &'static [&'static [&'static [u8]]],
-    word_start: bool,
-    word_end: bool,
+/// What the build computed for one built-in target, as `TargetSet` in
+/// [`super::rules`] needs it: its patterns, in rule order, and their
+/// [`LiteralGroups`](super::pattern_syntax::LiteralGroups) and
+/// [`PatternLiterals`], so that start-up neither looks each pattern up nor
+/// groups, sorts and copies their literals.
+pub(super) struct BuiltinTarget {
+    /// The patterns (after `fold_non_ascii_case`), in rule order: what a
+    /// target is looked up by.
+    pub(super) patterns: &'static [Cow<'static, str>],
+    /// Its prefilter literals, sorted.
+    pub(super) literals: &'static [&'static [u8]],
+    /// The patterns that need literal `i`:
+    /// `literal_patterns[literal_starts[i]..literal_starts[i + 1]]`.
+    pub(super) literal_starts: &'static [usize],
+    pub(super) literal_patterns: &'static [usize],
+    /// The patterns without literals.
+    pub(super) always: &'static [usize],
+    /// For each pattern, as [`PatternLiterals`] says.
+    pub(super) max_len: &'static [Option<usize>],
+    pub(super) in_line: &'static [bool],
+    pub(super) phrases: &'static [Option<Phrase>],
+    /// The ASCII literals and the others (either may be empty): indices
+    /// into `literals`, and the index of their automaton in
+    /// [`PREFILTERS`], if the build made one.
+    pub(super) ascii: (&'static [usize], Option<usize>),
+    pub(super) non_ascii: (&'static [usize], Option<usize>),
+}
+
+/// The build's data for the built-in target with exactly these
+/// `patterns` (after `fold_non_ascii_case`, in rule order), if any.
+pub(super) fn target(patterns: &[&str]) -> Option<&'static BuiltinTarget> {
+    TARGETS.iter().find(|t| {
+        t.patterns.len() == patterns.len() && t.patterns.iter().zip(patterns).all(|(a, b)| a == b)
+    })
 }
 
 /// What the build made for the ASCII literals of one built-in target.
@@ -133,20 +163,11 @@ pub(super) fn literals(pattern: &str) -> Option<PatternLiterals> {
     let literals = known
         .literals
         .map(|set| set.iter().map(|l| l.to_vec()).collect());
-    let phrase = known.phrase.as_ref().map(|p| Phrase {
-        pieces: p
-            .pieces
-            .iter()
-            .map(|piece| piece.iter().map(|text| text.to_vec()).collect())
-            .collect(),
-        word_start: p.word_start,
-        word_end: p.word_end,
-    });
     Some(PatternLiterals {
         literals,
         max_len: known.max_len,
         in_line: known.in_line,
-        phrase,
+        phrase: known.phrase.clone(),
     })
 }
 
@@ -227,6 +248,16 @@ impl PrecompiledPrefilter {
     /// target's ASCII literals, sorted, without duplicates), if any.
     pub(super) fn find(literals: &[&[u8]]) -> Option<PrecompiledPrefilter> {
         let known = PREFILTERS.iter().find(|p| p.literals == literals)?;
+        Some(PrecompiledPrefilter {
+            automaton: &known.automaton,
+            literals: known.literals,
+        })
+    }
+
+    /// The automaton at `index` of the build's list, as a target of
+    /// [`target`] names it.
+    pub(super) fn at(index: usize) -> Option<PrecompiledPrefilter> {
+        let known = PREFILTERS.get(index)?;
         Some(PrecompiledPrefilter {
             automaton: &known.automaton,
             literals: known.literals,
