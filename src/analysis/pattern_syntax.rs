@@ -54,25 +54,38 @@ pub fn fold_non_ascii_case(pattern: &str) -> String {
                 in_class = false;
                 out.push(c);
             }
-            c if !c.is_ascii() => {
-                let lower: Vec<char> = c.to_lowercase().collect();
-                let upper: Vec<char> = c.to_uppercase().collect();
-                match (lower.as_slice(), upper.as_slice()) {
-                    ([l], [u]) if l != u => {
-                        if in_class {
-                            out.push(*l);
-                            out.push(*u);
-                        } else {
-                            out.push_str(&format!("(?:{l}|{u})"));
-                        }
-                    }
-                    _ => out.push(c),
+            // Pushed piece by piece: collecting the cases into vectors and
+            // `format!` were most of the start-up cost of the built-in
+            // rules' non-ASCII patterns.
+            c if !c.is_ascii() => match case_pair(c) {
+                Some((l, u)) if in_class => {
+                    out.push(l);
+                    out.push(u);
                 }
-            }
+                Some((l, u)) => {
+                    out.push_str("(?:");
+                    out.push(l);
+                    out.push('|');
+                    out.push(u);
+                    out.push(')');
+                }
+                None => out.push(c),
+            },
             c => out.push(c),
         }
     }
     out
+}
+
+/// The lower and the upper case of `c`, if each is one character and they
+/// differ (as for most letters; not for `ß`, whose upper case is `SS`).
+fn case_pair(c: char) -> Option<(char, char)> {
+    let mut lower = c.to_lowercase();
+    let mut upper = c.to_uppercase();
+    match (lower.next(), lower.next(), upper.next(), upper.next()) {
+        (Some(l), None, Some(u), None) if l != u => Some((l, u)),
+        _ => None,
+    }
 }
 
 /// The syntax for extracting a pattern's required literals: as

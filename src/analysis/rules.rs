@@ -1657,6 +1657,82 @@ mod tests {
         }
     }
 
+    /// `fold_non_ascii_case` as it was before it stopped collecting each
+    /// character's cases into vectors: the oracle of the test below.
+    fn fold_non_ascii_case_before(pattern: &str) -> String {
+        if pattern.is_ascii() {
+            return pattern.to_string();
+        }
+        let mut out = String::with_capacity(pattern.len() + 16);
+        let mut in_class = false;
+        let mut escaped = false;
+        for c in pattern.chars() {
+            if escaped {
+                out.push(c);
+                escaped = false;
+                continue;
+            }
+            match c {
+                '\\' => {
+                    escaped = true;
+                    out.push(c);
+                }
+                '[' if !in_class => {
+                    in_class = true;
+                    out.push(c);
+                }
+                ']' if in_class => {
+                    in_class = false;
+                    out.push(c);
+                }
+                c if !c.is_ascii() => {
+                    let lower: Vec<char> = c.to_lowercase().collect();
+                    let upper: Vec<char> = c.to_uppercase().collect();
+                    match (lower.as_slice(), upper.as_slice()) {
+                        ([l], [u]) if l != u => {
+                            if in_class {
+                                out.push(*l);
+                                out.push(*u);
+                            } else {
+                                out.push_str(&format!("(?:{l}|{u})"));
+                            }
+                        }
+                        _ => out.push(c),
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// `fold_non_ascii_case` folds every built-in pattern, and generated
+    /// ones (classes, escapes, letters without a case pair or with a
+    /// multi-character one), as it did before.
+    #[test]
+    fn fold_non_ascii_case_is_what_it_was() {
+        use crate::analysis::text::tests::generated_texts;
+        let alphabet = [
+            "a", "\\", "[", "]", "(", "é", "É", "ß", "ǅ", "ﬁ", "İ", "и", "Д", "ё", "ω", "中", "-",
+            "\\b",
+        ];
+        let raw = BUILTIN_RULE_FILES.iter().flat_map(|(_, yaml)| {
+            let file: RawRuleFile = serde_saphyr::from_str(yaml).expect("the built-in YAML parses");
+            file.rules.into_iter().flat_map(|r| r.patterns)
+        });
+        let mut patterns: Vec<String> = raw.collect();
+        let non_ascii = patterns.iter().filter(|p| !p.is_ascii()).count();
+        assert!(non_ascii > 10, "only {non_ascii} non-ASCII patterns");
+        patterns.extend(generated_texts(&alphabet, 5_000));
+        for pattern in &patterns {
+            assert_eq!(
+                fold_non_ascii_case(pattern),
+                fold_non_ascii_case_before(pattern),
+                "{pattern:?}"
+            );
+        }
+    }
+
     /// build.rs precompiles every built-in pattern (DFA and literals); one
     /// it skipped would still work, compiled at run time, but slower.
     #[test]
