@@ -11,8 +11,9 @@
 //! prefilter's input), so start-up parses no built-in pattern, builds the
 //! Aho-Corasick automaton of each target's ASCII literals
 //! ([`PrecompiledPrefilter`]), so start-up builds no automaton for them,
-//! and renders the built-in rule files as JSON ([`rules_json`]), so it
-//! parses no YAML.
+//! groups each target's literals ([`target`]), so start-up does not, and
+//! reads the built-in rule files into Rust data ([`rules`]), so it parses
+//! neither YAML nor JSON.
 //!
 //! Patterns are found by their text, so any rule whose pattern has no DFA
 //! here (a user's rule, or one too big to precompile) falls back to the
@@ -25,7 +26,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 include!(concat!(env!("OUT_DIR"), "/rule_dfas.rs"));
-include!(concat!(env!("OUT_DIR"), "/rules_json.rs"));
+include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
 
 /// `bytes` at an alignment the serialized DFAs need (their transition
 /// tables are read as `u32`s in place).
@@ -171,13 +172,29 @@ pub(super) fn literals(pattern: &str) -> Option<PatternLiterals> {
     })
 }
 
-/// The built-in rule file `name` (e.g. `bounce.yaml`) as JSON, parsed from
-/// its YAML by the build: the same data, but much faster to read.
-pub(super) fn rules_json(name: &str) -> Option<&'static str> {
-    RULES_JSON
+/// A rule of a built-in rule file as the build read it from the YAML:
+/// every key of `RawRule` in [`super::rules`], `kind` and `strength` as
+/// written (the run time reads them as it reads a user's file), the
+/// patterns folded by `fold_non_ascii_case`.
+pub(super) struct BuiltinRule {
+    pub(super) id: &'static str,
+    pub(super) kind: &'static str,
+    pub(super) field: &'static str,
+    pub(super) header: Option<&'static str>,
+    pub(super) strength: Option<&'static str>,
+    pub(super) description: &'static str,
+    pub(super) folded_patterns: &'static [&'static str],
+    pub(super) examples: &'static [&'static str],
+    pub(super) not_examples: &'static [&'static str],
+}
+
+/// The rules of the built-in rule file `name` (e.g. `bounce.yaml`), read
+/// from its YAML by the build: the same data, without parsing it.
+pub(super) fn rules(name: &str) -> Option<&'static [BuiltinRule]> {
+    RULES
         .iter()
         .find(|(file, _)| *file == name)
-        .map(|(_, json)| *json)
+        .map(|(_, rules)| *rules)
 }
 
 /// The DFA at `offset..offset + len` of [`BLOB`], read in place.
