@@ -1609,12 +1609,12 @@ mod tests {
         assert!(!in_line(r"\w"), "no literals: searched everywhere");
     }
 
-    /// What a search's automaton is, for comparing two: its literals by
-    /// index, its longest literal's length, the literals themselves and
-    /// whether the build made it.
-    fn search_facts(
-        search: Option<&LiteralSearch>,
-    ) -> Option<(Vec<usize>, usize, Vec<Vec<u8>>, bool)> {
+    /// A search's literals by index, its longest literal's length, the
+    /// literals themselves and whether the build made its automaton.
+    type SearchFacts = (Vec<usize>, usize, Vec<Vec<u8>>, bool);
+
+    /// What a search is, for comparing two (see [`SearchFacts`]).
+    fn search_facts(search: Option<&LiteralSearch>) -> Option<SearchFacts> {
         let search = search?;
         let (literals, precompiled) = match &search.matcher {
             LiteralMatcher::Precompiled(p) => {
