@@ -218,8 +218,11 @@ pub struct RuleSet {
 /// prefilter only ever skips patterns that cannot match, so the result is
 /// the same as the full search.
 ///
-/// The lists are borrowed from `build.rs`'s data for a built-in target (see
-/// [`precompiled::target`]) and computed for any other.
+/// A built-in target's lists come from `build.rs`'s data (see
+/// [`precompiled::target`]), any other's are computed. The patterns stay
+/// borrowed from the build; the lists that [`TargetSet::which`] reads are
+/// copied, one allocation each (a `Cow` would cost a check on each access
+/// in the scan, ~1 M instructions over the corpus).
 #[derive(Debug, Clone)]
 struct TargetSet {
     /// The patterns, in rule order.
@@ -238,23 +241,23 @@ struct TargetSet {
     /// For each literal of `prefilter`, the patterns that require it.
     literal_patterns: PatternLists,
     /// The patterns without a usable literal: always run.
-    always: Cow<'static, [usize]>,
+    always: Box<[usize]>,
     /// For each pattern with literals, the longest text (bytes) it can
     /// match, if bounded. A match must contain one of the pattern's
     /// literals, so such a pattern is searched for only in windows this wide
     /// around the literals' occurrences, not through the whole text. `None`
     /// (whole text) for unbounded patterns and those in `always`.
-    max_len: Cow<'static, [Option<usize>]>,
+    max_len: Box<[Option<usize>]>,
     /// For each pattern with literals: no match of it holds a line feed,
     /// so an unbounded one (`a[^\n]*b`) is searched for only in the lines
     /// of the literals' occurrences.
-    in_line: Cow<'static, [bool]>,
+    in_line: Box<[bool]>,
     /// For each pattern with literals: its phrase, if it is one whose every
     /// match starts with one of its literals. Such a pattern matches if and
     /// only if the phrase occurs at one of their occurrences: checking that
     /// there costs a few comparisons, running its DFA around them (reading
     /// its table, often not in the cache) several times more.
-    phrases: Cow<'static, [Option<Phrase>]>,
+    phrases: Box<[Option<Phrase>]>,
 }
 
 /// For each literal of a [`TargetSet`], the patterns that require it
@@ -263,8 +266,8 @@ struct TargetSet {
 /// vector per literal.
 #[derive(Debug, Clone)]
 struct PatternLists {
-    starts: Cow<'static, [usize]>,
-    patterns: Cow<'static, [usize]>,
+    starts: Box<[usize]>,
+    patterns: Box<[usize]>,
 }
 
 impl std::ops::Index<usize> for PatternLists {
@@ -298,7 +301,7 @@ struct LiteralPrefilter {
 struct LiteralSearch {
     matcher: LiteralMatcher,
     /// For each of its literals, the literal's index in the target.
-    literals: Cow<'static, [usize]>,
+    literals: Box<[usize]>,
     /// The length of its longest literal.
     longest: usize,
 }
@@ -327,7 +330,7 @@ impl LiteralPrefilter {
                     .map(|&i| literals[i].as_slice())
                     .collect::<Vec<_>>(),
             );
-            LiteralSearch::new(literals, Cow::Owned(chosen), found)
+            LiteralSearch::new(literals, chosen.into(), found)
         };
         LiteralPrefilter {
             ascii: search(ascii),
@@ -341,7 +344,7 @@ impl LiteralPrefilter {
     fn builtin(target: &'static precompiled::BuiltinTarget) -> LiteralPrefilter {
         let search = |(chosen, automaton): (&'static [usize], Option<usize>)| {
             let found = automaton.and_then(PrecompiledPrefilter::at);
-            LiteralSearch::new(target.literals, Cow::Borrowed(chosen), found)
+            LiteralSearch::new(target.literals, chosen.into(), found)
         };
         LiteralPrefilter {
             ascii: search(target.ascii),
@@ -395,7 +398,7 @@ impl LiteralSearch {
     /// chosen.
     fn new(
         all: &[impl AsRef<[u8]>],
-        chosen: Cow<'static, [usize]>,
+        chosen: Box<[usize]>,
         precompiled: Option<PrecompiledPrefilter>,
     ) -> Option<LiteralSearch> {
         if chosen.is_empty() {
@@ -510,13 +513,13 @@ impl TargetSet {
             owners,
             prefilter,
             literal_patterns: PatternLists {
-                starts: Cow::Owned(groups.starts),
-                patterns: Cow::Owned(groups.patterns),
+                starts: groups.starts.into(),
+                patterns: groups.patterns.into(),
             },
-            always: Cow::Owned(groups.always),
-            max_len: Cow::Owned(max_len),
-            in_line: Cow::Owned(in_line),
-            phrases: Cow::Owned(phrases),
+            always: groups.always.into(),
+            max_len: max_len.into(),
+            in_line: in_line.into(),
+            phrases: phrases.into(),
         })
     }
 
@@ -530,13 +533,14 @@ impl TargetSet {
             owners,
             prefilter: (!known.literals.is_empty()).then(|| LiteralPrefilter::builtin(known)),
             literal_patterns: PatternLists {
-                starts: Cow::Borrowed(known.literal_starts),
-                patterns: Cow::Borrowed(known.literal_patterns),
+                starts: known.literal_starts.into(),
+                patterns: known.literal_patterns.into(),
             },
-            always: Cow::Borrowed(known.always),
-            max_len: Cow::Borrowed(known.max_len),
-            in_line: Cow::Borrowed(known.in_line),
-            phrases: Cow::Borrowed(known.phrases),
+            always: known.always.into(),
+            max_len: known.max_len.into(),
+            in_line: known.in_line.into(),
+            // Cloning a phrase of the build's copies no text.
+            phrases: known.phrases.into(),
         }
     }
 
@@ -1480,7 +1484,7 @@ mod tests {
         let mut phrases = 0;
         for (target, with) in &set.sets {
             let mut without = with.clone();
-            without.phrases.to_mut().iter_mut().for_each(|p| *p = None);
+            without.phrases.iter_mut().for_each(|p| *p = None);
             let mut alphabet: Vec<String> = ["", " ", "x", "_", "-", "\n", "\u{e9}", "7"]
                 .map(String::from)
                 .to_vec();
