@@ -15,16 +15,20 @@
 //! `rule_dfas.rs` also holds `PREFILTERS`: for each rule target, the
 //! Aho-Corasick automaton (as static tables, see [`LiteralAutomaton`]) that
 //! finds its ASCII prefilter literals, so that start-up builds no automaton
-//! for them; and `BLOB_VALIDATED`: whether every DFA was checked here as
-//! the run time would check it.
+//! for them; `TARGETS`: for each rule target, its patterns and what
+//! `TargetSet::new` in rules.rs computes of them (literals grouped, reach,
+//! phrases), so that start-up only looks the target up; and
+//! `BLOB_VALIDATED`: whether every DFA was checked here as the run time
+//! would check it.
 //!
-//! Also writes `rules_json.rs`: each built-in rule file as JSON text (the
-//! YAML parsed here, once), because reading the YAML was a quarter of the
-//! start-up of a one-file `inspect` and JSON reads several times faster.
-//! Every key is kept, so the run-time checks see exactly what the YAML says.
+//! Also writes `builtin_rules.rs`: the rules of each built-in rule file as
+//! Rust data (the YAML parsed here, once, with every key that a rule may
+//! have and no other), their patterns folded (`fold_non_ascii_case`),
+//! because reading the YAML was a quarter of the start-up of a one-file
+//! `inspect`, and reading it as JSON still a sixth.
 //!
-//! The rules themselves stay data: they are still read (as JSON, from
-//! the YAML) and validated at run time, and a pattern is looked up here by its text, so
+//! The rules themselves stay data: they are still validated at run time
+//! as a user's are, and a pattern is looked up here by its text, so
 //! a rule from a user's `rules_dir`, or one this script skipped (its DFA
 //! would be too big), simply takes the run-time path. The syntax comes from
 //! `src/analysis/pattern_syntax.rs`, the file analysis uses, so both read a
@@ -34,7 +38,7 @@
 #[allow(dead_code)]
 mod pattern_syntax;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -55,23 +59,75 @@ const MAX_DFA_BYTES: usize = 256 * 1024;
 /// fails). The body target's has ~47,000 (1,200 states, 39 classes).
 const MAX_PREFILTER_TRANSITIONS: usize = u16::MAX as usize;
 
+/// The built-in rule files in the order of `BUILTIN_RULE_FILES` in
+/// `src/analysis/rules.rs`, which is the order of a target's patterns
+/// there: `TARGETS` are looked up by their patterns in that order (the
+/// test `builtin_targets_are_what_the_general_path_computes` fails if the two
+/// differ).
+const RULE_FILES: &[&str] = &[
+    "bounce.yaml",
+    "autoreply.yaml",
+    "challenge.yaml",
+    "feedback.yaml",
+    "senders.yaml",
+];
+
 /// The part of a rule file this script needs; everything else is checked
 /// at run time by `src/analysis/rules.rs`.
+/// A rule file as `RawRuleFile` in `src/analysis/rules.rs` reads it.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RuleFile {
     rules: Vec<Rule>,
 }
 
+/// A rule as `RawRule` in `src/analysis/rules.rs` reads it: the same keys,
+/// required or not alike, and no others (so a built-in file that a user's
+/// `rules_dir` could not hold fails the build), but `kind` and `strength`
+/// as written: the run time reads those with its own types, as it reads a
+/// user's file, and checks the rest as it checks one (`compile_rule`).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Rule {
-    #[serde(default)]
-    patterns: Vec<String>,
+    id: String,
+    kind: String,
     /// `subject`, `sender`, `body` or `header`: with `header`, the rules
     /// that share a target (and so a prefilter) at run time.
-    #[serde(default)]
     field: String,
     #[serde(default)]
     header: Option<String>,
+    #[serde(default)]
+    strength: Option<String>,
+    #[serde(default)]
+    description: String,
+    patterns: Vec<String>,
+    examples: Vec<String>,
+    #[serde(default)]
+    not_examples: Vec<String>,
+}
+
+impl Rule {
+    /// The rule as a Rust expression of `BuiltinRule` in
+    /// `src/analysis/precompiled.rs`, its patterns as `folded`.
+    fn source(&self, folded: &[String]) -> String {
+        let strings = |list: &[String]| {
+            let items: Vec<String> = list.iter().map(|s| format!("{s:?}")).collect();
+            format!("&[{}]", items.join(", "))
+        };
+        format!(
+            "BuiltinRule {{ id: {:?}, kind: {:?}, field: {:?}, header: {:?}, strength: {:?}, \
+             description: {:?}, folded_patterns: {}, examples: {}, not_examples: {} }}",
+            self.id,
+            self.kind,
+            self.field,
+            self.header,
+            self.strength,
+            self.description,
+            strings(folded),
+            strings(&self.examples),
+            strings(&self.not_examples),
+        )
+    }
 }
 
 fn main() {
@@ -83,39 +139,55 @@ fn main() {
     println!("cargo:rerun-if-changed=src/analysis/pattern_syntax.rs");
 
     let mut patterns: BTreeSet<String> = BTreeSet::new();
-    // The folded patterns of each target, by a key naming the target.
-    let mut targets: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut json = String::from(
-        "/// The built-in rule files as JSON, by file name. Generated by build.rs.\n\
-         static RULES_JSON: &[(&str, &str)] = &[\n",
+    // The folded patterns of each target, by a key naming the target, in
+    // the order of the targets' first rules.
+    let mut targets: Vec<(String, Vec<String>)> = Vec::new();
+    let mut rules = String::from(
+        "/// The rules of the built-in rule files, by file name, as read from\n\
+         /// their YAML. Generated by build.rs.\n\
+         static RULES: &[(&str, &[BuiltinRule])] = &[\n",
     );
     for path in yaml_files(&rules_dir) {
+        let listed = path
+            .file_name()
+            .is_some_and(|n| RULE_FILES.iter().any(|f| n == *f));
+        assert!(listed, "{} is not in RULE_FILES", path.display());
+    }
+    for path in RULE_FILES.iter().map(|f| rules_dir.join(f)) {
         println!("cargo:rerun-if-changed={}", path.display());
         let text = fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let value: serde_json::Value = serde_saphyr::from_str(&text)
-            .unwrap_or_else(|e| panic!("built-in rule file {} is invalid: {e}", path.display()));
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        json.push_str(&format!("    ({name:?}, {:?}),\n", value.to_string()));
         let file: RuleFile = serde_saphyr::from_str(&text)
             .unwrap_or_else(|e| panic!("built-in rule file {} is invalid: {e}", path.display()));
+        rules.push_str(&format!("    ({name:?}, &[\n"));
         for rule in file.rules {
+            let folded: Vec<String> = rule
+                .patterns
+                .iter()
+                .map(|p| pattern_syntax::fold_non_ascii_case(p))
+                .collect();
+            rules.push_str(&format!("        {},\n", rule.source(&folded)));
             let target = match &rule.header {
                 Some(name) => format!("{}:{}", rule.field, name.trim().to_ascii_lowercase()),
                 None => rule.field.clone(),
             };
-            for pattern in rule.patterns {
-                let folded = pattern_syntax::fold_non_ascii_case(&pattern);
-                targets
-                    .entry(target.clone())
-                    .or_default()
-                    .push(folded.clone());
+            let at = match targets.iter().position(|(t, _)| *t == target) {
+                Some(at) => at,
+                None => {
+                    targets.push((target, Vec::new()));
+                    targets.len() - 1
+                }
+            };
+            for folded in folded {
+                targets[at].1.push(folded.clone());
                 patterns.insert(folded);
             }
         }
+        rules.push_str("    ]),\n");
     }
 
     let mut blob: Vec<u8> = Vec::new();
@@ -139,35 +211,23 @@ fn main() {
         let dfa = build_dfa(pattern).filter(|dfa| dfa.write_to_len() <= MAX_DFA_BYTES);
         let dfa = dfa.map(|dfa| append_dfa(&mut blob, &dfa, big_endian));
         let literals = literals.map(|set| byte_strings(&set));
-        let phrase = phrase.map(|p| {
-            format!(
-                "StaticPhrase {{ pieces: &[{}], word_start: {}, word_end: {} }}",
-                p.pieces
-                    .iter()
-                    .map(|piece| byte_strings(piece))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                p.word_start,
-                p.word_end
-            )
-        });
         index.push_str(&format!(
             "    ({pattern:?}, Builtin {{ dfa: {dfa:?}, literals: {}, max_len: {max_len:?}, in_line: {in_line}, phrase: {} }}),\n",
             option(literals),
-            option(phrase)
+            option(phrase.as_ref().map(phrase_source))
         ));
     }
     index.push_str("];\n");
-    index.push_str(&prefilter_index(&targets));
+    index.push_str(&target_index(&targets));
     index.push_str(&format!(
         "/// Whether build.rs checked every DFA in `rule_dfas.bin` as\n\
          /// `dense::DFA::from_bytes` does. Generated by build.rs.\n\
          const BLOB_VALIDATED: bool = {};\n",
         native_byte_order(big_endian)
     ));
-    json.push_str("];\n");
+    rules.push_str("];\n");
     write(&out_dir.join("rule_dfas.bin"), &blob);
-    write(&out_dir.join("rules_json.rs"), json.as_bytes());
+    write(&out_dir.join("builtin_rules.rs"), rules.as_bytes());
     write(&out_dir.join("rule_dfas.rs"), index.as_bytes());
 }
 
@@ -203,18 +263,24 @@ fn build_dfa(pattern: &str) -> Option<dense::DFA<Vec<u32>>> {
         .ok()
 }
 
-/// Builds each half of the literal prefilter of each target (see
-/// `LiteralPrefilter` in `src/analysis/rules.rs`), its ASCII literals and
-/// the others, as one Aho-Corasick automaton each and returns
-/// `PREFILTERS`: for each, the literals, sorted (what the run time looks
-/// an automaton up by, so a changed rule set simply builds its own), and
-/// the automaton's tables. Literal `i` is `literals[i]`. The halves are
-/// apart because the non-ASCII literals would take the alphabet from a
-/// few dozen byte classes to ~150 and add thousands of states (each case
-/// pair of a non-ASCII letter doubles a literal's variants), and they can
-/// occur only in a text that is not ASCII, which the run time checks
-/// first (and are cut shorter, see `prefilter_literal`). A half too big
-/// for the tables is left to the run time, which builds it on first use.
+/// Computes for each target what `TargetSet::new` in rules.rs would
+/// (`group_literals` of its patterns' `pattern_literals`), and builds each
+/// half of its literal prefilter (see `LiteralPrefilter` in
+/// `src/analysis/rules.rs`), its ASCII literals and the others, as one
+/// Aho-Corasick automaton each. Returns `PREFILTERS` (for each automaton,
+/// its literals, sorted, which the run time looks an automaton up by when
+/// a target is not a built-in one, and its tables; literal `i` is
+/// `literals[i]`) and `TARGETS` (for each target, its patterns and
+/// prefilter, the halves naming their automata by index). A target with a
+/// pattern that does not parse is left out (the run time reports it).
+///
+/// The halves are apart because the non-ASCII literals would take the
+/// alphabet from a few dozen byte classes to ~150 and add thousands of
+/// states (each case pair of a non-ASCII letter doubles a literal's
+/// variants), and they can occur only in a text that is not ASCII, which
+/// the run time checks first (and are cut shorter, see
+/// `prefilter_literal`). A half too big for the tables is left to the run
+/// time, which builds it on first use.
 ///
 /// These tables replaced one `regex-automata` DFA per target: for the same
 /// literals that needs ~5 times the states (it reports a match one byte
@@ -224,49 +290,104 @@ fn build_dfa(pattern: &str) -> Option<dense::DFA<Vec<u32>>> {
 /// `u32`s, the stride a power of two) — 3.4 MB for the body target, whose
 /// scan then spent much of its time in cache misses; its tables here are
 /// ~90 KB.
-fn prefilter_index(targets: &BTreeMap<String, Vec<String>>) -> String {
-    let mut index = String::from(
+fn target_index(targets: &[(String, Vec<String>)]) -> String {
+    let mut prefilters = String::from(
         "/// The literal prefilter of each built-in target: its literals, sorted, and\n\
          /// their automaton. Generated by build.rs.\n\
          static PREFILTERS: &[Prefilter] = &[\n",
     );
-    let halves = targets
-        .values()
-        .flat_map(|patterns| [true, false].map(|ascii| prefilter_literals(patterns, ascii)));
-    for literals in halves {
-        let Some(literals) = literals else {
+    let mut index = String::from(
+        "/// What `TargetSet::new` computes for each built-in target. Generated by\n\
+         /// build.rs.\n\
+         static TARGETS: &[BuiltinTarget] = &[\n",
+    );
+    let mut automata = 0;
+    for (_, patterns) in targets {
+        let Ok(known) = patterns
+            .iter()
+            .map(|p| pattern_syntax::pattern_literals(p))
+            .collect::<Result<Vec<_>, _>>()
+        else {
             continue;
         };
-        let Some(automaton) = LiteralAutomaton::build(&literals) else {
-            continue;
+        let max_len: Vec<String> = known.iter().map(|k| format!("{:?}", k.max_len)).collect();
+        let in_line: Vec<String> = known.iter().map(|k| k.in_line.to_string()).collect();
+        let phrases: Vec<String> = known
+            .iter()
+            .map(|k| option(k.phrase.as_ref().map(phrase_source)))
+            .collect();
+        let groups = pattern_syntax::group_literals(known.into_iter().map(|k| k.literals));
+        let mut half = |ascii: bool| {
+            let chosen: Vec<usize> = (0..groups.literals.len())
+                .filter(|&i| groups.literals[i].is_ascii() == ascii)
+                .collect();
+            let literals: Vec<Vec<u8>> =
+                chosen.iter().map(|&i| groups.literals[i].clone()).collect();
+            let automaton = (!literals.is_empty())
+                .then(|| LiteralAutomaton::build(&literals))
+                .flatten()
+                .map(|automaton| {
+                    prefilters.push_str(&format!(
+                        "    Prefilter {{ literals: {}, automaton: {} }},\n",
+                        byte_strings(&literals),
+                        automaton.source()
+                    ));
+                    automata += 1;
+                    automata - 1
+                });
+            format!("({}, {automaton:?})", numbers(&chosen))
         };
+        let ascii = half(true);
+        let non_ascii = half(false);
         index.push_str(&format!(
-            "    Prefilter {{ literals: {}, automaton: {} }},\n",
-            byte_strings(&literals),
-            automaton.source()
+            "    BuiltinTarget {{ patterns: &[{}], literals: {}, literal_starts: {}, \
+             literal_patterns: {}, always: {}, max_len: &[{}], in_line: &[{}], \
+             phrases: &[{}], ascii: {ascii}, non_ascii: {non_ascii} }},\n",
+            patterns
+                .iter()
+                .map(|p| format!("Cow::Borrowed({p:?})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            byte_strings(&groups.literals),
+            numbers(&groups.starts),
+            numbers(&groups.patterns),
+            numbers(&groups.always),
+            max_len.join(", "),
+            in_line.join(", "),
+            phrases.join(", "),
         ));
     }
+    prefilters.push_str("];\n");
     index.push_str("];\n");
-    index
+    prefilters + &index
 }
 
-/// The ASCII (or, unless `ascii`, the other) prefilter literals of a
-/// target's patterns, as `TargetSet::new` collects them and
-/// `LiteralPrefilter::new` divides them: each required literal cut as
-/// `prefilter_literal` cuts it, sorted, without duplicates. `None` if a
-/// pattern does not parse (the run time reports it) or there are none.
-fn prefilter_literals(patterns: &[String], ascii: bool) -> Option<Vec<Vec<u8>>> {
-    let mut literals: BTreeSet<Vec<u8>> = BTreeSet::new();
-    for pattern in patterns {
-        let found = pattern_syntax::pattern_literals(pattern).ok()?;
-        for literal in found.literals.into_iter().flatten() {
-            let literal = pattern_syntax::prefilter_literal(literal);
-            if literal.is_ascii() == ascii {
-                literals.insert(literal);
-            }
-        }
-    }
-    (!literals.is_empty()).then(|| literals.into_iter().collect())
+/// A `Phrase` of `src/analysis/pattern_syntax.rs` as a Rust expression of
+/// that type, its pieces borrowed.
+fn phrase_source(phrase: &pattern_syntax::Phrase) -> String {
+    let pieces: Vec<String> = phrase
+        .pieces
+        .iter()
+        .map(|piece| {
+            let texts: Vec<String> = piece
+                .iter()
+                .map(|text| format!("Cow::Borrowed({})", byte_string(text)))
+                .collect();
+            format!("Cow::Borrowed(&[{}])", texts.join(", "))
+        })
+        .collect();
+    format!(
+        "Phrase {{ pieces: Cow::Borrowed(&[{}]), word_start: {}, word_end: {} }}",
+        pieces.join(", "),
+        phrase.word_start,
+        phrase.word_end
+    )
+}
+
+/// Numbers as a Rust slice expression.
+fn numbers(list: &[usize]) -> String {
+    let items: Vec<String> = list.iter().map(usize::to_string).collect();
+    format!("&[{}]", items.join(", "))
 }
 
 /// An Aho-Corasick automaton as a complete DFA over byte classes, which

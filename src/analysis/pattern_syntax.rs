@@ -10,6 +10,7 @@
 
 use regex_automata::util::syntax;
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
+use std::borrow::Cow;
 
 /// The syntax of rule patterns: case-insensitive, on bytes, Unicode classes
 /// off (ASCII `\b`, `\s` and `.` keep the engines on their fast DFAs;
@@ -53,25 +54,38 @@ pub fn fold_non_ascii_case(pattern: &str) -> String {
                 in_class = false;
                 out.push(c);
             }
-            c if !c.is_ascii() => {
-                let lower: Vec<char> = c.to_lowercase().collect();
-                let upper: Vec<char> = c.to_uppercase().collect();
-                match (lower.as_slice(), upper.as_slice()) {
-                    ([l], [u]) if l != u => {
-                        if in_class {
-                            out.push(*l);
-                            out.push(*u);
-                        } else {
-                            out.push_str(&format!("(?:{l}|{u})"));
-                        }
-                    }
-                    _ => out.push(c),
+            // Pushed piece by piece: collecting the cases into vectors and
+            // `format!` were most of the start-up cost of the built-in
+            // rules' non-ASCII patterns.
+            c if !c.is_ascii() => match case_pair(c) {
+                Some((l, u)) if in_class => {
+                    out.push(l);
+                    out.push(u);
                 }
-            }
+                Some((l, u)) => {
+                    out.push_str("(?:");
+                    out.push(l);
+                    out.push('|');
+                    out.push(u);
+                    out.push(')');
+                }
+                None => out.push(c),
+            },
             c => out.push(c),
         }
     }
     out
+}
+
+/// The lower and the upper case of `c`, if each is one character and they
+/// differ (as for most letters; not for `ß`, whose upper case is `SS`).
+fn case_pair(c: char) -> Option<(char, char)> {
+    let mut lower = c.to_lowercase();
+    let mut upper = c.to_uppercase();
+    match (lower.next(), lower.next(), upper.next(), upper.next()) {
+        (Some(l), None, Some(u), None) if l != u => Some((l, u)),
+        _ => None,
+    }
 }
 
 /// The syntax for extracting a pattern's required literals: as
@@ -109,19 +123,28 @@ pub struct Phrase {
     /// then `has ` or nothing, then `failed`): the phrase matches each
     /// choice of one text per piece, put together. Kept apart (not as all
     /// the texts they make) so that a check compares each piece once.
-    pub pieces: Vec<Vec<Vec<u8>>>,
+    /// Borrowed in the phrases `build.rs` wrote (so that start-up makes
+    /// none of their ~1,000 vectors), owned in those found at run time.
+    pub pieces: Cow<'static, [Piece]>,
     /// Whether it starts with `\b`.
     pub word_start: bool,
     /// Whether it ends with `\b`.
     pub word_end: bool,
 }
 
+/// The texts one piece of a [`Phrase`] matches (static or computed, as
+/// the phrase's pieces).
+pub type Piece = Cow<'static, [Cow<'static, [u8]>]>;
+
 impl Phrase {
     /// Every text it matches, if at most [`MAX_LITERALS`].
     pub fn strings(&self) -> Option<Vec<Vec<u8>>> {
         self.pieces
             .iter()
-            .try_fold(vec![Vec::new()], |strings, piece| product(&strings, piece))
+            .try_fold(vec![Vec::new()], |strings, piece| {
+                let texts: Vec<Vec<u8>> = piece.iter().map(|text| text.to_vec()).collect();
+                product(&strings, &texts)
+            })
     }
 
     /// Whether the pattern has a match that starts at `start` of
@@ -144,7 +167,7 @@ impl Phrase {
             let end = at.saturating_add(text.len());
             haystack.get(at..end).is_some_and(|h| {
                 h.iter()
-                    .zip(text)
+                    .zip(text.iter())
                     .all(|(h, t)| h.to_ascii_lowercase() == *t)
             }) && self.rest_matches_at(haystack, end, piece + 1)
         })
@@ -180,7 +203,10 @@ fn phrase(hir: &Hir) -> Option<Phrase> {
         }
     }
     let phrase = Phrase {
-        pieces,
+        pieces: pieces
+            .into_iter()
+            .map(|texts| Cow::Owned(texts.into_iter().map(Cow::Owned).collect()))
+            .collect(),
         word_start,
         word_end,
     };
@@ -331,6 +357,66 @@ pub fn prefilter_literal(mut literal: Vec<u8>) -> Vec<u8> {
         literal.truncate(MAX_NON_ASCII_PREFILTER_LITERAL);
     }
     literal
+}
+
+/// The prefilter literals of a target's patterns and the patterns that
+/// need each: what `TargetSet` in `rules.rs` searches with, computed there
+/// for a user's rules and by `build.rs` for the built-in ones (so that
+/// start-up does not sort and group ~1,000 literals).
+#[derive(Debug, PartialEq, Eq)]
+pub struct LiteralGroups {
+    /// Every required literal of the patterns as [`prefilter_literal`]
+    /// cuts it, sorted, without duplicates.
+    pub literals: Vec<Vec<u8>>,
+    /// The patterns (indices, ascending) that require `literals[i]` are
+    /// `patterns[starts[i]..starts[i + 1]]` (one more start than literals).
+    pub starts: Vec<usize>,
+    /// See `starts`.
+    pub patterns: Vec<usize>,
+    /// The patterns without literals (indices, ascending).
+    pub always: Vec<usize>,
+}
+
+/// Groups the required literals of each pattern (`None`: it has none), in
+/// pattern order, by literal (see [`LiteralGroups`]).
+pub fn group_literals(
+    per_pattern: impl IntoIterator<Item = Option<Vec<Vec<u8>>>>,
+) -> LiteralGroups {
+    // (literal, pattern) for each literal of each pattern, grouped by
+    // literal below (a sort is cheaper than a map keyed by literals).
+    let mut by_literal: Vec<(Vec<u8>, usize)> = Vec::new();
+    let mut always = Vec::new();
+    for (index, literals) in per_pattern.into_iter().enumerate() {
+        match literals {
+            Some(literals) => {
+                for literal in literals {
+                    by_literal.push((prefilter_literal(literal), index));
+                }
+            }
+            None => always.push(index),
+        }
+    }
+    by_literal.sort_unstable();
+    by_literal.dedup();
+    let mut groups = LiteralGroups {
+        literals: Vec::new(),
+        starts: vec![0],
+        patterns: Vec::with_capacity(by_literal.len()),
+        always,
+    };
+    for (literal, index) in by_literal {
+        if groups.literals.last() != Some(&literal) {
+            if !groups.literals.is_empty() {
+                groups.starts.push(groups.patterns.len());
+            }
+            groups.literals.push(literal);
+        }
+        groups.patterns.push(index);
+    }
+    if !groups.literals.is_empty() {
+        groups.starts.push(groups.patterns.len());
+    }
+    groups
 }
 
 /// Upper bound on the literals of one set while extracting (cross products

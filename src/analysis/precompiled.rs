@@ -11,8 +11,9 @@
 //! prefilter's input), so start-up parses no built-in pattern, builds the
 //! Aho-Corasick automaton of each target's ASCII literals
 //! ([`PrecompiledPrefilter`]), so start-up builds no automaton for them,
-//! and renders the built-in rule files as JSON ([`rules_json`]), so it
-//! parses no YAML.
+//! groups each target's literals ([`target`]), so start-up does not, and
+//! reads the built-in rule files into Rust data ([`rules`]), so it parses
+//! neither YAML nor JSON.
 //!
 //! Patterns are found by their text, so any rule whose pattern has no DFA
 //! here (a user's rule, or one too big to precompile) falls back to the
@@ -21,10 +22,11 @@
 use super::pattern_syntax::{PatternLiterals, Phrase};
 use regex_automata::dfa::{dense, Automaton};
 use regex_automata::Input;
+use std::borrow::Cow;
 use std::ops::Range;
 
 include!(concat!(env!("OUT_DIR"), "/rule_dfas.rs"));
-include!(concat!(env!("OUT_DIR"), "/rules_json.rs"));
+include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
 
 /// `bytes` at an alignment the serialized DFAs need (their transition
 /// tables are read as `u32`s in place).
@@ -49,14 +51,43 @@ struct Builtin {
     literals: Option<&'static [&'static [u8]]>,
     max_len: Option<usize>,
     in_line: bool,
-    phrase: Option<StaticPhrase>,
+    phrase: Option<Phrase>,
 }
 
-/// A [`Phrase`] as the build wrote it.
-struct StaticPhrase {
-    pieces: &'static [&'static [&'static [u8]]],
-    word_start: bool,
-    word_end: bool,
+/// What the build computed for one built-in target, as `TargetSet` in
+/// [`super::rules`] needs it: its patterns, in rule order, and their
+/// [`LiteralGroups`](super::pattern_syntax::LiteralGroups) and
+/// [`PatternLiterals`], so that start-up neither looks each pattern up nor
+/// groups, sorts and copies their literals.
+pub(super) struct BuiltinTarget {
+    /// The patterns (after `fold_non_ascii_case`), in rule order: what a
+    /// target is looked up by.
+    pub(super) patterns: &'static [Cow<'static, str>],
+    /// Its prefilter literals, sorted.
+    pub(super) literals: &'static [&'static [u8]],
+    /// The patterns that need literal `i`:
+    /// `literal_patterns[literal_starts[i]..literal_starts[i + 1]]`.
+    pub(super) literal_starts: &'static [usize],
+    pub(super) literal_patterns: &'static [usize],
+    /// The patterns without literals.
+    pub(super) always: &'static [usize],
+    /// For each pattern, as [`PatternLiterals`] says.
+    pub(super) max_len: &'static [Option<usize>],
+    pub(super) in_line: &'static [bool],
+    pub(super) phrases: &'static [Option<Phrase>],
+    /// The ASCII literals and the others (either may be empty): indices
+    /// into `literals`, and the index of their automaton in
+    /// [`PREFILTERS`], if the build made one.
+    pub(super) ascii: (&'static [usize], Option<usize>),
+    pub(super) non_ascii: (&'static [usize], Option<usize>),
+}
+
+/// The build's data for the built-in target with exactly these
+/// `patterns` (after `fold_non_ascii_case`, in rule order), if any.
+pub(super) fn target(patterns: &[&str]) -> Option<&'static BuiltinTarget> {
+    TARGETS.iter().find(|t| {
+        t.patterns.len() == patterns.len() && t.patterns.iter().zip(patterns).all(|(a, b)| a == b)
+    })
 }
 
 /// What the build made for the ASCII literals of one built-in target.
@@ -133,30 +164,37 @@ pub(super) fn literals(pattern: &str) -> Option<PatternLiterals> {
     let literals = known
         .literals
         .map(|set| set.iter().map(|l| l.to_vec()).collect());
-    let phrase = known.phrase.as_ref().map(|p| Phrase {
-        pieces: p
-            .pieces
-            .iter()
-            .map(|piece| piece.iter().map(|text| text.to_vec()).collect())
-            .collect(),
-        word_start: p.word_start,
-        word_end: p.word_end,
-    });
     Some(PatternLiterals {
         literals,
         max_len: known.max_len,
         in_line: known.in_line,
-        phrase,
+        phrase: known.phrase.clone(),
     })
 }
 
-/// The built-in rule file `name` (e.g. `bounce.yaml`) as JSON, parsed from
-/// its YAML by the build: the same data, but much faster to read.
-pub(super) fn rules_json(name: &str) -> Option<&'static str> {
-    RULES_JSON
+/// A rule of a built-in rule file as the build read it from the YAML:
+/// every key of `RawRule` in [`super::rules`], `kind` and `strength` as
+/// written (the run time reads them as it reads a user's file), the
+/// patterns folded by `fold_non_ascii_case`.
+pub(super) struct BuiltinRule {
+    pub(super) id: &'static str,
+    pub(super) kind: &'static str,
+    pub(super) field: &'static str,
+    pub(super) header: Option<&'static str>,
+    pub(super) strength: Option<&'static str>,
+    pub(super) description: &'static str,
+    pub(super) folded_patterns: &'static [&'static str],
+    pub(super) examples: &'static [&'static str],
+    pub(super) not_examples: &'static [&'static str],
+}
+
+/// The rules of the built-in rule file `name` (e.g. `bounce.yaml`), read
+/// from its YAML by the build: the same data, without parsing it.
+pub(super) fn rules(name: &str) -> Option<&'static [BuiltinRule]> {
+    RULES
         .iter()
         .find(|(file, _)| *file == name)
-        .map(|(_, json)| *json)
+        .map(|(_, rules)| *rules)
 }
 
 /// The DFA at `offset..offset + len` of [`BLOB`], read in place.
@@ -227,6 +265,16 @@ impl PrecompiledPrefilter {
     /// target's ASCII literals, sorted, without duplicates), if any.
     pub(super) fn find(literals: &[&[u8]]) -> Option<PrecompiledPrefilter> {
         let known = PREFILTERS.iter().find(|p| p.literals == literals)?;
+        Some(PrecompiledPrefilter {
+            automaton: &known.automaton,
+            literals: known.literals,
+        })
+    }
+
+    /// The automaton at `index` of the build's list, as a target of
+    /// [`target`] names it.
+    pub(super) fn at(index: usize) -> Option<PrecompiledPrefilter> {
+        let known = PREFILTERS.get(index)?;
         Some(PrecompiledPrefilter {
             automaton: &known.automaton,
             literals: known.literals,

@@ -13,8 +13,8 @@
 //! so a broken rule file is a clear start-up error, never a silent miss.
 
 use super::pattern_syntax::{
-    better, facts, fold_non_ascii_case, pattern_literals, prefilter_literal, shortest,
-    syntax_config, Phrase, MAX_LITERALS, MIN_LITERAL_LEN,
+    better, facts, fold_non_ascii_case, group_literals, pattern_literals, shortest, syntax_config,
+    Phrase, MAX_LITERALS, MIN_LITERAL_LEN,
 };
 use super::precompiled::{self, PrecompiledDfa, PrecompiledPrefilter};
 use aho_corasick::AhoCorasick;
@@ -24,6 +24,7 @@ use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind};
 use regex_syntax::hir::{Hir, HirKind};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
@@ -112,14 +113,47 @@ struct RawRule {
     examples: Vec<String>,
     #[serde(default)]
     not_examples: Vec<String>,
+    /// Whether `patterns` went through [`fold_non_ascii_case`] already (a
+    /// built-in rule's, in the build); not a key of a rule file.
+    #[serde(skip)]
+    folded: bool,
 }
 
-/// The text of a rule file, in the format it is read from.
+impl RawRule {
+    /// A built-in rule as the build read it from its YAML; its kind and
+    /// strength are read by the same `Deserialize` as a rule file's.
+    fn builtin(rule: &precompiled::BuiltinRule) -> Result<RawRule, String> {
+        use serde::de::value::{Error, StrDeserializer};
+        use serde::de::IntoDeserializer;
+        let read =
+            |text: &'static str| -> StrDeserializer<'static, Error> { text.into_deserializer() };
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        Ok(RawRule {
+            id: rule.id.to_string(),
+            kind: RuleKind::deserialize(read(rule.kind)).map_err(|e| e.to_string())?,
+            field: rule.field.to_string(),
+            header: rule.header.map(str::to_string),
+            strength: match rule.strength {
+                Some(strength) => {
+                    Strength::deserialize(read(strength)).map_err(|e| e.to_string())?
+                }
+                None => Strength::default(),
+            },
+            description: rule.description.to_string(),
+            patterns: strings(rule.folded_patterns),
+            examples: strings(rule.examples),
+            not_examples: strings(rule.not_examples),
+            folded: true,
+        })
+    }
+}
+
+/// The text of a rule file, in the form it is read from.
 enum RuleText {
     /// YAML, as written (a `rules_dir` file, or a built-in file in tests).
     Yaml(String),
-    /// A built-in file as `build.rs` rendered it in JSON.
-    Json(&'static str),
+    /// A built-in file's rules as `build.rs` read them from its YAML.
+    Builtin(&'static [precompiled::BuiltinRule]),
 }
 
 /// One loaded rule.
@@ -183,10 +217,16 @@ pub struct RuleSet {
 /// without a usable literal) are run, each as its own small regex. The
 /// prefilter only ever skips patterns that cannot match, so the result is
 /// the same as the full search.
+///
+/// A built-in target's lists come from `build.rs`'s data (see
+/// [`precompiled::target`]), any other's are computed. The patterns stay
+/// borrowed from the build; the lists that [`TargetSet::which`] reads are
+/// copied, one allocation each (a `Cow` would cost a check on each access
+/// in the scan, ~1 M instructions over the corpus).
 #[derive(Debug, Clone)]
 struct TargetSet {
     /// The patterns, in rule order.
-    patterns: Vec<String>,
+    patterns: Cow<'static, [Cow<'static, str>]>,
     /// For each pattern, the index of its rule in `RuleSet::rules`.
     owners: Vec<usize>,
     /// For each pattern, its regex, compiled on first use: a run usually
@@ -199,25 +239,43 @@ struct TargetSet {
     /// Finds the required literals of the patterns (ASCII case-insensitive).
     prefilter: Option<LiteralPrefilter>,
     /// For each literal of `prefilter`, the patterns that require it.
-    literal_patterns: Vec<Vec<usize>>,
+    literal_patterns: PatternLists,
     /// The patterns without a usable literal: always run.
-    always: Vec<usize>,
+    always: Box<[usize]>,
     /// For each pattern with literals, the longest text (bytes) it can
     /// match, if bounded. A match must contain one of the pattern's
     /// literals, so such a pattern is searched for only in windows this wide
     /// around the literals' occurrences, not through the whole text. `None`
     /// (whole text) for unbounded patterns and those in `always`.
-    max_len: Vec<Option<usize>>,
+    max_len: Box<[Option<usize>]>,
     /// For each pattern with literals: no match of it holds a line feed,
     /// so an unbounded one (`a[^\n]*b`) is searched for only in the lines
     /// of the literals' occurrences.
-    in_line: Vec<bool>,
+    in_line: Box<[bool]>,
     /// For each pattern with literals: its phrase, if it is one whose every
     /// match starts with one of its literals. Such a pattern matches if and
     /// only if the phrase occurs at one of their occurrences: checking that
     /// there costs a few comparisons, running its DFA around them (reading
     /// its table, often not in the cache) several times more.
-    phrases: Vec<Option<Phrase>>,
+    phrases: Box<[Option<Phrase>]>,
+}
+
+/// For each literal of a [`TargetSet`], the patterns that require it
+/// (`lists[i]`), in two flat lists (see
+/// [`LiteralGroups`](super::pattern_syntax::LiteralGroups)) rather than one
+/// vector per literal.
+#[derive(Debug, Clone)]
+struct PatternLists {
+    starts: Box<[usize]>,
+    patterns: Box<[usize]>,
+}
+
+impl std::ops::Index<usize> for PatternLists {
+    type Output = [usize];
+
+    fn index(&self, literal: usize) -> &[usize] {
+        &self.patterns[self.starts[literal]..self.starts[literal + 1]]
+    }
 }
 
 /// How a [`TargetSet`] finds every occurrence of its literals: one
@@ -243,7 +301,7 @@ struct LiteralPrefilter {
 struct LiteralSearch {
     matcher: LiteralMatcher,
     /// For each of its literals, the literal's index in the target.
-    literals: Vec<usize>,
+    literals: Box<[usize]>,
     /// The length of its longest literal.
     longest: usize,
 }
@@ -265,9 +323,32 @@ impl LiteralPrefilter {
     fn new(literals: &[Vec<u8>]) -> LiteralPrefilter {
         let (ascii, non_ascii): (Vec<usize>, Vec<usize>) =
             (0..literals.len()).partition(|&i| literals[i].is_ascii());
+        let search = |chosen: Vec<usize>| {
+            let found = PrecompiledPrefilter::find(
+                &chosen
+                    .iter()
+                    .map(|&i| literals[i].as_slice())
+                    .collect::<Vec<_>>(),
+            );
+            LiteralSearch::new(literals, chosen.into(), found)
+        };
         LiteralPrefilter {
-            ascii: LiteralSearch::new(literals, ascii),
-            non_ascii: LiteralSearch::new(literals, non_ascii),
+            ascii: search(ascii),
+            non_ascii: search(non_ascii),
+        }
+    }
+
+    /// The prefilter of a built-in target, as the build divided its
+    /// literals and made their automata: what [`LiteralPrefilter::new`]
+    /// makes of them (a test checks that).
+    fn builtin(target: &'static precompiled::BuiltinTarget) -> LiteralPrefilter {
+        let search = |(chosen, automaton): (&'static [usize], Option<usize>)| {
+            let found = automaton.and_then(PrecompiledPrefilter::at);
+            LiteralSearch::new(target.literals, chosen.into(), found)
+        };
+        LiteralPrefilter {
+            ascii: search(target.ascii),
+            non_ascii: search(target.non_ascii),
         }
     }
 
@@ -311,24 +392,32 @@ fn non_ascii_stretches(haystack: &[u8], longest: usize) -> Vec<Range<usize>> {
 }
 
 impl LiteralSearch {
-    /// The automaton for the literals `chosen` (indices into `all`):
-    /// the precompiled one if the build made one for exactly these, else
-    /// one built on first use; `None` if none is chosen.
-    fn new(all: &[Vec<u8>], chosen: Vec<usize>) -> Option<LiteralSearch> {
+    /// The search for the literals `chosen` (indices into `all`): by
+    /// `precompiled`, the automaton the build made for exactly these, if
+    /// there is one, else by one built on first use; `None` if none is
+    /// chosen.
+    fn new(
+        all: &[impl AsRef<[u8]>],
+        chosen: Box<[usize]>,
+        precompiled: Option<PrecompiledPrefilter>,
+    ) -> Option<LiteralSearch> {
         if chosen.is_empty() {
             return None;
         }
-        let literals: Vec<&[u8]> = chosen.iter().map(|&i| all[i].as_slice()).collect();
-        let matcher = match PrecompiledPrefilter::find(&literals) {
+        let matcher = match precompiled {
             Some(automaton) => LiteralMatcher::Precompiled(Box::new(automaton)),
             None => LiteralMatcher::Built {
-                literals: literals.into_iter().map(<[u8]>::to_vec).collect(),
+                literals: chosen.iter().map(|&i| all[i].as_ref().to_vec()).collect(),
                 automaton: OnceLock::new(),
             },
         };
         Some(LiteralSearch {
             matcher,
-            longest: chosen.iter().map(|&i| all[i].len()).max().unwrap_or(0),
+            longest: chosen
+                .iter()
+                .map(|&i| all[i].as_ref().len())
+                .max()
+                .unwrap_or(0),
             literals: chosen,
         })
     }
@@ -381,63 +470,78 @@ impl LiteralSearch {
 }
 
 impl TargetSet {
-    /// Parses the patterns (reporting the first invalid one by its index)
-    /// and builds the prefilter from their required literals.
-    fn new(patterns: Vec<String>, owners: Vec<usize>) -> Result<TargetSet, (usize, String)> {
-        // (literal, pattern) for each literal of each pattern, grouped by
-        // literal below (a sort is cheaper than a map keyed by literals).
-        let mut by_literal: Vec<(Vec<u8>, usize)> = Vec::new();
-        let mut always = Vec::new();
+    /// Parses the patterns (reporting the first invalid one by its index
+    /// and its owner) and builds the prefilter from their required
+    /// literals; for a built-in target, takes all that from the build
+    /// instead.
+    fn new(patterns: &[&str], owners: Vec<usize>) -> Result<TargetSet, (usize, usize, String)> {
+        match precompiled::target(patterns) {
+            Some(known) => Ok(TargetSet::builtin(known, owners)),
+            None => TargetSet::computed(patterns, owners),
+        }
+    }
+
+    /// What [`TargetSet::new`] does for a target that is not a built-in one.
+    fn computed(
+        patterns: &[&str],
+        owners: Vec<usize>,
+    ) -> Result<TargetSet, (usize, usize, String)> {
+        let mut per_pattern = Vec::with_capacity(patterns.len());
         let mut max_len = Vec::with_capacity(patterns.len());
         let mut in_line = Vec::with_capacity(patterns.len());
         let mut phrases = Vec::with_capacity(patterns.len());
         for (index, pattern) in patterns.iter().enumerate() {
             let known = match precompiled::literals(pattern) {
                 Some(known) => known,
-                None => pattern_literals(pattern).map_err(|e| (index, e))?,
+                None => pattern_literals(pattern).map_err(|e| (index, owners[index], e))?,
             };
             max_len.push(known.max_len);
             in_line.push(known.in_line);
             phrases.push(known.phrase);
-            match known.literals {
-                Some(literals) => {
-                    for literal in literals {
-                        by_literal.push((prefilter_literal(literal), index));
-                    }
-                }
-                None => always.push(index),
-            }
+            per_pattern.push(known.literals);
         }
-        by_literal.sort_unstable();
-        by_literal.dedup();
-        let mut literals: Vec<Vec<u8>> = Vec::new();
-        let mut literal_patterns: Vec<Vec<usize>> = Vec::new();
-        for (literal, index) in by_literal {
-            match literal_patterns.last_mut() {
-                Some(owners) if literals.last() == Some(&literal) => owners.push(index),
-                _ => {
-                    literals.push(literal);
-                    literal_patterns.push(vec![index]);
-                }
-            }
-        }
-        let prefilter = if literals.is_empty() {
+        let groups = group_literals(per_pattern);
+        let prefilter = if groups.literals.is_empty() {
             None
         } else {
-            Some(LiteralPrefilter::new(&literals))
+            Some(LiteralPrefilter::new(&groups.literals))
         };
         Ok(TargetSet {
             regexes: patterns.iter().map(|_| OnceLock::new()).collect(),
             dfas: patterns.iter().map(|_| OnceLock::new()).collect(),
-            patterns,
+            patterns: patterns.iter().map(|p| Cow::Owned(p.to_string())).collect(),
             owners,
             prefilter,
-            literal_patterns,
-            always,
-            max_len,
-            in_line,
-            phrases,
+            literal_patterns: PatternLists {
+                starts: groups.starts.into(),
+                patterns: groups.patterns.into(),
+            },
+            always: groups.always.into(),
+            max_len: max_len.into(),
+            in_line: in_line.into(),
+            phrases: phrases.into(),
         })
+    }
+
+    /// The set of a built-in target, from the build's data (`new` would
+    /// compute the same: a test checks that).
+    fn builtin(known: &'static precompiled::BuiltinTarget, owners: Vec<usize>) -> TargetSet {
+        TargetSet {
+            regexes: known.patterns.iter().map(|_| OnceLock::new()).collect(),
+            dfas: known.patterns.iter().map(|_| OnceLock::new()).collect(),
+            patterns: Cow::Borrowed(known.patterns),
+            owners,
+            prefilter: (!known.literals.is_empty()).then(|| LiteralPrefilter::builtin(known)),
+            literal_patterns: PatternLists {
+                starts: known.literal_starts.into(),
+                patterns: known.literal_patterns.into(),
+            },
+            always: known.always.into(),
+            max_len: known.max_len.into(),
+            in_line: known.in_line.into(),
+            // Cloning a phrase of the build's copies no text.
+            phrases: known.phrases.into(),
+        }
     }
 
     /// The regex of pattern `index`, compiled on first use.
@@ -597,12 +701,12 @@ impl RuleSet {
     /// the compiled-in files cannot change after the tests ran, and the check
     /// would double the start-up time of a one-file `inspect`.
     ///
-    /// They are read from the JSON that `build.rs` made of the YAML (the
-    /// same data; reading YAML was a quarter of that start-up).
+    /// They are the data that `build.rs` read from the YAML (the same
+    /// data; reading YAML was a quarter of that start-up, JSON a sixth).
     pub fn builtin() -> Result<RuleSet, RuleError> {
         Self::compile(BUILTIN_RULE_FILES.iter().map(|(name, yaml)| {
-            let text = match precompiled::rules_json(name) {
-                Some(json) => RuleText::Json(json),
+            let text = match precompiled::rules(name) {
+                Some(rules) => RuleText::Builtin(rules),
                 None => RuleText::Yaml(yaml.to_string()),
             };
             (name.to_string(), text)
@@ -661,15 +765,17 @@ impl RuleSet {
         let mut rules = Vec::new();
         let mut seen = HashSet::new();
         for (file, text) in files {
-            let raw: RawRuleFile = match &text {
-                RuleText::Yaml(yaml) => serde_saphyr::from_str(yaml).map_err(|e| e.to_string()),
-                RuleText::Json(json) => serde_json::from_str(json).map_err(|e| e.to_string()),
+            let raw: Vec<RawRule> = match &text {
+                RuleText::Yaml(yaml) => serde_saphyr::from_str(yaml)
+                    .map(|raw: RawRuleFile| raw.rules)
+                    .map_err(|e| e.to_string()),
+                RuleText::Builtin(rules) => rules.iter().map(RawRule::builtin).collect(),
             }
             .map_err(|message| RuleError {
                 file: file.clone(),
                 message,
             })?;
-            for raw_rule in raw.rules {
+            for raw_rule in raw {
                 let rule = compile_rule(&file, raw_rule)?;
                 if !seen.insert(rule.id.clone()) {
                     return Err(RuleError {
@@ -680,7 +786,7 @@ impl RuleSet {
                 rules.push(rule);
             }
         }
-        let mut by_target: Vec<(Target, Vec<String>, Vec<usize>)> = Vec::new();
+        let mut by_target: Vec<(Target, Vec<&str>, Vec<usize>)> = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
             let at = match by_target.iter().position(|(t, _, _)| *t == rule.target) {
                 Some(at) => at,
@@ -691,7 +797,7 @@ impl RuleSet {
             };
             let (_, patterns, owners) = &mut by_target[at];
             for p in &rule.patterns {
-                patterns.push(p.clone());
+                patterns.push(p);
                 owners.push(index);
             }
         }
@@ -700,8 +806,8 @@ impl RuleSet {
             // Patterns are parsed here, so a syntax error is a load error;
             // they are compiled on first use (and all of them by
             // check_examples).
-            let set = TargetSet::new(patterns.clone(), owners.clone()).map_err(|(i, e)| {
-                let rule = &rules[owners[i]];
+            let set = TargetSet::new(&patterns, owners).map_err(|(i, owner, e)| {
+                let rule = &rules[owner];
                 RuleError {
                     file: rule.file.clone(),
                     message: format!(
@@ -821,11 +927,14 @@ fn compile_rule(file: &str, raw: RawRule) -> Result<Rule, RuleError> {
     if raw.examples.is_empty() {
         return Err(err("it needs at least one example that matches".into()));
     }
-    let patterns: Vec<String> = raw
-        .patterns
-        .iter()
-        .map(|p| fold_non_ascii_case(p))
-        .collect();
+    let patterns: Vec<String> = if raw.folded {
+        raw.patterns
+    } else {
+        raw.patterns
+            .iter()
+            .map(|p| fold_non_ascii_case(p))
+            .collect()
+    };
     Ok(Rule {
         id: raw.id,
         kind: raw.kind,
@@ -851,7 +960,7 @@ fn compile_rule(file: &str, raw: RawRule) -> Result<Rule, RuleError> {
 /// Prefilters and the capture engines are left out: a "does it match"
 /// search needs neither, the literal prefilter has already run, and building
 /// them is most of the compile cost.
-fn compile_set(patterns: &[String]) -> Result<MetaRegex, String> {
+fn compile_set(patterns: &[impl AsRef<str>]) -> Result<MetaRegex, String> {
     MetaRegex::builder()
         .configure(
             MetaRegex::config()
@@ -1099,10 +1208,10 @@ mod tests {
         assert!(set.rules().len() > 20);
     }
 
-    /// The built-in rules are read from the build's JSON rendering of the
+    /// The built-in rules are read from the build's Rust rendering of the
     /// YAML files: it must say exactly what the YAML says.
     #[test]
-    fn builtin_json_reads_as_the_yaml() {
+    fn builtin_data_reads_as_the_yaml() {
         let from_json = RuleSet::builtin().expect("built-in rules are valid");
         let from_yaml = RuleSet::compile(
             BUILTIN_RULE_FILES
@@ -1111,10 +1220,7 @@ mod tests {
         )
         .expect("built-in YAML is valid");
         for (name, _) in BUILTIN_RULE_FILES {
-            assert!(
-                precompiled::rules_json(name).is_some(),
-                "no JSON for {name}"
-            );
+            assert!(precompiled::rules(name).is_some(), "no JSON for {name}");
         }
         assert_eq!(
             format!("{:?}", from_json.rules()),
@@ -1220,7 +1326,7 @@ mod tests {
             .sets
             .iter()
             .map(|(target, t)| {
-                let all = compile_set(&t.patterns).expect("the patterns compile together");
+                let all = compile_set(&t.patterns[..]).expect("the patterns compile together");
                 (target.clone(), all)
             })
             .collect();
@@ -1384,7 +1490,7 @@ mod tests {
                 .to_vec();
             for phrase in with.phrases.iter().flatten() {
                 phrases += 1;
-                for text in phrase.pieces.iter().flatten() {
+                for text in phrase.pieces.iter().flat_map(|piece| piece.iter()) {
                     let text = String::from_utf8_lossy(text).into_owned();
                     alphabet.push(text.to_uppercase());
                     alphabet.push(text.chars().skip(1).collect());
@@ -1412,11 +1518,11 @@ mod tests {
         assert_eq!(
             found,
             Phrase {
-                pieces: vec![
-                    vec![b"delivery ".to_vec()],
-                    vec![b"".to_vec(), b"has ".to_vec()],
-                    vec![b"failed".to_vec()]
-                ],
+                pieces: Cow::Borrowed(&[
+                    Cow::Borrowed(&[Cow::Borrowed(b"delivery ")]),
+                    Cow::Borrowed(&[Cow::Borrowed(b""), Cow::Borrowed(b"has ")]),
+                    Cow::Borrowed(&[Cow::Borrowed(b"failed")])
+                ]),
                 word_start: true,
                 word_end: true,
             }
@@ -1507,12 +1613,171 @@ mod tests {
         assert!(!in_line(r"\w"), "no literals: searched everywhere");
     }
 
+    /// A search's literals by index, its longest literal's length, the
+    /// literals themselves and whether the build made its automaton.
+    type SearchFacts = (Vec<usize>, usize, Vec<Vec<u8>>, bool);
+
+    /// What a search is, for comparing two (see [`SearchFacts`]).
+    fn search_facts(search: Option<&LiteralSearch>) -> Option<SearchFacts> {
+        let search = search?;
+        let (literals, precompiled) = match &search.matcher {
+            LiteralMatcher::Precompiled(p) => {
+                (p.literals().iter().map(|l| l.to_vec()).collect(), true)
+            }
+            LiteralMatcher::Built { literals, .. } => (literals.clone(), false),
+        };
+        Some((
+            search.literals.to_vec(),
+            search.longest,
+            literals,
+            precompiled,
+        ))
+    }
+
+    /// Every built-in target takes the build's data, and that is exactly
+    /// what the general path computes from the patterns: the same
+    /// literals, the same patterns for each, the same automata, the same
+    /// decisions on the corpus, the samples and every rule's examples.
+    #[test]
+    fn builtin_targets_are_what_the_general_path_computes() {
+        use crate::analysis::text::tests::corpus_texts;
+        let set = RuleSet::builtin().expect("built-in rules are valid");
+        let mut texts = sample_texts(&set);
+        texts.extend(corpus_texts());
+        for (target, fast) in &set.sets {
+            let patterns: Vec<&str> = fast.patterns.iter().map(|p| p.as_ref()).collect();
+            let known = precompiled::target(&patterns)
+                .unwrap_or_else(|| panic!("{target:?}: the build made no data"));
+            assert!(matches!(fast.patterns, Cow::Borrowed(_)), "{target:?}");
+            let general = TargetSet::computed(&patterns, fast.owners.clone())
+                .unwrap_or_else(|(_, _, e)| panic!("{target:?}: {e}"));
+            // Each pattern's facts, parsed here, and their grouping.
+            let parsed: Vec<_> = patterns
+                .iter()
+                .map(|p| pattern_literals(p).expect("the pattern parses"))
+                .collect();
+            for (i, facts) in parsed.iter().enumerate() {
+                assert_eq!(facts.max_len, known.max_len[i], "{}", patterns[i]);
+                assert_eq!(facts.in_line, known.in_line[i], "{}", patterns[i]);
+                assert_eq!(facts.phrase, known.phrases[i], "{}", patterns[i]);
+            }
+            let groups = group_literals(parsed.into_iter().map(|k| k.literals));
+            let literals: Vec<Vec<u8>> = known.literals.iter().map(|l| l.to_vec()).collect();
+            assert_eq!(literals, groups.literals, "{target:?}");
+            assert_eq!(known.literal_starts, groups.starts.as_slice());
+            assert_eq!(known.literal_patterns, groups.patterns.as_slice());
+            assert_eq!(fast.patterns, general.patterns);
+            assert_eq!(fast.owners, general.owners);
+            assert_eq!(fast.always, general.always);
+            assert_eq!(fast.max_len, general.max_len);
+            assert_eq!(fast.in_line, general.in_line);
+            assert_eq!(fast.phrases, general.phrases);
+            for literal in 0..groups.literals.len() {
+                assert_eq!(
+                    fast.literal_patterns[literal],
+                    general.literal_patterns[literal]
+                );
+            }
+            let halves = |t: &TargetSet| {
+                let p = t.prefilter.as_ref();
+                [
+                    search_facts(p.and_then(|p| p.ascii.as_ref())),
+                    search_facts(p.and_then(|p| p.non_ascii.as_ref())),
+                ]
+            };
+            assert_eq!(halves(fast), halves(&general), "{target:?}");
+            for text in &texts {
+                assert_eq!(
+                    fast.which(text),
+                    general.which(text),
+                    "{target:?}: {text:?}"
+                );
+            }
+        }
+    }
+
+    /// `fold_non_ascii_case` as it was before it stopped collecting each
+    /// character's cases into vectors: the oracle of the test below.
+    fn fold_non_ascii_case_before(pattern: &str) -> String {
+        if pattern.is_ascii() {
+            return pattern.to_string();
+        }
+        let mut out = String::with_capacity(pattern.len() + 16);
+        let mut in_class = false;
+        let mut escaped = false;
+        for c in pattern.chars() {
+            if escaped {
+                out.push(c);
+                escaped = false;
+                continue;
+            }
+            match c {
+                '\\' => {
+                    escaped = true;
+                    out.push(c);
+                }
+                '[' if !in_class => {
+                    in_class = true;
+                    out.push(c);
+                }
+                ']' if in_class => {
+                    in_class = false;
+                    out.push(c);
+                }
+                c if !c.is_ascii() => {
+                    let lower: Vec<char> = c.to_lowercase().collect();
+                    let upper: Vec<char> = c.to_uppercase().collect();
+                    match (lower.as_slice(), upper.as_slice()) {
+                        ([l], [u]) if l != u => {
+                            if in_class {
+                                out.push(*l);
+                                out.push(*u);
+                            } else {
+                                out.push_str(&format!("(?:{l}|{u})"));
+                            }
+                        }
+                        _ => out.push(c),
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// `fold_non_ascii_case` folds every built-in pattern, and generated
+    /// ones (classes, escapes, letters without a case pair or with a
+    /// multi-character one), as it did before.
+    #[test]
+    fn fold_non_ascii_case_is_what_it_was() {
+        use crate::analysis::text::tests::generated_texts;
+        let alphabet = [
+            "a", "\\", "[", "]", "(", "é", "É", "ß", "ǅ", "ﬁ", "İ", "и", "Д", "ё", "ω", "中", "-",
+            "\\b",
+        ];
+        let raw = BUILTIN_RULE_FILES.iter().flat_map(|(_, yaml)| {
+            let file: RawRuleFile = serde_saphyr::from_str(yaml).expect("the built-in YAML parses");
+            file.rules.into_iter().flat_map(|r| r.patterns)
+        });
+        let mut patterns: Vec<String> = raw.collect();
+        let non_ascii = patterns.iter().filter(|p| !p.is_ascii()).count();
+        assert!(non_ascii > 10, "only {non_ascii} non-ASCII patterns");
+        patterns.extend(generated_texts(&alphabet, 5_000));
+        for pattern in &patterns {
+            assert_eq!(
+                fold_non_ascii_case(pattern),
+                fold_non_ascii_case_before(pattern),
+                "{pattern:?}"
+            );
+        }
+    }
+
     /// build.rs precompiles every built-in pattern (DFA and literals); one
     /// it skipped would still work, compiled at run time, but slower.
     #[test]
     fn every_builtin_pattern_is_precompiled() {
         let set = RuleSet::builtin().expect("built-in rules are valid");
-        for pattern in set.sets.iter().flat_map(|(_, t)| &t.patterns) {
+        for pattern in set.sets.iter().flat_map(|(_, t)| t.patterns.iter()) {
             assert!(
                 precompiled::literals(pattern).is_some(),
                 "no literals: {pattern}"
