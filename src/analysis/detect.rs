@@ -21,11 +21,12 @@ const MAX_PHRASE_TEXT: usize = 8 * 1024;
 
 /// The decided kind and the ids of every rule that contributed.
 #[derive(Debug)]
-pub struct Detection {
+pub struct Detection<'a> {
     /// The kind.
     pub kind: Kind,
-    /// Rule ids, structural ones first.
-    pub rules: Vec<String>,
+    /// Rule ids, structural ones first, borrowed from the rule set (copied
+    /// once, into the [`super::Analysis`]).
+    pub rules: Vec<&'a str>,
 }
 
 /// Where a piece of weak evidence was found; two from the same place do not
@@ -64,24 +65,30 @@ impl Bits {
 }
 
 #[derive(Default)]
-struct Evidence {
-    rules: Vec<String>,
+struct Evidence<'a> {
+    rules: Vec<&'a str>,
     /// The kinds with strong evidence (bit `kind as u8`).
     strong: Bits,
-    weak: Vec<(Kind, Place)>,
+    /// For each kind (index `kind as usize`), the places with weak
+    /// evidence for it (bit `place as u8`).
+    weak: [Bits; Kind::None as usize + 1],
     machine_sender: bool,
 }
 
-impl Evidence {
-    fn fire(&mut self, id: &str) {
-        if !self.rules.iter().any(|r| r == id) {
-            self.rules.push(id.to_string());
+impl<'a> Evidence<'a> {
+    fn fire(&mut self, id: &'a str) {
+        if !self.rules.contains(&id) {
+            self.rules.push(id);
         }
     }
 
-    fn strong(&mut self, kind: Kind, id: &str) {
+    fn strong(&mut self, kind: Kind, id: &'static str) {
         self.strong.insert(kind as u8);
         self.fire(id);
+    }
+
+    fn weak(&mut self, kind: Kind, place: Place) {
+        self.weak[kind as usize].insert(place as u8);
     }
 
     fn has_strong(&self, kind: Kind) -> bool {
@@ -95,10 +102,7 @@ impl Evidence {
     /// In-Reply-To linkage), or a vendor header. Subject and body phrases
     /// together are not enough: a person can write "delivery failed" in both.
     fn corroborated(&self, kind: Kind) -> bool {
-        let mut places = Bits::default();
-        for (_, place) in self.weak.iter().filter(|(k, _)| *k == kind) {
-            places.insert(*place as u8);
-        }
+        let places = self.weak[kind as usize];
         let has = |place: Place| places.contains(place as u8);
         let phrase = has(Place::Subject) || has(Place::Body) || has(Place::Sender);
         let mechanical = self.machine_sender || has(Place::Original) || has(Place::Header);
@@ -108,13 +112,17 @@ impl Evidence {
 }
 
 /// Decides the kind of the message.
-pub fn detect(
-    analyzer: &Analyzer,
+pub fn detect<'a>(
+    analyzer: &'a Analyzer,
     pieces: &Pieces,
-    statuses: &[DeliveryStatus],
+    statuses: &[DeliveryStatus<'_>],
     has_original: bool,
-) -> Detection {
-    let mut ev = Evidence::default();
+) -> Detection<'a> {
+    // Room for the usual few rule ids.
+    let mut ev = Evidence {
+        rules: Vec::with_capacity(8),
+        ..Evidence::default()
+    };
     structural(pieces, statuses, &mut ev);
 
     let from = pieces.header("from").unwrap_or_default();
@@ -134,14 +142,20 @@ pub fn detect(
     if auto_replied {
         ev.machine_sender = true;
     }
-    let sender = format!(
-        "From: {from}\nReturn-Path: {}",
-        return_path.unwrap_or_default()
+    // Built to its exact length (format! guesses, and grows the copy for
+    // most senders).
+    let (from_label, return_path_label) = ("From: ", "\nReturn-Path: ");
+    let return_path_value = return_path.unwrap_or_default();
+    let mut sender = String::with_capacity(
+        from_label.len() + from.len() + return_path_label.len() + return_path_value.len(),
     );
+    for part in [from_label, from, return_path_label, return_path_value] {
+        sender.push_str(part);
+    }
     let body = bounded(&pieces.body, MAX_PHRASE_TEXT);
 
-    let apply = |target: &Target, text: &str, place: Place, ev: &mut Evidence| {
-        for rule in analyzer.rules.matching(target, text) {
+    let apply = |target: &Target, text: &str, place: Place, ev: &mut Evidence<'a>| {
+        analyzer.rules.for_each_matching(target, text, |rule| {
             ev.fire(&rule.id);
             let kind = match rule.kind {
                 RuleKind::Bounce => Kind::Bounce,
@@ -150,14 +164,14 @@ pub fn detect(
                 RuleKind::Feedback => Kind::Feedback,
                 RuleKind::Automated => {
                     ev.machine_sender = true;
-                    continue;
+                    return;
                 }
             };
             match rule.strength {
                 Strength::Strong => ev.strong.insert(kind as u8),
-                Strength::Weak => ev.weak.push((kind, place)),
+                Strength::Weak => ev.weak(kind, place),
             }
-        }
+        });
     };
     apply(&Target::Subject, &pieces.subject, Place::Subject, &mut ev);
     apply(&Target::Sender, &sender, Place::Sender, &mut ev);
@@ -167,27 +181,26 @@ pub fn detect(
     // detect's own work); lengths from 63 on share one bit.
     let length_bit = |len: usize| 1u64 << len.min(63);
     let target_lengths = analyzer
-        .header_targets
-        .iter()
-        .fold(0u64, |bits, name| bits | length_bit(name.len()));
+        .header_targets()
+        .fold(0u64, |bits, (name, _)| bits | length_bit(name.len()));
     let fields: Vec<&(_, _)> = pieces
         .headers
         .iter()
         .filter(|(n, _)| target_lengths & length_bit(n.len()) != 0)
         .collect();
-    for name in analyzer.header_targets.iter() {
+    for (name, target) in analyzer.header_targets() {
         for (_, v) in fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            apply(&Target::Header(name.clone()), v, Place::Header, &mut ev);
+            apply(target, v, Place::Header, &mut ev);
         }
     }
     if has_original {
-        ev.weak.push((Kind::Bounce, Place::Original));
-        ev.weak.push((Kind::Feedback, Place::Original));
+        ev.weak(Kind::Bounce, Place::Original);
+        ev.weak(Kind::Feedback, Place::Original);
     }
     // An auto-reply or challenge answers a message, and usually says which.
     if pieces.header("in-reply-to").is_some() || pieces.header("references").is_some() {
-        ev.weak.push((Kind::Autoreply, Place::Original));
-        ev.weak.push((Kind::Challenge, Place::Original));
+        ev.weak(Kind::Autoreply, Place::Original);
+        ev.weak(Kind::Challenge, Place::Original);
     }
 
     // A person's reply ("Re: ..." answering a thread) is judged on strong
@@ -226,7 +239,7 @@ pub fn detect(
 }
 
 /// Evidence from MIME structure and standard fields.
-fn structural(pieces: &Pieces, statuses: &[DeliveryStatus], ev: &mut Evidence) {
+fn structural(pieces: &Pieces, statuses: &[DeliveryStatus<'_>], ev: &mut Evidence<'_>) {
     for rt in &pieces.report_types {
         match rt.as_str() {
             "delivery-status" | "global-delivery-status" => {
@@ -261,15 +274,27 @@ fn structural(pieces: &Pieces, statuses: &[DeliveryStatus], ev: &mut Evidence) {
 
 /// A reply written by a person: a reply subject in an existing thread.
 fn is_human_reply(pieces: &Pieces) -> bool {
-    let subject = pieces.subject.trim_start().to_lowercase();
-    let reply_prefix = [
+    has_reply_prefix(&pieces.subject)
+        && (pieces.header("in-reply-to").is_some() || pieces.header("references").is_some())
+}
+
+/// Whether `subject` starts (after white space) with a reply prefix such
+/// as `Re:` in any case. Compared as ASCII without case, which is what
+/// comparing a lower-case copy gives (the unit tests compare them): the
+/// prefixes are ASCII letters and punctuation or have no case, and the
+/// only non-ASCII characters whose lower case is ASCII (U+212A KELVIN SIGN
+/// and U+0130, `k` and `i` with a dot) start no prefix.
+fn has_reply_prefix(subject: &str) -> bool {
+    const PREFIXES: [&str; 13] = [
         "re:", "re :", "aw:", "antw:", "sv:", "vs:", "r:", "ref:", "rif:", "odp:", "回复", "答复",
         "返信",
-    ]
-    .iter()
-    .any(|p| subject.starts_with(p));
-    reply_prefix
-        && (pieces.header("in-reply-to").is_some() || pieces.header("references").is_some())
+    ];
+    let subject = subject.trim_start().as_bytes();
+    PREFIXES.iter().any(|p| {
+        subject
+            .get(..p.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(p.as_bytes()))
+    })
 }
 
 /// True if a mail client (not an MTA) wrote the message.
@@ -317,4 +342,43 @@ fn bounded(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::text::tests::{corpus_texts, generated_texts};
+
+    /// The check [`has_reply_prefix`] replaced: a lower-case copy.
+    fn has_reply_prefix_by_lowercase(subject: &str) -> bool {
+        let subject = subject.trim_start().to_lowercase();
+        [
+            "re:", "re :", "aw:", "antw:", "sv:", "vs:", "r:", "ref:", "rif:", "odp:", "回复",
+            "答复", "返信",
+        ]
+        .iter()
+        .any(|p| subject.starts_with(p))
+    }
+
+    #[test]
+    fn reply_prefixes_are_those_of_a_lower_case_copy() {
+        let alphabet = [
+            "R", "e", "E", ":", " ", "\t", "\u{3000}", "A", "w", "nt", "S", "V", "f", "I", "i",
+            "o", "D", "P", "回", "复", "答", "返信", "\u{130}", "\u{212a}", "K", "é", "x",
+        ];
+        let mut texts = generated_texts(&alphabet, 100_000);
+        texts.extend(corpus_texts().iter().flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("Subject:"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        }));
+        let mut found = 0;
+        for text in &texts {
+            let theirs = has_reply_prefix_by_lowercase(text);
+            assert_eq!(has_reply_prefix(text), theirs, "{text:?}");
+            found += usize::from(theirs);
+        }
+        assert!(found > 100, "{found}");
+    }
 }

@@ -431,7 +431,7 @@ const JSON_RECIPIENT_KEYS: [(&str, JsonValue); 2] = [
 /// source available.
 pub fn failed_recipients(
     pieces: &Pieces,
-    statuses: &[DeliveryStatus],
+    statuses: &[DeliveryStatus<'_>],
     original: &Found,
 ) -> (Vec<String>, &'static str) {
     let mut out: Vec<String> = Vec::new();
