@@ -395,13 +395,17 @@ fn delivery_addresses(pieces: &parse::Pieces) -> Vec<String> {
             .filter(|(n, _)| n.eq_ignore_ascii_case(field))
         {
             // As written: a BATV signature covers the address's exact case.
-            for a in text::addresses_in(value) {
-                let written = text::find_ascii_case_insensitive(value, &a)
-                    .and_then(|at| value.get(at..at + a.len()))
-                    .unwrap_or(&a);
-                if !out.iter().any(|o| o.eq_ignore_ascii_case(&a)) && out.len() < 16 {
-                    out.push(written.to_string());
+            // (The first occurrence of the address in any case, as when
+            // the addresses were lower-case copies; compared as written,
+            // without making them.)
+            for a in text::addresses_as_written(value) {
+                if out.len() >= 16 || out.iter().any(|o| o.eq_ignore_ascii_case(a)) {
+                    continue;
                 }
+                let written = text::find_ascii_case_insensitive(value, a)
+                    .and_then(|at| value.get(at..at + a.len()))
+                    .unwrap_or(a);
+                out.push(written.to_string());
             }
         }
     }

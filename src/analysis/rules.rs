@@ -478,11 +478,13 @@ impl TargetSet {
     /// rule look-ups of an analysis were a tenth of its heap allocations.
     fn each_match(&self, text: &str, mut found: impl FnMut(usize)) {
         let haystack = text.as_bytes();
-        // Every occurrence of a literal, as (pattern, start, end). Room for
-        // the usual few dozen at once when the first one is found (most
-        // texts have none): growing the list from empty was a tenth of the
+        // Every occurrence of a literal, as (pattern, start, end), in the
+        // thread's list of the previous call (a call from `found` gets a
+        // new one). Room for the usual few dozen at once when the first one
+        // is found: growing the list from empty was a tenth of the
         // prefilter's cost.
-        let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+        let mut hits = HITS.take();
+        hits.clear();
         let found_all = self.prefilter.as_ref().is_none_or(|prefilter| {
             prefilter.occurrences(haystack, |literal, start, end| {
                 if hits.capacity() == 0 {
@@ -532,8 +534,22 @@ impl TargetSet {
                 found(i);
             }
         }
+        if hits.capacity() <= MAX_KEPT_HITS {
+            HITS.set(hits);
+        }
     }
 }
+
+thread_local! {
+    /// The list of literal occurrences of [`TargetSet::each_match`], kept
+    /// for the thread's next call: an analysis looks up a dozen texts, and
+    /// a new list for each was a twentieth of its heap allocations.
+    static HITS: std::cell::Cell<Vec<(usize, usize, usize)>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The largest list of occurrences (entries) a thread keeps between calls
+/// of [`TargetSet::each_match`]: a huge text's list is freed, not held.
+const MAX_KEPT_HITS: usize = 4096;
 
 /// How many literal occurrences [`TargetSet::which`] makes room for at
 /// first: a body usually has a dozen or two.
