@@ -214,7 +214,15 @@ fn stays_trimmed(byte: u8) -> bool {
 /// shape of a `message/delivery-status` body (one per-message group, then one
 /// group per recipient). Lines that are not fields are ignored.
 pub fn field_groups(text: &str) -> Vec<Vec<FieldRef<'_>>> {
-    field_group_refs(text, usize::MAX, |_| true)
+    field_groups_where(text, |_| true)
+}
+
+/// The groups of [`field_groups`] with the fields whose name `keep`
+/// accepts, skipped as in [`first_field_group_where`]: a notice's fields
+/// looked up for one or two names, without copies of the others' folded
+/// values (a group of only skipped fields is still a group, empty).
+pub fn field_groups_where(text: &str, keep: impl Fn(&str) -> bool) -> Vec<Vec<FieldRef<'_>>> {
+    field_group_refs(text, usize::MAX, keep)
 }
 
 /// The first group of [`field_groups`], borrowed from `text`: a header
