@@ -142,16 +142,7 @@ pub fn detect<'a>(
     if auto_replied {
         ev.machine_sender = true;
     }
-    // Built to its exact length (format! guesses, and grows the copy for
-    // most senders).
-    let (from_label, return_path_label) = ("From: ", "\nReturn-Path: ");
-    let return_path_value = return_path.unwrap_or_default();
-    let mut sender = String::with_capacity(
-        from_label.len() + from.len() + return_path_label.len() + return_path_value.len(),
-    );
-    for part in [from_label, from, return_path_label, return_path_value] {
-        sender.push_str(part);
-    }
+    let sender = sender_text(from, return_path.unwrap_or_default());
     let body = bounded(&pieces.body, MAX_PHRASE_TEXT);
 
     let apply = |target: &Target, text: &str, place: Place, ev: &mut Evidence<'a>| {
@@ -236,6 +227,20 @@ pub fn detect<'a>(
         kind,
         rules: ev.rules,
     }
+}
+
+/// The text that [`Target::Sender`] rules read: the From and Return-Path
+/// fields' values, as `From: ...\nReturn-Path: ...`. Built to its exact
+/// length (`format!` guesses, and grows the copy for most senders).
+pub(crate) fn sender_text(from: &str, return_path: &str) -> String {
+    let (from_label, return_path_label) = ("From: ", "\nReturn-Path: ");
+    let mut sender = String::with_capacity(
+        from_label.len() + from.len() + return_path_label.len() + return_path.len(),
+    );
+    for part in [from_label, from, return_path_label, return_path] {
+        sender.push_str(part);
+    }
+    sender
 }
 
 /// Evidence from MIME structure and standard fields.
@@ -358,6 +363,20 @@ mod tests {
         ]
         .iter()
         .any(|p| subject.starts_with(p))
+    }
+
+    #[test]
+    fn sender_text_is_that_of_format() {
+        for (from, return_path) in [
+            ("", ""),
+            ("MAILER-DAEMON@example.org", "<>"),
+            ("\"Jos\u{e9}\" <j@example.org>", ""),
+        ] {
+            assert_eq!(
+                sender_text(from, return_path),
+                format!("From: {from}\nReturn-Path: {return_path}")
+            );
+        }
     }
 
     #[test]

@@ -331,10 +331,9 @@ impl Analyzer {
         let subject = get("subject")
             .map(mime::decode_encoded_words)
             .unwrap_or_default();
-        let sender = format!(
-            "From: {}\nReturn-Path: {}",
+        let sender = detect::sender_text(
             get("from").unwrap_or_default(),
-            get("return-path").unwrap_or_default()
+            get("return-path").unwrap_or_default(),
         );
         if !self.rules.matching(&Target::Subject, &subject).is_empty()
             || !self.rules.matching(&Target::Sender, &sender).is_empty()
