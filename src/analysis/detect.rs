@@ -78,6 +78,11 @@ struct Evidence<'a> {
 impl<'a> Evidence<'a> {
     fn fire(&mut self, id: &'a str) {
         if !self.rules.contains(&id) {
+            // Room for the usual few ids at the first (ordinary mail has
+            // none).
+            if self.rules.capacity() == 0 {
+                self.rules.reserve(8);
+            }
             self.rules.push(id);
         }
     }
@@ -118,11 +123,7 @@ pub fn detect<'a>(
     statuses: &[DeliveryStatus<'_>],
     has_original: bool,
 ) -> Detection<'a> {
-    // Room for the usual few rule ids.
-    let mut ev = Evidence {
-        rules: Vec::with_capacity(8),
-        ..Evidence::default()
-    };
+    let mut ev = Evidence::default();
     structural(pieces, statuses, &mut ev);
 
     let from = pieces.header("from").unwrap_or_default();
