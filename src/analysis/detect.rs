@@ -21,11 +21,12 @@ const MAX_PHRASE_TEXT: usize = 8 * 1024;
 
 /// The decided kind and the ids of every rule that contributed.
 #[derive(Debug)]
-pub struct Detection {
+pub struct Detection<'a> {
     /// The kind.
     pub kind: Kind,
-    /// Rule ids, structural ones first.
-    pub rules: Vec<String>,
+    /// Rule ids, structural ones first, borrowed from the rule set (copied
+    /// once, into the [`super::Analysis`]).
+    pub rules: Vec<&'a str>,
 }
 
 /// Where a piece of weak evidence was found; two from the same place do not
@@ -64,24 +65,35 @@ impl Bits {
 }
 
 #[derive(Default)]
-struct Evidence {
-    rules: Vec<String>,
+struct Evidence<'a> {
+    rules: Vec<&'a str>,
     /// The kinds with strong evidence (bit `kind as u8`).
     strong: Bits,
-    weak: Vec<(Kind, Place)>,
+    /// For each kind (index `kind as usize`), the places with weak
+    /// evidence for it (bit `place as u8`).
+    weak: [Bits; Kind::None as usize + 1],
     machine_sender: bool,
 }
 
-impl Evidence {
-    fn fire(&mut self, id: &str) {
-        if !self.rules.iter().any(|r| r == id) {
-            self.rules.push(id.to_string());
+impl<'a> Evidence<'a> {
+    fn fire(&mut self, id: &'a str) {
+        if !self.rules.contains(&id) {
+            // Room for the usual few ids at the first (ordinary mail has
+            // none).
+            if self.rules.capacity() == 0 {
+                self.rules.reserve(8);
+            }
+            self.rules.push(id);
         }
     }
 
-    fn strong(&mut self, kind: Kind, id: &str) {
+    fn strong(&mut self, kind: Kind, id: &'static str) {
         self.strong.insert(kind as u8);
         self.fire(id);
+    }
+
+    fn weak(&mut self, kind: Kind, place: Place) {
+        self.weak[kind as usize].insert(place as u8);
     }
 
     fn has_strong(&self, kind: Kind) -> bool {
@@ -95,10 +107,7 @@ impl Evidence {
     /// In-Reply-To linkage), or a vendor header. Subject and body phrases
     /// together are not enough: a person can write "delivery failed" in both.
     fn corroborated(&self, kind: Kind) -> bool {
-        let mut places = Bits::default();
-        for (_, place) in self.weak.iter().filter(|(k, _)| *k == kind) {
-            places.insert(*place as u8);
-        }
+        let places = self.weak[kind as usize];
         let has = |place: Place| places.contains(place as u8);
         let phrase = has(Place::Subject) || has(Place::Body) || has(Place::Sender);
         let mechanical = self.machine_sender || has(Place::Original) || has(Place::Header);
@@ -108,12 +117,12 @@ impl Evidence {
 }
 
 /// Decides the kind of the message.
-pub fn detect(
-    analyzer: &Analyzer,
+pub fn detect<'a>(
+    analyzer: &'a Analyzer,
     pieces: &Pieces,
-    statuses: &[DeliveryStatus],
+    statuses: &[DeliveryStatus<'_>],
     has_original: bool,
-) -> Detection {
+) -> Detection<'a> {
     let mut ev = Evidence::default();
     structural(pieces, statuses, &mut ev);
 
@@ -134,14 +143,11 @@ pub fn detect(
     if auto_replied {
         ev.machine_sender = true;
     }
-    let sender = format!(
-        "From: {from}\nReturn-Path: {}",
-        return_path.unwrap_or_default()
-    );
+    let sender = sender_text(from, return_path.unwrap_or_default());
     let body = bounded(&pieces.body, MAX_PHRASE_TEXT);
 
-    let apply = |target: &Target, text: &str, place: Place, ev: &mut Evidence| {
-        for rule in analyzer.rules.matching(target, text) {
+    let apply = |target: &Target, text: &str, place: Place, ev: &mut Evidence<'a>| {
+        analyzer.rules.for_each_matching(target, text, |rule| {
             ev.fire(&rule.id);
             let kind = match rule.kind {
                 RuleKind::Bounce => Kind::Bounce,
@@ -150,14 +156,14 @@ pub fn detect(
                 RuleKind::Feedback => Kind::Feedback,
                 RuleKind::Automated => {
                     ev.machine_sender = true;
-                    continue;
+                    return;
                 }
             };
             match rule.strength {
                 Strength::Strong => ev.strong.insert(kind as u8),
-                Strength::Weak => ev.weak.push((kind, place)),
+                Strength::Weak => ev.weak(kind, place),
             }
-        }
+        });
     };
     apply(&Target::Subject, &pieces.subject, Place::Subject, &mut ev);
     apply(&Target::Sender, &sender, Place::Sender, &mut ev);
@@ -167,27 +173,26 @@ pub fn detect(
     // detect's own work); lengths from 63 on share one bit.
     let length_bit = |len: usize| 1u64 << len.min(63);
     let target_lengths = analyzer
-        .header_targets
-        .iter()
-        .fold(0u64, |bits, name| bits | length_bit(name.len()));
+        .header_targets()
+        .fold(0u64, |bits, (name, _)| bits | length_bit(name.len()));
     let fields: Vec<&(_, _)> = pieces
         .headers
         .iter()
         .filter(|(n, _)| target_lengths & length_bit(n.len()) != 0)
         .collect();
-    for name in analyzer.header_targets.iter() {
+    for (name, target) in analyzer.header_targets() {
         for (_, v) in fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            apply(&Target::Header(name.clone()), v, Place::Header, &mut ev);
+            apply(target, v, Place::Header, &mut ev);
         }
     }
     if has_original {
-        ev.weak.push((Kind::Bounce, Place::Original));
-        ev.weak.push((Kind::Feedback, Place::Original));
+        ev.weak(Kind::Bounce, Place::Original);
+        ev.weak(Kind::Feedback, Place::Original);
     }
     // An auto-reply or challenge answers a message, and usually says which.
     if pieces.header("in-reply-to").is_some() || pieces.header("references").is_some() {
-        ev.weak.push((Kind::Autoreply, Place::Original));
-        ev.weak.push((Kind::Challenge, Place::Original));
+        ev.weak(Kind::Autoreply, Place::Original);
+        ev.weak(Kind::Challenge, Place::Original);
     }
 
     // A person's reply ("Re: ..." answering a thread) is judged on strong
@@ -225,8 +230,22 @@ pub fn detect(
     }
 }
 
+/// The text that [`Target::Sender`] rules read: the From and Return-Path
+/// fields' values, as `From: ...\nReturn-Path: ...`. Built to its exact
+/// length (`format!` guesses, and grows the copy for most senders).
+pub(crate) fn sender_text(from: &str, return_path: &str) -> String {
+    let (from_label, return_path_label) = ("From: ", "\nReturn-Path: ");
+    let mut sender = String::with_capacity(
+        from_label.len() + from.len() + return_path_label.len() + return_path.len(),
+    );
+    for part in [from_label, from, return_path_label, return_path] {
+        sender.push_str(part);
+    }
+    sender
+}
+
 /// Evidence from MIME structure and standard fields.
-fn structural(pieces: &Pieces, statuses: &[DeliveryStatus], ev: &mut Evidence) {
+fn structural(pieces: &Pieces, statuses: &[DeliveryStatus<'_>], ev: &mut Evidence<'_>) {
     for rt in &pieces.report_types {
         match rt.as_str() {
             "delivery-status" | "global-delivery-status" => {
@@ -261,15 +280,27 @@ fn structural(pieces: &Pieces, statuses: &[DeliveryStatus], ev: &mut Evidence) {
 
 /// A reply written by a person: a reply subject in an existing thread.
 fn is_human_reply(pieces: &Pieces) -> bool {
-    let subject = pieces.subject.trim_start().to_lowercase();
-    let reply_prefix = [
+    has_reply_prefix(&pieces.subject)
+        && (pieces.header("in-reply-to").is_some() || pieces.header("references").is_some())
+}
+
+/// Whether `subject` starts (after white space) with a reply prefix such
+/// as `Re:` in any case. Compared as ASCII without case, which is what
+/// comparing a lower-case copy gives (the unit tests compare them): the
+/// prefixes are ASCII letters and punctuation or have no case, and the
+/// only non-ASCII characters whose lower case is ASCII (U+212A KELVIN SIGN
+/// and U+0130, `k` and `i` with a dot) start no prefix.
+fn has_reply_prefix(subject: &str) -> bool {
+    const PREFIXES: [&str; 13] = [
         "re:", "re :", "aw:", "antw:", "sv:", "vs:", "r:", "ref:", "rif:", "odp:", "回复", "答复",
         "返信",
-    ]
-    .iter()
-    .any(|p| subject.starts_with(p));
-    reply_prefix
-        && (pieces.header("in-reply-to").is_some() || pieces.header("references").is_some())
+    ];
+    let subject = subject.trim_start().as_bytes();
+    PREFIXES.iter().any(|p| {
+        subject
+            .get(..p.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(p.as_bytes()))
+    })
 }
 
 /// True if a mail client (not an MTA) wrote the message.
@@ -317,4 +348,57 @@ fn bounded(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::text::tests::{corpus_texts, generated_texts};
+
+    /// The check [`has_reply_prefix`] replaced: a lower-case copy.
+    fn has_reply_prefix_by_lowercase(subject: &str) -> bool {
+        let subject = subject.trim_start().to_lowercase();
+        [
+            "re:", "re :", "aw:", "antw:", "sv:", "vs:", "r:", "ref:", "rif:", "odp:", "回复",
+            "答复", "返信",
+        ]
+        .iter()
+        .any(|p| subject.starts_with(p))
+    }
+
+    #[test]
+    fn sender_text_is_that_of_format() {
+        for (from, return_path) in [
+            ("", ""),
+            ("MAILER-DAEMON@example.org", "<>"),
+            ("\"Jos\u{e9}\" <j@example.org>", ""),
+        ] {
+            assert_eq!(
+                sender_text(from, return_path),
+                format!("From: {from}\nReturn-Path: {return_path}")
+            );
+        }
+    }
+
+    #[test]
+    fn reply_prefixes_are_those_of_a_lower_case_copy() {
+        let alphabet = [
+            "R", "e", "E", ":", " ", "\t", "\u{3000}", "A", "w", "nt", "S", "V", "f", "I", "i",
+            "o", "D", "P", "回", "复", "答", "返信", "\u{130}", "\u{212a}", "K", "é", "x",
+        ];
+        let mut texts = generated_texts(&alphabet, 100_000);
+        texts.extend(corpus_texts().iter().flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.strip_prefix("Subject:"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        }));
+        let mut found = 0;
+        for text in &texts {
+            let theirs = has_reply_prefix_by_lowercase(text);
+            assert_eq!(has_reply_prefix(text), theirs, "{text:?}");
+            found += usize::from(theirs);
+        }
+        assert!(found > 100, "{found}");
+    }
 }

@@ -7,37 +7,42 @@
 //! blank lines.
 
 use super::text::{dsn_address, field_groups};
+use std::borrow::Cow;
 
-/// One per-recipient group of a delivery-status notification.
+/// One per-recipient group of a delivery-status notification. The fields
+/// are borrowed from the notice's text (copied only where folded lines were
+/// joined): a notice is analysed and dropped, and most of its fields are
+/// never read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecipientStatus {
+pub struct RecipientStatus<'a> {
     /// `Final-Recipient`, or `Original-Recipient` when there is no final one.
     pub address: Option<String>,
     /// The `Action` field (failed, delayed, delivered, relayed, expanded).
-    pub action: Option<String>,
+    pub action: Option<Cow<'a, str>>,
     /// The `Status` field, e.g. `5.1.1`.
-    pub status: Option<String>,
+    pub status: Option<Cow<'a, str>>,
     /// The `Diagnostic-Code` field.
-    pub diagnostic: Option<String>,
+    pub diagnostic: Option<Cow<'a, str>>,
 }
 
-/// A parsed delivery-status body.
+/// A parsed delivery-status body, borrowed from its text like
+/// [`RecipientStatus`].
 #[derive(Debug, Clone, Default)]
-pub struct DeliveryStatus {
+pub struct DeliveryStatus<'a> {
     /// The per-message fields (`Reporting-MTA`, `Arrival-Date`, ...), plus
     /// any field that appeared before the first recipient.
-    pub per_message: Vec<(String, String)>,
+    pub per_message: Vec<(&'a str, Cow<'a, str>)>,
     /// The per-recipient groups.
-    pub recipients: Vec<RecipientStatus>,
+    pub recipients: Vec<RecipientStatus<'a>>,
 }
 
-impl DeliveryStatus {
+impl DeliveryStatus<'_> {
     /// A per-message field, case-insensitive.
     pub fn field(&self, name: &str) -> Option<&str> {
         self.per_message
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// The recipients that did not receive the message: every recipient
@@ -47,8 +52,12 @@ impl DeliveryStatus {
         let mut seen = std::collections::HashSet::new();
         for r in &self.recipients {
             let succeeded = r.action.as_deref().is_some_and(|a| {
-                let a = a.trim().to_ascii_lowercase();
-                a.starts_with("delivered") || a.starts_with("relayed") || a.starts_with("expanded")
+                // Compared without case, without a lower-case copy.
+                let a = a.trim().as_bytes();
+                ["delivered", "relayed", "expanded"].iter().any(|word| {
+                    a.get(..word.len())
+                        .is_some_and(|start| start.eq_ignore_ascii_case(word.as_bytes()))
+                })
             });
             if let Some(addr) = &r.address {
                 if !succeeded && seen.insert(addr.as_str()) {
@@ -110,7 +119,7 @@ impl DsnField {
 }
 
 /// Parses DSN-style fields from `text`.
-pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
+pub fn parse_delivery_status(text: &str) -> DeliveryStatus<'_> {
     let mut status = DeliveryStatus::default();
     let mut current: Option<RecipientStatus> = None;
     // Which recipient fields the current record already has, so that a
@@ -155,7 +164,7 @@ pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
                     if current.is_some() =>
                 {
                     if let Some(record) = current.as_mut() {
-                        let value = Some(field.value.into_owned());
+                        let value = Some(field.value);
                         match kind {
                             DsnField::Action => record.action = value,
                             DsnField::Status => record.status = value,
@@ -163,9 +172,7 @@ pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
                         }
                     }
                 }
-                _ if current.is_none() => status
-                    .per_message
-                    .push((field.name.to_string(), field.value.into_owned())),
+                _ if current.is_none() => status.per_message.push((field.name, field.value)),
                 _ => {}
             }
         }
@@ -179,7 +186,7 @@ pub fn parse_delivery_status(text: &str) -> DeliveryStatus {
 /// True if `text` carries DSN recipient fields in the RFC 3464 form
 /// (`Final-Recipient: type; address` with an `Action` or `Status`), which a
 /// person does not type.
-pub fn has_dsn_fields(status: &DeliveryStatus) -> bool {
+pub fn has_dsn_fields(status: &DeliveryStatus<'_>) -> bool {
     status.recipients.iter().any(|r| {
         r.address.is_some()
             && (r.action.is_some()

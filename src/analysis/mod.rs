@@ -134,14 +134,19 @@ pub struct Analysis {
 #[derive(Debug, Clone)]
 pub struct Analyzer {
     rules: RuleSet,
-    header_targets: Vec<String>,
+    /// The rule set's header targets, by name: kept as targets so that a
+    /// look-up does not build one for every header field.
+    header_targets: Vec<Target>,
 }
 
 impl Analyzer {
     /// An analyzer over `rules`.
     pub fn new(rules: RuleSet) -> Analyzer {
-        let mut header_targets: Vec<String> = rules.header_targets().map(str::to_string).collect();
-        header_targets.sort();
+        let mut header_targets: Vec<Target> = rules
+            .header_targets()
+            .map(|name| Target::Header(name.to_string()))
+            .collect();
+        header_targets.sort_by(|a, b| header_name(a).cmp(header_name(b)));
         Analyzer {
             rules,
             header_targets,
@@ -156,6 +161,12 @@ impl Analyzer {
     /// The rule set in use.
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    /// The header names that header rules look at (lower case, sorted),
+    /// each with its target.
+    pub(crate) fn header_targets(&self) -> impl Iterator<Item = (&str, &Target)> {
+        self.header_targets.iter().map(|t| (header_name(t), t))
     }
 
     /// Analyses one raw message. Never panics; reads at most
@@ -194,7 +205,7 @@ impl Analyzer {
         let own_id = pieces
             .header("message-id")
             .and_then(text::normalize_message_id);
-        let mut statuses: Vec<dsn::DeliveryStatus> = pieces
+        let mut statuses: Vec<dsn::DeliveryStatus<'_>> = pieces
             .dsn_texts
             .iter()
             .map(|t| dsn::parse_delivery_status(t))
@@ -205,13 +216,14 @@ impl Analyzer {
         }
         let has_original = !pieces.enclosed.is_empty();
         let detection = detect::detect(self, &pieces, &statuses, has_original);
+        // Borrowed until the analysis is built, then copied at once.
         let mut rules = detection.rules;
         let (found, recipients) = match detection.kind {
             Kind::Bounce | Kind::Feedback => {
                 let found = original::find_original(self, &pieces, own_id.as_deref(), depth);
                 let (recipients, source) = original::failed_recipients(&pieces, &statuses, &found);
                 if !recipients.is_empty() {
-                    rules.push(source.to_string());
+                    rules.push(source);
                 }
                 (found, recipients)
             }
@@ -238,9 +250,9 @@ impl Analyzer {
             }
             Kind::None => (original::Found::default(), Vec::new()),
         };
-        rules.extend(found.sources.iter().map(|s| s.to_string()));
+        rules.extend(&found.sources);
         if pieces.unparsed {
-            rules.push("error.unparsed".to_string());
+            rules.push("error.unparsed");
         }
         let delivered_to = if detection.kind == Kind::None {
             Vec::new()
@@ -251,7 +263,7 @@ impl Analyzer {
             kind: detection.kind,
             original_message_ids: found.message_ids,
             recipients,
-            rules,
+            rules: rules.iter().map(|r| r.to_string()).collect(),
             original: found.headers,
             message_id: own_id,
             truncated: false,
@@ -291,7 +303,7 @@ impl Analyzer {
         TRIAGE_FIELDS
             .iter()
             .copied()
-            .chain(self.header_targets.iter().map(String::as_str))
+            .chain(self.header_targets().map(|(name, _)| name))
             .any(|n| name.eq_ignore_ascii_case(n))
     }
 
@@ -319,10 +331,9 @@ impl Analyzer {
         let subject = get("subject")
             .map(mime::decode_encoded_words)
             .unwrap_or_default();
-        let sender = format!(
-            "From: {}\nReturn-Path: {}",
+        let sender = detect::sender_text(
             get("from").unwrap_or_default(),
-            get("return-path").unwrap_or_default()
+            get("return-path").unwrap_or_default(),
         );
         if !self.rules.matching(&Target::Subject, &subject).is_empty()
             || !self.rules.matching(&Target::Sender, &sender).is_empty()
@@ -330,15 +341,9 @@ impl Analyzer {
             return true;
         }
         fields.iter().any(|f| {
-            self.header_targets
-                .iter()
-                .find(|target| f.name.eq_ignore_ascii_case(target))
-                .is_some_and(|name| {
-                    !self
-                        .rules
-                        .matching(&Target::Header(name.clone()), &f.value)
-                        .is_empty()
-                })
+            self.header_targets()
+                .find(|(name, _)| f.name.eq_ignore_ascii_case(name))
+                .is_some_and(|(_, target)| !self.rules.matching(target, &f.value).is_empty())
         })
     }
 
@@ -349,6 +354,15 @@ impl Analyzer {
             .matching(&Target::Subject, subject)
             .iter()
             .any(|r| r.kind == rules::RuleKind::Bounce)
+    }
+}
+
+/// The name of a header target (empty for the other targets, which
+/// [`Analyzer::header_targets`] does not hold).
+fn header_name(target: &Target) -> &str {
+    match target {
+        Target::Header(name) => name,
+        _ => "",
     }
 }
 
@@ -380,13 +394,17 @@ fn delivery_addresses(pieces: &parse::Pieces) -> Vec<String> {
             .filter(|(n, _)| n.eq_ignore_ascii_case(field))
         {
             // As written: a BATV signature covers the address's exact case.
-            for a in text::addresses_in(value) {
-                let written = text::find_ascii_case_insensitive(value, &a)
-                    .and_then(|at| value.get(at..at + a.len()))
-                    .unwrap_or(&a);
-                if !out.iter().any(|o| o.eq_ignore_ascii_case(&a)) && out.len() < 16 {
-                    out.push(written.to_string());
+            // (The first occurrence of the address in any case, as when
+            // the addresses were lower-case copies; compared as written,
+            // without making them.)
+            for a in text::addresses_as_written(value) {
+                if out.len() >= 16 || out.iter().any(|o| o.eq_ignore_ascii_case(a)) {
+                    continue;
                 }
+                let written = text::find_ascii_case_insensitive(value, a)
+                    .and_then(|at| value.get(at..at + a.len()))
+                    .unwrap_or(a);
+                out.push(written.to_string());
             }
         }
     }

@@ -11,7 +11,7 @@
 use super::dsn::DeliveryStatus;
 use super::parse::{Enclosed, Pieces};
 use super::text::{
-    addresses_in, dsn_address, field_groups, find_ascii_case_insensitive, is_ascii_space,
+    addresses_in, dsn_address, field_groups_where, find_ascii_case_insensitive, is_ascii_space,
     is_system_local_part, leading_header_block_where, message_id_list, normalize_message_id,
     quoted_header_blocks, split_field, strip_quote_marks, trim, trim_start, HeaderBlock,
 };
@@ -183,21 +183,20 @@ pub fn find_original(
             .iter()
             .chain(&pieces.feedback_texts)
             .chain(&pieces.mdn_texts);
+        let is_id_field = |name: &str| {
+            [
+                "original-message-id",
+                "x-original-message-id",
+                "original-message-id-header",
+            ]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+        };
         for text in fields {
-            for group in field_groups(text) {
-                for f in group {
-                    let name = f.name.to_ascii_lowercase();
-                    if matches!(
-                        name.as_str(),
-                        "original-message-id"
-                            | "x-original-message-id"
-                            | "original-message-id-header"
-                    ) {
-                        if let Some(id) = normalize_message_id(&f.value) {
-                            if found.add_structural_id(id) {
-                                found.sources.push(FROM_FIELD);
-                            }
-                        }
+            for f in field_groups_where(text, is_id_field).into_iter().flatten() {
+                if let Some(id) = normalize_message_id(&f.value) {
+                    if found.add_structural_id(id) {
+                        found.sources.push(FROM_FIELD);
                     }
                 }
             }
@@ -218,12 +217,11 @@ pub fn find_replied_to(
 ) -> Found {
     let mut found = Found::default();
     for text in &pieces.mdn_texts {
-        for group in field_groups(text) {
-            for f in group.iter().filter(|f| f.is("original-message-id")) {
-                if let Some(id) = normalize_message_id(&f.value) {
-                    if found.add_structural_id(id) {
-                        found.sources.push(FROM_FIELD);
-                    }
+        let is_id_field = |name: &str| name.eq_ignore_ascii_case("original-message-id");
+        for f in field_groups_where(text, is_id_field).into_iter().flatten() {
+            if let Some(id) = normalize_message_id(&f.value) {
+                if found.add_structural_id(id) {
+                    found.sources.push(FROM_FIELD);
                 }
             }
         }
@@ -431,7 +429,7 @@ const JSON_RECIPIENT_KEYS: [(&str, JsonValue); 2] = [
 /// source available.
 pub fn failed_recipients(
     pieces: &Pieces,
-    statuses: &[DeliveryStatus],
+    statuses: &[DeliveryStatus<'_>],
     original: &Found,
 ) -> (Vec<String>, &'static str) {
     let mut out: Vec<String> = Vec::new();
@@ -452,14 +450,17 @@ pub fn failed_recipients(
         }
     }
     for text in &pieces.feedback_texts {
-        for group in field_groups(text) {
-            for f in group {
-                if f.is("original-rcpt-to") || f.is("removal-recipient") {
-                    if let Some(a) = dsn_address(&f.value) {
-                        if !out.contains(&a) {
-                            out.push(a);
-                        }
-                    }
+        let is_recipient_field = |name: &str| {
+            name.eq_ignore_ascii_case("original-rcpt-to")
+                || name.eq_ignore_ascii_case("removal-recipient")
+        };
+        for f in field_groups_where(text, is_recipient_field)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(a) = dsn_address(&f.value) {
+                if !out.contains(&a) {
+                    out.push(a);
                 }
             }
         }
@@ -529,19 +530,12 @@ fn text_recipients(pieces: &Pieces, original: &Found) -> Vec<String> {
         }
         exclude
     };
-    let ids: Vec<String> = original
-        .message_ids
-        .iter()
-        .map(|i| i.to_ascii_lowercase())
-        .chain(
-            pieces
-                .header("message-id")
-                .and_then(normalize_message_id)
-                .map(|i| i.to_ascii_lowercase()),
-        )
-        .collect();
+    // Compared without case (the addresses are lower case), without
+    // lower-case copies of the ids.
+    let own_id = pieces.header("message-id").and_then(normalize_message_id);
+    let ids = original.message_ids.iter().chain(&own_id);
     let plausible = |a: &String| {
-        !ids.contains(a)
+        !ids.clone().any(|i| i.eq_ignore_ascii_case(a))
             && a.rsplit('@').next().is_some_and(|d| d.contains('.'))
             && !a
                 .split('@')

@@ -572,14 +572,28 @@ impl TargetSet {
     /// `text`, but only the first such pattern of each rule: callers want
     /// the rules, or (for not_examples) a rule's first matching pattern.
     fn which(&self, text: &str) -> Vec<usize> {
+        let mut found = Vec::new();
+        self.each_match(text, |i| found.push(i));
+        found
+    }
+
+    /// Calls `found` with each index [`TargetSet::which`] returns, in
+    /// order, without collecting them: most texts match no pattern, and the
+    /// rule look-ups of an analysis were a tenth of its heap allocations.
+    fn each_match(&self, text: &str, mut found: impl FnMut(usize)) {
         let haystack = text.as_bytes();
-        // Every occurrence of a literal, as (pattern, start, end). Room for
-        // the usual few dozen at once: growing the list from empty was a
-        // tenth of the prefilter's cost.
-        let mut hits: Vec<(usize, usize, usize)> =
-            Vec::with_capacity(HITS_CAPACITY + self.always.len());
+        // Every occurrence of a literal, as (pattern, start, end), in the
+        // thread's list of the previous call (a call from `found` gets a
+        // new one). Room for the usual few dozen at once when the first one
+        // is found: growing the list from empty was a tenth of the
+        // prefilter's cost.
+        let mut hits = HITS.take();
+        hits.clear();
         let found_all = self.prefilter.as_ref().is_none_or(|prefilter| {
             prefilter.occurrences(haystack, |literal, start, end| {
+                if hits.capacity() == 0 {
+                    hits.reserve(HITS_CAPACITY + self.always.len());
+                }
                 for &i in &self.literal_patterns[literal] {
                     hits.push((i, start, end));
                 }
@@ -594,11 +608,12 @@ impl TargetSet {
             hits.extend(self.always.iter().map(|&i| (i, 0, haystack.len())));
         }
         hits.sort_unstable();
-        let mut found: Vec<usize> = Vec::new();
+        // The rule of the last pattern found.
+        let mut last_owner = None;
         for group in hits.chunk_by(|a, b| a.0 == b.0) {
             let i = group[0].0;
             let owner = self.owners[i];
-            if found.last().is_some_and(|f| self.owners[*f] == owner) {
+            if last_owner == Some(owner) {
                 continue;
             }
             let matched = match self.max_len[i] {
@@ -619,12 +634,26 @@ impl TargetSet {
                 _ => self.is_match(i, haystack, 0..haystack.len()),
             };
             if matched {
-                found.push(i);
+                last_owner = Some(owner);
+                found(i);
             }
         }
-        found
+        if hits.capacity() <= MAX_KEPT_HITS {
+            HITS.set(hits);
+        }
     }
 }
+
+thread_local! {
+    /// The list of literal occurrences of [`TargetSet::each_match`], kept
+    /// for the thread's next call: an analysis looks up a dozen texts, and
+    /// a new list for each was a twentieth of its heap allocations.
+    static HITS: std::cell::Cell<Vec<(usize, usize, usize)>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The largest list of occurrences (entries) a thread keeps between calls
+/// of [`TargetSet::each_match`]: a huge text's list is freed, not held.
+const MAX_KEPT_HITS: usize = 4096;
 
 /// How many literal occurrences [`TargetSet::which`] makes room for at
 /// first: a body usually has a dozen or two.
@@ -889,12 +918,25 @@ impl RuleSet {
 
     /// The rules whose patterns match `text` at `target`, each once.
     pub fn matching<'a>(&'a self, target: &Target, text: &str) -> Vec<&'a Rule> {
-        let Some(set) = self.set(target) else {
-            return Vec::new();
-        };
-        let mut hits: Vec<usize> = set.which(text).into_iter().map(|i| set.owners[i]).collect();
-        hits.dedup();
-        hits.into_iter().map(|i| &self.rules[i]).collect()
+        let mut rules = Vec::new();
+        self.for_each_matching(target, text, |rule| rules.push(rule));
+        rules
+    }
+
+    /// Calls `each` with the rules of [`RuleSet::matching`], in the same
+    /// order, without collecting them (an analysis looks up a dozen texts,
+    /// most of which match nothing).
+    pub fn for_each_matching<'a>(
+        &'a self,
+        target: &Target,
+        text: &str,
+        mut each: impl FnMut(&'a Rule),
+    ) {
+        if let Some(set) = self.set(target) {
+            // A rule's patterns are consecutive, and each_match reports one
+            // pattern per rule.
+            set.each_match(text, |i| each(&self.rules[set.owners[i]]));
+        }
     }
 }
 

@@ -214,7 +214,15 @@ fn stays_trimmed(byte: u8) -> bool {
 /// shape of a `message/delivery-status` body (one per-message group, then one
 /// group per recipient). Lines that are not fields are ignored.
 pub fn field_groups(text: &str) -> Vec<Vec<FieldRef<'_>>> {
-    field_group_refs(text, usize::MAX, |_| true)
+    field_groups_where(text, |_| true)
+}
+
+/// The groups of [`field_groups`] with the fields whose name `keep`
+/// accepts, skipped as in [`first_field_group_where`]: a notice's fields
+/// looked up for one or two names, without copies of the others' folded
+/// values (a group of only skipped fields is still a group, empty).
+pub fn field_groups_where(text: &str, keep: impl Fn(&str) -> bool) -> Vec<Vec<FieldRef<'_>>> {
+    field_group_refs(text, usize::MAX, keep)
 }
 
 /// The first group of [`field_groups`], borrowed from `text`: a header
@@ -643,15 +651,7 @@ pub fn addresses_in(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     // Made only for a long list (a new set reads the thread's hash keys).
     let mut seen: Option<std::collections::HashSet<String>> = None;
-    for m in address_spans(text) {
-        let addr = m.trim_matches('.');
-        let local_len = addr.find('@').unwrap_or(addr.len());
-        if addr.len() > 254 || local_len > 64 {
-            continue;
-        }
-        if local_len == 0 || local_len == addr.len() || addr.ends_with('@') {
-            continue;
-        }
+    for addr in addresses_as_written(text) {
         let is_new = if out.len() < COMPARED_DIRECTLY {
             !out.iter().any(|o| o.eq_ignore_ascii_case(addr))
         } else {
@@ -666,6 +666,22 @@ pub fn addresses_in(text: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The addresses of [`addresses_in`] as written (case kept), with
+/// duplicates, borrowed: for a caller that keeps few of them or compares
+/// them without case, and so needs no lower-case copy of each.
+pub fn addresses_as_written(text: &str) -> impl Iterator<Item = &str> + '_ {
+    address_spans(text)
+        .map(|m| m.trim_matches('.'))
+        .filter(|addr| {
+            let local_len = addr.find('@').unwrap_or(addr.len());
+            addr.len() <= 254
+                && local_len <= 64
+                && local_len != 0
+                && local_len != addr.len()
+                && !addr.ends_with('@')
+        })
 }
 
 /// The address in a DSN recipient field such as `rfc822; <a@b.example>`.
