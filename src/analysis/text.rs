@@ -745,11 +745,14 @@ pub fn message_id_list(value: &str) -> Vec<String> {
 
 /// Turns HTML into text good enough for phrase rules and quoted headers:
 /// tags removed, block tags become line breaks, common entities decoded.
-pub fn html_to_text(html: &str) -> String {
+/// Stops once the text has `min_len` bytes or more (a prefix of the whole
+/// text): a caller that keeps a bounded amount of text need not flatten a
+/// huge page to the end.
+pub fn html_to_text(html: &str, min_len: usize) -> String {
     let bytes = html.as_bytes();
-    let mut out = String::with_capacity(html.len() / 2);
+    let mut out = String::with_capacity(html.len().min(min_len) / 2);
     let mut i = 0;
-    while i < html.len() {
+    while i < html.len() && out.len() < min_len {
         // Text between markup is copied as a whole run; markup right after
         // markup (most tags) needs no search.
         if !matches!(bytes[i], b'<' | b'&') {
@@ -1303,9 +1306,29 @@ pub(crate) mod tests {
     #[test]
     fn html_is_flattened() {
         assert_eq!(
-            html_to_text("<p>a&lt;b&gt;</p><style>x</style>c&#64;d"),
+            html_to_text("<p>a&lt;b&gt;</p><style>x</style>c&#64;d", usize::MAX),
             "\na<b>\nc@d"
         );
+    }
+
+    #[test]
+    fn bounded_html_text_is_a_long_enough_prefix() {
+        let alphabet = [
+            "<p>", "</b>", "&amp;", "&#233;", "text ", "\u{e9}", "<", ">",
+        ];
+        let mut texts = generated_texts(&alphabet, 20_000);
+        texts.extend(corpus_texts());
+        for text in &texts {
+            let whole = html_to_text(text, usize::MAX);
+            for min_len in [0, 1, 2, 5, 17, 100, 4096] {
+                let prefix = html_to_text(text, min_len);
+                assert!(whole.starts_with(&prefix), "{min_len} {text:?}");
+                assert!(
+                    prefix.len() >= min_len.min(whole.len()),
+                    "{min_len} {text:?}"
+                );
+            }
+        }
     }
 
     /// [`html_to_text`] as it was before tags were classified in one
@@ -1428,7 +1451,11 @@ pub(crate) mod tests {
         let mut texts = generated_texts(&alphabet, 100_000);
         texts.extend(corpus_texts());
         for text in &texts {
-            assert_eq!(html_to_text(text), html_to_text_reference(text), "{text:?}");
+            assert_eq!(
+                html_to_text(text, usize::MAX),
+                html_to_text_reference(text),
+                "{text:?}"
+            );
         }
     }
 }
