@@ -712,13 +712,17 @@ fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
-        // Text between escapes is copied as a whole run.
-        let Some(run) = memchr::memchr(b'=', &input[i..]) else {
-            out.extend_from_slice(&input[i..]);
-            break;
-        };
-        out.extend_from_slice(&input[i..i + run]);
-        i += run;
+        // Text between escapes is copied as a whole run; an escape right
+        // after an escape (text in most charsets other than ASCII is all
+        // escapes) needs no search.
+        if input[i] != b'=' {
+            let Some(run) = memchr::memchr(b'=', &input[i..]) else {
+                out.extend_from_slice(&input[i..]);
+                break;
+            };
+            out.extend_from_slice(&input[i..i + run]);
+            i += run;
+        }
         if let (Some(&h), Some(&l)) = (input.get(i + 1), input.get(i + 2)) {
             if let (Some(h), Some(l)) = (hex_value(h), hex_value(l)) {
                 out.push(h << 4 | l);
@@ -760,7 +764,10 @@ fn decode_charset<'b>(bytes: Cow<'b, [u8]>, charset: Option<&str>) -> Cow<'b, st
         .filter(|_| !bytes.is_ascii() || bytes.contains(&0x1b))
         .and_then(|c| mail_parser::decoders::charsets::map::charset_decoder(c.as_bytes()))
     {
-        return Cow::Owned(decoder(&bytes));
+        return Cow::Owned(match single_byte_table(decoder) {
+            Some(chars) => decode_single_byte(chars, &bytes),
+            None => decoder(&bytes),
+        });
     }
     match bytes {
         Cow::Borrowed(bytes) => lossy(bytes),
@@ -770,6 +777,88 @@ fn decode_charset<'b>(bytes: Cow<'b, [u8]>, charset: Option<&str>) -> Cow<'b, st
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         ),
     }
+}
+
+/// Charsets whose mail_parser decoder maps each byte to one character on
+/// its own (its single-byte decoders; `iso-8859-1`, `us-ascii` and the like
+/// share `windows-1252`'s).
+const SINGLE_BYTE_CHARSETS: [&str; 28] = [
+    "windows-1250",
+    "windows-1251",
+    "windows-1252",
+    "windows-1253",
+    "windows-1254",
+    "windows-1255",
+    "windows-1256",
+    "windows-1257",
+    "windows-1258",
+    "iso-8859-2",
+    "iso-8859-3",
+    "iso-8859-4",
+    "iso-8859-5",
+    "iso-8859-6",
+    "iso-8859-7",
+    "iso-8859-8",
+    "iso-8859-9",
+    "iso-8859-10",
+    "iso-8859-13",
+    "iso-8859-14",
+    "iso-8859-15",
+    "iso-8859-16",
+    "koi8-r",
+    "koi8-u",
+    "macintosh",
+    "ibm850",
+    "tis-620",
+    "iso-8859-11",
+];
+
+/// The character of each byte value in the charset `decoder` decodes, if
+/// it is one of [`SINGLE_BYTE_CHARSETS`] (the decoder is recognised by its
+/// address). mail_parser's single-byte decoder pushes each character into
+/// a String twice the input's size and then shrinks it (a copy), about 30
+/// instructions a byte; [`decode_single_byte`] gives the same text in a
+/// fraction of that. Each table is built on first use, from the decoder
+/// itself.
+fn single_byte_table(
+    decoder: mail_parser::decoders::charsets::DecoderFnc,
+) -> Option<&'static [char; 256]> {
+    type Table = std::sync::OnceLock<Option<[char; 256]>>;
+    static DECODERS: LazyLock<Vec<Option<usize>>> = LazyLock::new(|| {
+        SINGLE_BYTE_CHARSETS
+            .iter()
+            .map(|name| {
+                mail_parser::decoders::charsets::map::charset_decoder(name.as_bytes())
+                    .map(|d| d as usize)
+            })
+            .collect()
+    });
+    static TABLES: [Table; SINGLE_BYTE_CHARSETS.len()] =
+        [const { Table::new() }; SINGLE_BYTE_CHARSETS.len()];
+    let index = DECODERS.iter().position(|d| *d == Some(decoder as usize))?;
+    TABLES[index]
+        .get_or_init(|| {
+            let all_bytes: Vec<u8> = (0..=u8::MAX).collect();
+            let mut chars = ['\0'; 256];
+            let decoded = decoder(&all_bytes);
+            let mut decoded = decoded.chars();
+            for c in &mut chars {
+                *c = decoded.next()?;
+            }
+            decoded.next().is_none().then_some(chars)
+        })
+        .as_ref()
+}
+
+/// Decodes `bytes` with the characters of a [`single_byte_table`].
+fn decode_single_byte(chars: &[char; 256], bytes: &[u8]) -> String {
+    // Two bytes a character is enough for most text (Latin, Cyrillic,
+    // Greek, Hebrew, Arabic); the rest grows once.
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        text.push(chars[usize::from(b)]);
+    }
+    text
 }
 
 /// Decodes RFC 2047 encoded words (`=?charset?B?...?=`) in a header value
@@ -1194,6 +1283,34 @@ mod tests {
         }
         let text = b"SGVsbG8sIHdvcmxkIQ==\nSGk=SGk\naGVsbG8gd29ybGQgaGVsbG8gd29y\nbGQ";
         assert_eq!(decode_base64(text), base64_reference(text));
+    }
+
+    #[test]
+    fn single_byte_charsets_decode_as_mail_parser_does() {
+        let all_bytes: Vec<u8> = (0..=u8::MAX).collect();
+        let mut inputs = vec![all_bytes.clone(), Vec::new(), b"plain ascii".to_vec()];
+        inputs.extend(
+            super::super::text::tests::generated_texts(&["a", "\u{e9}", "\u{416}", " ", "\n"], 200)
+                .into_iter()
+                .map(String::into_bytes),
+        );
+        inputs.extend((0..200).map(|n| all_bytes.iter().map(|b| b.wrapping_mul(n)).collect()));
+        for name in SINGLE_BYTE_CHARSETS {
+            let decoder = mail_parser::decoders::charsets::map::charset_decoder(name.as_bytes())
+                .unwrap_or_else(|| panic!("no decoder for {name}"));
+            let table = single_byte_table(decoder).unwrap_or_else(|| panic!("no table for {name}"));
+            for input in &inputs {
+                assert_eq!(decode_single_byte(table, input), decoder(input), "{name}");
+            }
+            let text = decode_charset(Cow::Borrowed(&all_bytes), Some(name));
+            assert_eq!(text, decoder(&all_bytes), "{name}");
+        }
+        // Other charsets keep mail_parser's decoder.
+        for name in ["shift_jis", "utf-7", "iso-2022-jp", "gbk", "utf-16"] {
+            let decoder = mail_parser::decoders::charsets::map::charset_decoder(name.as_bytes())
+                .unwrap_or_else(|| panic!("no decoder for {name}"));
+            assert!(single_byte_table(decoder).is_none(), "{name}");
+        }
     }
 
     #[test]

@@ -185,7 +185,17 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
             }
             let text = part.text();
             html_len += text.len();
-            html.push_str(&html_to_text(&text));
+            // The last part flattened (html_len) is flattened only as far
+            // as the body reads it when the text holds no CR: then
+            // normalize_text keeps it as it is and the body takes at most
+            // MAX_BODY_TEXT bytes of it (4 more tell where its last
+            // character ends).
+            let min_len = if html_len < MAX_BODY_TEXT || html_may_add_cr(&html, &text) {
+                usize::MAX
+            } else {
+                (MAX_BODY_TEXT + 4).saturating_sub(html.len())
+            };
+            html.push_str(&html_to_text(&text, min_len));
             html.push('\n');
         }
         pieces.push_body(&normalize_text(Cow::Owned(html)));
@@ -201,6 +211,16 @@ fn parse_mime(bytes: &[u8]) -> Option<Pieces<'_>> {
         pieces.push_body(&lossy(root_body));
     }
     Some(pieces)
+}
+
+/// True if the flat text of `html` after `flat` may hold a CR: then
+/// [`normalize_text`] changes the whole text (line ends, leading junk), so
+/// all of it must be flattened. A CR comes from one in the HTML or from a
+/// numeric entity (`&#13;`).
+fn html_may_add_cr(flat: &str, html: &str) -> bool {
+    memchr::memchr(b'\r', flat.as_bytes()).is_some()
+        || memchr::memchr(b'\r', html.as_bytes()).is_some()
+        || memmem::find(html.as_bytes(), b"&#").is_some()
 }
 
 /// How many enclosed messages (`message/rfc822` and the like) MIME parsing

@@ -245,19 +245,22 @@ pub fn first_field_group_where(text: &str, keep: impl Fn(&str) -> bool) -> Vec<F
 /// twentieth of analysis, most of it in the header scans below.
 pub fn lines(text: &str) -> impl Iterator<Item = &str> + '_ {
     let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
+    std::iter::from_fn(move || next_line(&mut rest))
+}
+
+/// The next line of [`lines`] of `rest`, which moves past it.
+fn next_line<'a>(rest: &mut &'a str) -> Option<&'a str> {
+    if rest.is_empty() {
+        return None;
+    }
+    match memchr::memchr(b'\n', rest.as_bytes()) {
+        Some(end) => {
+            let line = &rest[..end];
+            *rest = &rest[end + 1..];
+            Some(line.strip_suffix('\r').unwrap_or(line))
         }
-        match memchr::memchr(b'\n', rest.as_bytes()) {
-            Some(end) => {
-                let line = &rest[..end];
-                rest = &rest[end + 1..];
-                Some(line.strip_suffix('\r').unwrap_or(line))
-            }
-            None => Some(std::mem::take(&mut rest)),
-        }
-    })
+        None => Some(std::mem::take(rest)),
+    }
 }
 
 /// The first `max_groups` groups of [`field_groups`], borrowed, with the
@@ -485,7 +488,21 @@ pub fn quoted_header_blocks(text: &str) -> Vec<HeaderBlock<'_>> {
     // The open block: its indentation and its fields (never empty).
     let mut base: Option<usize> = None;
     let mut fields: Vec<FieldRef<'_>> = Vec::new();
-    for raw_line in lines(text) {
+    let mut rest = text;
+    loop {
+        if base.is_none() {
+            // Without an open block, only a field line (which has a colon)
+            // changes anything: the lines before the next colon are
+            // skipped unread (most lines of a long text have none).
+            let Some(colon) = memchr::memchr(b':', rest.as_bytes()) else {
+                break;
+            };
+            let line_start = memchr::memrchr(b'\n', &rest.as_bytes()[..colon]).map_or(0, |n| n + 1);
+            rest = &rest[line_start..];
+        }
+        let Some(raw_line) = next_line(&mut rest) else {
+            break;
+        };
         let line = strip_quote_marks(raw_line);
         let content = trim_start(line);
         let indent = line.len() - content.len();
@@ -761,11 +778,14 @@ pub fn message_id_list(value: &str) -> Vec<String> {
 
 /// Turns HTML into text good enough for phrase rules and quoted headers:
 /// tags removed, block tags become line breaks, common entities decoded.
-pub fn html_to_text(html: &str) -> String {
+/// Stops once the text has `min_len` bytes or more (a prefix of the whole
+/// text): a caller that keeps a bounded amount of text need not flatten a
+/// huge page to the end.
+pub fn html_to_text(html: &str, min_len: usize) -> String {
     let bytes = html.as_bytes();
-    let mut out = String::with_capacity(html.len() / 2);
+    let mut out = String::with_capacity(html.len().min(min_len) / 2);
     let mut i = 0;
-    while i < html.len() {
+    while i < html.len() && out.len() < min_len {
         // Text between markup is copied as a whole run; markup right after
         // markup (most tags) needs no search.
         if !matches!(bytes[i], b'<' | b'&') {
@@ -1286,6 +1306,74 @@ pub(crate) mod tests {
         assert_eq!(blocks[0].get("to"), Some("c@d.example"));
     }
 
+    /// [`quoted_header_blocks`] as it was before lines without a colon
+    /// were skipped: every line read.
+    fn quoted_header_blocks_reference(text: &str) -> Vec<HeaderBlock<'_>> {
+        let mut blocks = Vec::new();
+        let mut base: Option<usize> = None;
+        let mut fields: Vec<FieldRef<'_>> = Vec::new();
+        for raw_line in lines(text) {
+            let line = strip_quote_marks(raw_line);
+            let content = trim_start(line);
+            let indent = line.len() - content.len();
+            if content.is_empty() {
+                finish_block(&mut base, &mut fields, &mut blocks);
+                continue;
+            }
+            if base.is_some_and(|base| indent > base) {
+                if let Some(last) = fields.last_mut() {
+                    last.append(content);
+                }
+                continue;
+            }
+            match split_field(content) {
+                Some((name, value)) if !value.starts_with("//") => {
+                    base = Some(base.map_or(indent, |base| base.min(indent)));
+                    fields.push(FieldRef::new(name, Cow::Borrowed(value)));
+                }
+                _ => finish_block(&mut base, &mut fields, &mut blocks),
+            }
+        }
+        finish_block(&mut base, &mut fields, &mut blocks);
+        blocks
+    }
+
+    #[test]
+    fn quoted_header_blocks_are_those_of_the_reference() {
+        let alphabet = [
+            "From: a@b",
+            "Message-ID: <x@y>",
+            "Subject: s",
+            "To:",
+            "x:",
+            ": ",
+            "http://h",
+            "> ",
+            ">",
+            " ",
+            "\t",
+            "\n",
+            "\r\n",
+            "\n\n",
+            "prose",
+            "Date: d",
+            "\u{e9}",
+        ];
+        let mut texts = generated_texts(&alphabet, 100_000);
+        texts.extend(corpus_texts());
+        for text in &texts {
+            let fast: Vec<_> = quoted_header_blocks(text)
+                .into_iter()
+                .map(|b| b.fields)
+                .collect();
+            let reference: Vec<_> = quoted_header_blocks_reference(text)
+                .into_iter()
+                .map(|b| b.fields)
+                .collect();
+            assert_eq!(fast, reference, "{text:?}");
+        }
+    }
+
     #[test]
     fn prose_with_one_colon_is_not_a_header_block() {
         assert!(quoted_header_blocks("Note: this is prose\nand more").is_empty());
@@ -1319,9 +1407,29 @@ pub(crate) mod tests {
     #[test]
     fn html_is_flattened() {
         assert_eq!(
-            html_to_text("<p>a&lt;b&gt;</p><style>x</style>c&#64;d"),
+            html_to_text("<p>a&lt;b&gt;</p><style>x</style>c&#64;d", usize::MAX),
             "\na<b>\nc@d"
         );
+    }
+
+    #[test]
+    fn bounded_html_text_is_a_long_enough_prefix() {
+        let alphabet = [
+            "<p>", "</b>", "&amp;", "&#233;", "text ", "\u{e9}", "<", ">",
+        ];
+        let mut texts = generated_texts(&alphabet, 20_000);
+        texts.extend(corpus_texts());
+        for text in &texts {
+            let whole = html_to_text(text, usize::MAX);
+            for min_len in [0, 1, 2, 5, 17, 100, 4096] {
+                let prefix = html_to_text(text, min_len);
+                assert!(whole.starts_with(&prefix), "{min_len} {text:?}");
+                assert!(
+                    prefix.len() >= min_len.min(whole.len()),
+                    "{min_len} {text:?}"
+                );
+            }
+        }
     }
 
     /// [`html_to_text`] as it was before tags were classified in one
@@ -1444,7 +1552,11 @@ pub(crate) mod tests {
         let mut texts = generated_texts(&alphabet, 100_000);
         texts.extend(corpus_texts());
         for text in &texts {
-            assert_eq!(html_to_text(text), html_to_text_reference(text), "{text:?}");
+            assert_eq!(
+                html_to_text(text, usize::MAX),
+                html_to_text_reference(text),
+                "{text:?}"
+            );
         }
     }
 }
