@@ -121,6 +121,17 @@ pub fn push_str(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push('"');
+    // Nearly every string needs no escape at all. This check looks at every
+    // byte without stopping early, which lets the compiler do it 32 bytes
+    // at a time; then the string is copied as a whole.
+    if !bytes
+        .iter()
+        .fold(false, |found, &b| found | needs_escape_byte(b))
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     let mut at = 0;
     while at < bytes.len() {
@@ -162,6 +173,11 @@ pub fn push_str(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Whether `byte` is a control character below 0x20, `"` or `\\`.
+fn needs_escape_byte(byte: u8) -> bool {
+    (byte < 0x20) | (byte == b'"') | (byte == b'\\')
 }
 
 /// Whether any of the eight bytes in `word` is a control character below
