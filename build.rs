@@ -72,8 +72,6 @@ const RULE_FILES: &[&str] = &[
     "senders.yaml",
 ];
 
-/// The part of a rule file this script needs; everything else is checked
-/// at run time by `src/analysis/rules.rs`.
 /// A rule file as `RawRuleFile` in `src/analysis/rules.rs` reads it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

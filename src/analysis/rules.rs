@@ -1254,7 +1254,7 @@ mod tests {
     /// YAML files: it must say exactly what the YAML says.
     #[test]
     fn builtin_data_reads_as_the_yaml() {
-        let from_json = RuleSet::builtin().expect("built-in rules are valid");
+        let from_data = RuleSet::builtin().expect("built-in rules are valid");
         let from_yaml = RuleSet::compile(
             BUILTIN_RULE_FILES
                 .iter()
@@ -1262,10 +1262,10 @@ mod tests {
         )
         .expect("built-in YAML is valid");
         for (name, _) in BUILTIN_RULE_FILES {
-            assert!(precompiled::rules(name).is_some(), "no JSON for {name}");
+            assert!(precompiled::rules(name).is_some(), "no build data for {name}");
         }
         assert_eq!(
-            format!("{:?}", from_json.rules()),
+            format!("{:?}", from_data.rules()),
             format!("{:?}", from_yaml.rules())
         );
     }
