@@ -31,14 +31,11 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// The rule files built into the binary, by file name.
-pub const BUILTIN_RULE_FILES: &[(&str, &str)] = &[
-    ("bounce.yaml", include_str!("../../rules/bounce.yaml")),
-    ("autoreply.yaml", include_str!("../../rules/autoreply.yaml")),
-    ("challenge.yaml", include_str!("../../rules/challenge.yaml")),
-    ("feedback.yaml", include_str!("../../rules/feedback.yaml")),
-    ("senders.yaml", include_str!("../../rules/senders.yaml")),
-];
+/// The rule files built into the binary, by file name, with their text:
+/// every file of `rules/`, in the order `build.rs` lists them, which is the
+/// order of a target's patterns (and the order the build's data for each
+/// target was made in).
+pub const BUILTIN_RULE_FILES: &[(&str, &str)] = precompiled::BUILTIN_RULE_FILES;
 
 /// Upper bound on one compiled regex, so a hostile rules_dir cannot make
 /// start-up allocate without bound.
@@ -1262,7 +1259,10 @@ mod tests {
         )
         .expect("built-in YAML is valid");
         for (name, _) in BUILTIN_RULE_FILES {
-            assert!(precompiled::rules(name).is_some(), "no build data for {name}");
+            assert!(
+                precompiled::rules(name).is_some(),
+                "no build data for {name}"
+            );
         }
         assert_eq!(
             format!("{:?}", from_data.rules()),
