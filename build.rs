@@ -55,7 +55,7 @@ use serde::Deserialize;
 const MAX_DFA_BYTES: usize = 256 * 1024;
 
 /// The most transitions (states times byte classes) the literal automaton
-/// of a target may have (see [`prefilter_index`]), so that a premultiplied
+/// of a target may have (see [`target_index`]), so that a premultiplied
 /// state id fits in a `u16`: beyond it, the target gets a run-time
 /// automaton (and the test `precompiled_prefilters_find_what_aho_corasick_finds`
 /// fails). The body target's has ~47,000 (1,200 states, 39 classes).

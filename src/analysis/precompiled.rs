@@ -264,11 +264,10 @@ impl PrecompiledPrefilter {
     /// The automaton the build made for exactly these `literals` (a
     /// target's ASCII literals, sorted, without duplicates), if any.
     pub(super) fn find(literals: &[&[u8]]) -> Option<PrecompiledPrefilter> {
-        let known = PREFILTERS.iter().find(|p| p.literals == literals)?;
-        Some(PrecompiledPrefilter {
-            automaton: &known.automaton,
-            literals: known.literals,
-        })
+        PREFILTERS
+            .iter()
+            .position(|p| p.literals == literals)
+            .and_then(Self::at)
     }
 
     /// The automaton at `index` of the build's list, as a target of
