@@ -14,6 +14,7 @@
 use super::dsn::{has_dsn_fields, DeliveryStatus};
 use super::parse::Pieces;
 use super::rules::{RuleKind, Strength, Target};
+use super::text::starts_with_ascii_case_insensitive;
 use super::{Analyzer, Kind};
 
 /// How much of the explanation phrase rules read: the notice is at the top.
@@ -139,7 +140,7 @@ pub fn detect<'a>(
     // auto-generated: every notification carries it, and they are not ours.)
     let auto_replied = pieces
         .header("auto-submitted")
-        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("auto-replied"));
+        .is_some_and(|v| starts_with_ascii_case_insensitive(v.trim(), "auto-replied"));
     if auto_replied {
         ev.machine_sender = true;
     }
@@ -291,17 +292,17 @@ fn is_human_reply(pieces: &Pieces) -> bool {
 /// only non-ASCII characters whose lower case is ASCII (U+212A KELVIN SIGN
 /// and U+0130, `k` and `i` with a dot) start no prefix.
 fn has_reply_prefix(subject: &str) -> bool {
-    const PREFIXES: [&str; 13] = [
-        "re:", "re :", "aw:", "antw:", "sv:", "vs:", "r:", "ref:", "rif:", "odp:", "回复", "答复",
-        "返信",
-    ];
-    let subject = subject.trim_start().as_bytes();
-    PREFIXES.iter().any(|p| {
-        subject
-            .get(..p.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(p.as_bytes()))
-    })
+    let subject = subject.trim_start();
+    REPLY_PREFIXES
+        .iter()
+        .any(|p| starts_with_ascii_case_insensitive(subject, p))
 }
+
+/// The subject prefixes of a reply, in lower case.
+const REPLY_PREFIXES: [&str; 13] = [
+    "re:", "re :", "aw:", "antw:", "sv:", "vs:", "r:", "ref:", "rif:", "odp:", "回复", "答复",
+    "返信",
+];
 
 /// True if a mail client (not an MTA) wrote the message.
 fn has_mail_client_header(pieces: &Pieces) -> bool {
@@ -358,12 +359,7 @@ mod tests {
     /// The check [`has_reply_prefix`] replaced: a lower-case copy.
     fn has_reply_prefix_by_lowercase(subject: &str) -> bool {
         let subject = subject.trim_start().to_lowercase();
-        [
-            "re:", "re :", "aw:", "antw:", "sv:", "vs:", "r:", "ref:", "rif:", "odp:", "回复",
-            "答复", "返信",
-        ]
-        .iter()
-        .any(|p| subject.starts_with(p))
+        REPLY_PREFIXES.iter().any(|p| subject.starts_with(p))
     }
 
     #[test]

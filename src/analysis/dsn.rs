@@ -6,7 +6,7 @@
 //! records are started by the recipient fields themselves rather than by
 //! blank lines.
 
-use super::text::{dsn_address, field_groups};
+use super::text::{dsn_address, field_groups, starts_with_ascii_case_insensitive};
 use std::borrow::Cow;
 
 /// One per-recipient group of a delivery-status notification. The fields
@@ -52,12 +52,10 @@ impl DeliveryStatus<'_> {
         let mut seen = std::collections::HashSet::new();
         for r in &self.recipients {
             let succeeded = r.action.as_deref().is_some_and(|a| {
-                // Compared without case, without a lower-case copy.
-                let a = a.trim().as_bytes();
-                ["delivered", "relayed", "expanded"].iter().any(|word| {
-                    a.get(..word.len())
-                        .is_some_and(|start| start.eq_ignore_ascii_case(word.as_bytes()))
-                })
+                let a = a.trim();
+                ["delivered", "relayed", "expanded"]
+                    .iter()
+                    .any(|word| starts_with_ascii_case_insensitive(a, word))
             });
             if let Some(addr) = &r.address {
                 if !succeeded && seen.insert(addr.as_str()) {

@@ -314,9 +314,7 @@ impl Analyzer {
         let get = |name: &str| fields.iter().find(|f| f.is(name)).map(|f| f.value.as_ref());
         // Values compared in any case, without lower-case copies.
         let starts_with = |name: &str, prefix: &str| {
-            get(name)
-                .and_then(|v| v.as_bytes().get(..prefix.len()))
-                .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+            get(name).is_some_and(|v| text::starts_with_ascii_case_insensitive(v, prefix))
         };
         let content_type = get("content-type").unwrap_or_default();
         let return_path = get("return-path");
@@ -422,12 +420,9 @@ fn has_dsn_fields_in_text(body: &str) -> bool {
         // White space as the regex's ASCII `\s` knows it.
         let field =
             line.trim_start_matches(|c: char| c.is_ascii() && text::is_ascii_space(c as u8));
-        NAMES.iter().any(|name| {
-            field
-                .as_bytes()
-                .get(..name.len())
-                .is_some_and(|start| start.eq_ignore_ascii_case(name.as_bytes()))
-        })
+        NAMES
+            .iter()
+            .any(|name| text::starts_with_ascii_case_insensitive(field, name))
     })
 }
 

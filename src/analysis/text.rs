@@ -880,6 +880,15 @@ fn tag_kind(name: &[u8]) -> TagKind {
     }
 }
 
+/// Whether `text` starts with `prefix`, ASCII letters in any case: what
+/// `text.to_ascii_lowercase().starts_with(prefix)` gives for a prefix
+/// without ASCII capitals, without the copy.
+pub(crate) fn starts_with_ascii_case_insensitive(text: &str, prefix: &str) -> bool {
+    text.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
 /// The byte offset of the first ASCII case-insensitive occurrence of
 /// `needle`: what `haystack.to_ascii_lowercase().find(needle)` gives for a
 /// needle without ASCII capitals, without a copy or a searcher built for
