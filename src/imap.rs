@@ -1281,8 +1281,7 @@ impl ImapSession {
     /// Re-reads CAPABILITY.
     pub async fn refresh_capabilities(&mut self) -> Result<(), ImapError> {
         self.usable("CAPABILITY")?;
-        let r = timeout(self.settings.timeout, self.session.capabilities()).await;
-        let caps = self.settle(flat(r), "CAPABILITY")?;
+        let caps = self.answered_capabilities("CAPABILITY").await?;
         self.caps = caps
             .iter()
             .map(|c| match c {
@@ -1572,11 +1571,40 @@ impl ImapSession {
     /// sweep. Nothing relies on the NOOP's view update: sweeps stop at the highest UID a
     /// `UID SEARCH` has shown, not at UIDNEXT.
     async fn confirm_complete(&mut self, command: &str) -> Result<(), ImapError> {
+        self.answered_capabilities(&format!("{command} (checking the connection)"))
+            .await
+            .map(|_| ())
+    }
+
+    /// `CAPABILITY`, proven answered. async-imap collects its answer until the
+    /// stream ends, so a connection that closes before the answer (a read
+    /// that meets the end of the stream, where a write would have failed a
+    /// moment later) gives an empty list, not an error. Every server lists
+    /// `IMAP4rev1` or `IMAP4rev2` (RFC 3501 7.2.1, RFC 9051 7.2.2): without
+    /// it there was no answer, and the session is unusable. (Found by the
+    /// daemon's connection-cutting fault test: a cut prefix fetch, confirmed
+    /// "complete" this way, passed four messages by unjudged.)
+    async fn answered_capabilities(
+        &mut self,
+        command: &str,
+    ) -> Result<async_imap::types::Capabilities, ImapError> {
         let r = timeout(self.settings.timeout, self.session.capabilities()).await;
-        self.settle(
-            flat(r).map(|_| ()),
-            &format!("{command} (checking the connection)"),
-        )
+        let caps = self.settle(flat(r), command)?;
+        let answered = caps.iter().any(|c| match c {
+            async_imap::types::Capability::Imap4rev1 => true,
+            async_imap::types::Capability::Atom(a) => a.eq_ignore_ascii_case("IMAP4rev2"),
+            async_imap::types::Capability::Auth(_) => false,
+        });
+        if !answered {
+            self.broken = Some(format!("connection lost in {command}"));
+            return Err(ImapError::ConnectionLost {
+                addr: self.addr.clone(),
+                during: format!(
+                    "{command} (the answer ended without the IMAP4rev1 capability every server lists)"
+                ),
+            });
+        }
+        Ok(caps)
     }
 
     /// Fetches UID, FLAGS, RFC822.SIZE and `BODY.PEEK[HEADER.FIELDS (fields)]` for a UID set
