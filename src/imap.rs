@@ -1405,6 +1405,7 @@ impl ImapSession {
         }
         .await;
         let names = self.settle(r, "LIST")?;
+        self.confirm_complete("LIST").await?;
         Ok(names
             .iter()
             .map(|name| FolderInfo {
@@ -1817,6 +1818,8 @@ impl ImapSession {
                 .await;
                 self.settle(r, "UID EXPUNGE")?;
             }
+            // STORE and EXPUNGE answers end quietly on a cut connection.
+            self.confirm_complete("UID COPY fallback").await?;
         }
         Ok(outcome)
     }
@@ -1861,7 +1864,7 @@ impl ImapSession {
             .await;
             self.settle(r, "UID STORE +FLAGS.SILENT")?;
         }
-        Ok(())
+        self.confirm_complete("UID STORE +FLAGS.SILENT").await
     }
 
     /// `NOOP` (keep-alive; also collects unsolicited EXISTS/EXPUNGE).
