@@ -429,7 +429,8 @@ async fn dead_server_times_out() {
             .expect_err("timeout");
         let took = t0.elapsed();
         assert!(matches!(err, ImapError::Timeout { .. }), "{tls}: {err:?}");
-        assert!(took < Duration::from_secs(3), "{tls}: took {took:?}");
+        // Far below a hang, far above a loaded machine's timer lateness.
+        assert!(took < Duration::from_secs(10), "{tls}: took {took:?}");
         let msg = err.to_string();
         assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
         assert!(msg.contains("no answer within"), "{msg}");
@@ -449,7 +450,8 @@ async fn server_dying_mid_session_is_an_error_not_a_hang() {
     let err = loop {
         let t0 = Instant::now();
         let r = s.noop().await;
-        assert!(t0.elapsed() < Duration::from_secs(11), "NOOP hung");
+        // The session timeout (10 s), plus room for a loaded machine.
+        assert!(t0.elapsed() < Duration::from_secs(15), "NOOP hung");
         match r {
             Err(e) => break e,
             Ok(()) if Instant::now() > deadline => panic!("NOOP still succeeds after stop"),

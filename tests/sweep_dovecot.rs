@@ -453,7 +453,8 @@ impl Harness {
                 .map(str::to_string)
                 .collect()
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        // Generous: it returns as soon as the lines are there.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while lines().len() < want && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -478,9 +479,21 @@ impl Harness {
         );
         s.ca_file = Some(self.server.ca_file());
         s.timeout = Duration::from_secs(20);
-        ImapSession::connect(&s, &Secret::new(PASS))
-            .await
-            .unwrap_or_else(|e| panic!("login: {e}"))
+        // A server allowing one connection per user may still count the last
+        // session for a moment after its logout: a refusal is retried.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match ImapSession::connect(&s, &Secret::new(PASS)).await {
+                Ok(session) => return session,
+                Err(e)
+                    if e.to_string().contains("Maximum number of connections")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("login: {e}"),
+            }
+        }
     }
 
     /// [`assert_swept`] on the inbox and quarantine as they are now.
@@ -1301,13 +1314,15 @@ async fn a_second_connection_reads_ahead_and_changes_no_verdict() {
             ..small
         })
         .await;
+        // A second connection still logging in when the sweep ends is let go
+        // (see `crate::prefetch`): then it has no session to show.
         let logins = h.log_lines_since(offset, "Login: user=<", 2).await;
-        assert_eq!(logins.len(), 2, "expected two connections: {logins:#?}");
+        assert!(logins.len() <= 2, "more than two connections: {logins:#?}");
         sessions = h.log_lines_since(offset, "Logged out", 2).await;
-        assert_eq!(sessions.len(), 2, "{sessions:#?}");
-        both_worked = sessions
-            .iter()
-            .all(|s| count(s, "hdr_count=") > 0 && count(s, "body_count=") > 0);
+        both_worked = sessions.len() == 2
+            && sessions
+                .iter()
+                .all(|s| count(s, "hdr_count=") > 0 && count(s, "body_count=") > 0);
         if both_worked {
             break;
         }
@@ -1320,7 +1335,10 @@ async fn a_second_connection_reads_ahead_and_changes_no_verdict() {
     let offset = h.log().len();
     let two = h.sweep_options(small).await;
     let logins = h.log_lines_since(offset, "Login: user=<", 2).await;
-    assert_eq!(logins.len(), 2, "expected two connections: {logins:#?}");
+    assert!(
+        (1..=2).contains(&logins.len()),
+        "expected one or two connections: {logins:#?}"
+    );
     assert_eq!(two.examined as usize, h.inbox.len(), "{two:#?}");
     assert_eq!(two.quarantined as usize, h.count(Role::Backscatter));
     let actions = |r: &SweepReport| {
@@ -1352,15 +1370,22 @@ async fn a_refused_second_connection_leaves_the_sweep_to_the_first() {
         max_connections_per_user: Some(1),
         ..TestServerOptions::default()
     });
+    let offset = h.log().len();
     let before = h.folder("INBOX").await;
+    // The sweep's own first login must not meet that session still counted.
+    h.log_lines_since(offset, "Logged out", 1).await;
+    let offset = h.log().len();
     let r = h
         .sweep_options(SweepOptions {
             batch: 3,
             ..SweepOptions::default()
         })
         .await;
+    let refused = h
+        .log_lines_since(offset, "Maximum number of connections", 1)
+        .await;
     assert!(
-        h.log().contains("Maximum number of connections"),
+        !refused.is_empty(),
         "the server did not refuse a second connection:\n{}",
         h.log()
     );
