@@ -1565,8 +1565,10 @@ impl ImapSession {
     /// Proves that a response really ended with its tagged completion. async-imap ends a
     /// response stream quietly when the connection closes between two lines, so a cut
     /// connection would otherwise look like a short but complete answer (and messages
-    /// missing from it like messages expunged meanwhile). No command succeeds on a closed
-    /// connection. (Found by the daemon's connection-cutting fault test.) `CAPABILITY`,
+    /// missing from it like messages expunged meanwhile). A `CAPABILITY` answered on the
+    /// same connection proves the connection was still there after the answer (see
+    /// [`ImapSession::answered_capabilities`] for why that must be checked too). (Found by
+    /// the daemon's connection-cutting fault test.) `CAPABILITY`,
     /// not `NOOP`: Dovecot answers a NOOP by re-reading the mailbox, which on a
     /// 50,000-message Maildir costs ~0.1 s each time and tripled the time of a first
     /// sweep. Nothing relies on the NOOP's view update: sweeps stop at the highest UID a
