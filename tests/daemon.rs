@@ -694,6 +694,8 @@ const MIN_CUTS: u64 = 210;
 const FAULT_PHASE_LIMIT_SECS: u64 = 300;
 /// SIGKILLs of the daemon, each right after a burst of new mail.
 const KILLS: usize = 3;
+/// Messages in each burst before a SIGKILL.
+const KILL_BURST: usize = 30;
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_daemon_survives_cuts_kills_and_server_restarts_without_losing_mail() {
@@ -727,14 +729,14 @@ async fn the_daemon_survives_cuts_kills_and_server_restarts_without_losing_mail(
     {
         // A slow machine runs long: the cuts go on without new mail once
         // the kill bursts and the last round are provided for.
-        if mail.left() > 30 * (KILLS - kills) + 3 {
+        if mail.left() > KILL_BURST * (KILLS - kills) + 3 {
             mail.deliver(&server);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let t = started.elapsed();
         if kills < KILLS && t > Duration::from_secs(4 * (kills as u64 + 1)) {
             // A burst of new mail wakes the daemon; kill it while it sweeps.
-            for _ in 0..30 {
+            for _ in 0..KILL_BURST {
                 mail.deliver(&server);
             }
             tokio::time::sleep(Duration::from_millis(xorshift(&mut rng) % 400 + 600)).await;
