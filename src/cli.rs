@@ -1175,8 +1175,9 @@ fn inspect(
 /// back to the system (above 128 KiB) and serves blocks from 128 KiB up
 /// with their own mappings, so the next file faults the same pages in
 /// again: about 250-290 of the ~1,100-1,300 page faults of a run over the
-/// 1,357 corpus files, a few per cent of its time. Peak memory is unchanged; it is merely not released early.
-/// (The daemon, which runs for weeks, keeps the default.)
+/// 1,357 corpus files, a few per cent of its time. Peak memory is
+/// unchanged; it is merely not released early. (The daemon, which runs for
+/// weeks, keeps the default.)
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
